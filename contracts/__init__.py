@@ -1,0 +1,1 @@
+"""Service contracts (package data): methods, schemas, notifications, error codes."""

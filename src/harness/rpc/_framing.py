@@ -1,0 +1,119 @@
+"""Newline-delimited JSON framing, written once for servers and clients alike.
+
+One message is one line of compact UTF-8 JSON. ``encode`` never emits a raw newline inside a
+message (``json.dumps`` escapes control characters in strings). ``LineReader`` reads lines up to a
+size limit; a longer line is skipped to its end and reported, so the stream goes on. ``LineWriter``
+is the single writer of a stream: a lock makes every line one uninterrupted write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+#: Default maximum size of one line, in bytes (configurable per reader).
+DEFAULT_MAX_LINE = 4 * 1024 * 1024
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ID_SNIFF = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,256}")')
+
+
+def encode(obj: Any) -> bytes:
+    """One compact JSON line, newline-terminated."""
+    return _dumps(obj).encode("utf-8") + b"\n"
+
+
+def decode(line: bytes) -> Any:
+    """Decode one line (bytes, without or with its newline). Raises ValueError when not JSON."""
+    return json.loads(line)
+
+
+def sniff_id(head: bytes) -> int | str | None:
+    """Best effort: the id of a line too large (or too broken) to parse, from its first bytes."""
+    m = _ID_SNIFF.search(head)
+    if not m:
+        return None
+    try:
+        value = json.loads(m.group(1))
+    except ValueError:
+        return None
+    return value if isinstance(value, (int, str)) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Oversized:
+    """Stands in for a line that exceeded the limit; ``head`` holds its first bytes."""
+
+    size: int
+    head: bytes
+
+
+class LineReader:
+    """Reads newline-terminated lines from a binary stream, bounding each line's size."""
+
+    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE) -> None:
+        self._stream = stream
+        self.max_line = max_line
+
+    def read(self) -> bytes | Oversized | None:
+        """The next line (stripped of its newline), an Oversized marker, or None at EOF."""
+        line = self._stream.readline(self.max_line + 1)
+        if not line:
+            return None
+        if line.endswith(b"\n"):
+            return line[:-1]
+        if len(line) <= self.max_line:
+            return line  # last line without a newline, at EOF
+        head, size = line[:512], len(line)
+        while True:  # discard the rest of the oversized line, bounded memory
+            chunk = self._stream.readline(65536)
+            size += len(chunk)
+            if not chunk or chunk.endswith(b"\n"):
+                break
+        return Oversized(size, head)
+
+    def __iter__(self):
+        while (line := self.read()) is not None:
+            yield line
+
+
+class LineWriter:
+    """The single writer of a stream: each ``write`` puts one whole line, under a lock."""
+
+    def __init__(self, stream: BinaryIO | int) -> None:
+        self._fd: int | None = stream if isinstance(stream, int) else None
+        self._stream = None if isinstance(stream, int) else stream
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._fd is not None:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._fd, view)
+                    view = view[n:]
+            else:
+                assert self._stream is not None
+                self._stream.write(data)
+                self._stream.flush()
+
+    def send(self, obj: Any) -> None:
+        self.write(encode(obj))
+
+    def close(self) -> None:
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                if self._fd is not None:
+                    os.close(self._fd)
+                elif self._stream is not None:
+                    self._stream.close()
+            except OSError:
+                pass
