@@ -70,6 +70,15 @@ class TaskPacket(BaseModel):
         return not self.commands
 
 
+class Requirements(BaseModel):
+    """What a plan needs from the machine; bootstrap's cli_entry fails early naming what is missing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env: list[str] = Field(default_factory=list, description="Environment variables that must be set.")
+    tools: list[str] = Field(default_factory=list, description="Programs that must be on PATH.")
+
+
 class Plan(BaseModel):
     """An objective and its tasks, a DAG through ``depends_on``."""
 
@@ -80,6 +89,7 @@ class Plan(BaseModel):
     revision: int = 1
     source: str = Field(default="generated", description="generated | file | refined")
     defaults: dict[str, Any] = Field(default_factory=dict)
+    requires: Requirements = Field(default_factory=Requirements)
 
 
 class Severity(StrEnum):

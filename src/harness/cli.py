@@ -1,0 +1,544 @@
+"""The `harness` command line.
+
+Exit codes: 0 done, 1 the run failed or was aborted, 2 usage error or invalid plan (every problem
+listed), 3 the run waits for a human decision (approve, decide, then resume). Errors become a
+message on stderr and an exit code in one place (:func:`main`), never a traceback. Imports are
+lazy so that ``harness --help`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """A bad call: a message, exit code 2."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        self.details = details or []
+        super().__init__(message)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _workspace(args: argparse.Namespace) -> str:
+    ws = os.path.abspath(args.workspace or os.getcwd())
+    if not os.path.isdir(ws):
+        raise UsageError(f"workspace {ws} is not a directory")
+    return ws
+
+
+def _interactive() -> bool:
+    if os.environ.get("CI") or os.environ.get("HARNESS_NONINTERACTIVE"):
+        return False
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _load_state(workspace: str, run_id: str):
+    from . import eventlog
+    from .state import fold
+
+    path = eventlog.run_dir(workspace, run_id) / "events.jsonl"
+    if not path.is_file():
+        runs = eventlog.list_runs(workspace)
+        hint = f" (latest: {runs[-1]})" if runs else " (no runs in this workspace)"
+        raise UsageError(f"no run {run_id!r} in {workspace}{hint}")
+    result = eventlog.read_events(path)
+    return path, fold(result.events), result
+
+
+def _append(workspace: str, run_id: str, events: list[tuple[str, dict[str, Any], str | None]]) -> None:
+    """Record decisions in a run's log (safe while a supervisor also appends: the log locks)."""
+    from . import eventlog
+
+    log = eventlog.EventLog.open(eventlog.run_dir(workspace, run_id) / "events.jsonl", run_id, create=False)
+    try:
+        for etype, data, task_id in events:
+            log.append(etype, data, task_id=task_id, durable=True)
+    finally:
+        log.close()
+
+
+def _user() -> str:
+    from .supervisor._run import _user as user
+
+    return user()
+
+
+def _config(args: argparse.Namespace, workspace: str):
+    from .config import load_config
+
+    return load_config(workspace, getattr(args, "config", None), getattr(args, "policy", None))
+
+
+def _make_ui(args: argparse.Namespace):
+    from .supervisor import UI, JsonUI
+
+    interactive = _interactive()
+    return JsonUI(interactive=interactive) if getattr(args, "json", False) else UI(interactive=interactive)
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from .supervisor import RunOptions, Supervisor
+
+    workspace = _workspace(args)
+    if args.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    plan = None
+    if args.plan:
+        from .planfile import load_plan_file
+
+        plan = load_plan_file(args.plan).model_dump(mode="json")
+        if args.objective:
+            plan["objective"] = args.objective
+    elif not args.objective or not args.objective.strip():
+        raise UsageError('give an objective (harness run "add dark mode") or a plan file (--plan FILE)')
+    config = _config(args, workspace)
+    options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel, interactive=_interactive())
+    ui = _make_ui(args)
+    options.interactive = ui.interactive
+    return Supervisor(workspace, config, ui, options).start()
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .supervisor import RunOptions, Supervisor
+
+    workspace = _workspace(args)
+    _load_state(workspace, args.run_id)  # a clear error for an unknown run
+    config = _config(args, workspace)
+    ui = _make_ui(args)
+    options = RunOptions(approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
+    return Supervisor(workspace, config, ui, options).resume(args.run_id)
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    from .state import RunStatus
+
+    workspace = _workspace(args)
+    _, state, _ = _load_state(workspace, args.run_id)
+    if state.plan is None:
+        raise UsageError(f"run {args.run_id} has no plan to approve")
+    if state.is_approved():
+        raise UsageError(f"run {args.run_id} is already approved (revision {state.revision})")
+    if state.status in (RunStatus.completed, RunStatus.aborted):
+        raise UsageError(f"run {args.run_id} has ended ({state.status.value})")
+    unknown = [t for t in args.skip + args.order if t not in state.tasks]
+    if unknown:
+        raise UsageError(f"unknown task id(s): {', '.join(unknown)}", [f"tasks: {', '.join(state.tasks)}"])
+    base = {"gate": "plan", "revision": state.revision, "source": "cli", "approver": _user()}
+    if args.reject or args.clarify:
+        feedback = args.reject or args.clarify
+        kind = "reject" if args.reject else "clarify"
+        _append(workspace, args.run_id, [("GATE_REJECTED", {**base, "feedback": feedback, "kind": kind}, None)])
+        print(f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan.")
+        return EXIT_OK
+    data: dict[str, Any] = dict(base)
+    if args.skip:
+        data["skip"] = args.skip
+        data["keep_dependents"] = args.keep_dependents
+    if args.order:
+        data["order"] = args.order
+    _append(workspace, args.run_id, [("GATE_APPROVED", data, None)])
+    print(f"Approved revision {state.revision} of run {args.run_id}. Continue with `harness resume {args.run_id}`.")
+    return EXIT_OK
+
+
+DECISIONS = ("done", "trust", "retry", "skip", "abort")
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
+    _, state, _ = _load_state(workspace, args.run_id)
+    task = state.tasks.get(args.task_id)
+    if task is None:
+        raise UsageError(f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
+    if task.status.value in ("completed", "skipped"):
+        raise UsageError(f"task {args.task_id} is already {task.status.value}")
+    data: dict[str, Any] = {"decision": args.decision, "source": "cli", "approver": _user()}
+    if args.note:
+        data["note"] = args.note
+    events: list[tuple[str, dict[str, Any], str | None]] = []
+    if args.decision == "skip":
+        data["keep_dependents"] = args.keep_dependents
+    events.append(("TASK_DECISION", data, args.task_id))
+    _append(workspace, args.run_id, events)
+    print(f"Recorded '{args.decision}' for {args.task_id}. Continue with `harness resume {args.run_id}`.")
+    return EXIT_OK
+
+
+def cmd_amend(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
+    _, state, _ = _load_state(workspace, args.run_id)
+    unknown = [t for t in args.skip if t not in state.tasks]
+    if unknown:
+        raise UsageError(f"unknown task id(s): {', '.join(unknown)}")
+    done = [t for t in args.skip if state.tasks[t].status.value in ("completed", "running")]
+    if done:
+        raise UsageError(f"cannot skip task(s) already {', '.join(f'{t} ({state.tasks[t].status.value})' for t in done)}")
+    if not args.yes:
+        if not _interactive():
+            raise UsageError("amending a run needs confirmation: pass --yes (no terminal to ask on)")
+        answer = input(f"Skip {', '.join(args.skip)} in run {args.run_id}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("Nothing changed.")
+            return EXIT_OK
+    _append(
+        workspace,
+        args.run_id,
+        [("PLAN_AMENDED", {"skip": args.skip, "keep_dependents": args.keep_dependents, "requested_by": _user(), "confirmed": True}, None)],
+    )
+    print(f"Amended run {args.run_id}: skipping {', '.join(args.skip)}.")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import eventlog
+
+    workspace = _workspace(args)
+    run_id = args.run_id
+    if run_id is None:
+        runs = eventlog.list_runs(workspace)
+        if not runs:
+            print(f"No runs in {workspace}.")
+            return EXIT_OK
+        run_id = runs[-1]
+    path, state, result = _load_state(workspace, run_id)
+    if args.json:
+        import json
+
+        print(json.dumps(state.snapshot(), default=str))
+        return EXIT_OK
+    print(f"Run {run_id}: {state.status.value}")
+    print(f"Objective: {state.objective}")
+    if state.plan:
+        print(f"Plan revision {state.revision}" + (" (approved)" if state.is_approved() else " (not approved)"))
+    counts = state.counts()
+    print(f"Tasks: {counts['completed']}/{len(state.tasks)} completed, {counts['skipped']} skipped, {counts['failed']} failed, {counts['waiting']} waiting")
+    for t in state.task_list():
+        extra = f" attempts={t.attempts}" if t.attempts > 1 else ""
+        why = f" ({t.waiting_for})" if t.waiting_for else (f" ({t.skip_reason})" if t.skip_reason else "")
+        ftype = f" [{t.failure_type}]" if t.failure_type and t.status.value != "completed" else ""
+        print(f"  {t.id:<20} {t.status.value:<10}{why}{ftype}{extra}  {t.title}")
+    if state.services:
+        print("Services:")
+        for s in state.services.values():
+            print(f"  {s.name:<15} {s.state.value:<9} pid={s.pid} restarts={s.restarts}")
+    if state.waiting:
+        print(f"Waiting for: {state.waiting.get('reason')}")
+        for ask in state.waiting.get("tasks", []) or []:
+            print(f"  {ask['how']}")
+        if state.waiting.get("how"):
+            print(f"  {state.waiting['how']}")
+    if result.torn is not None:
+        print(f"Note: the log ends in a torn line ({result.torn.size} bytes), ignored.")
+    print(f"Log: {path}")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import eventlog
+    from .state import fold
+
+    workspace = _workspace(args)
+    runs = eventlog.list_runs(workspace)
+    if not runs:
+        print(f"No runs in {workspace}.")
+        return EXIT_OK
+    for run_id in runs:
+        state = fold(eventlog.read_events(eventlog.run_dir(workspace, run_id) / "events.jsonl").events)
+        c = state.counts()
+        print(f"{run_id}  {state.status.value:<18} {c['completed']}/{len(state.tasks)} done  {state.objective[:60]}")
+    return EXIT_OK
+
+
+def _describe(event: dict[str, Any], titles: dict[str, str]) -> str:
+    d = event.get("data") or {}
+    tid = event.get("task_id")
+    parts = [event["time"][:19].replace("T", " "), event["type"]]
+    if tid:
+        parts.append(tid)
+        if event["type"].startswith("TASK_") and tid in titles:
+            parts.append(titles[tid])
+    etype = event["type"]
+    if etype == "PLAN_CREATED":
+        plan = d.get("plan") or {}
+        parts.append(f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}")
+    elif etype in ("GATE_APPROVED", "GATE_REJECTED"):
+        parts.append(f"revision {d.get('revision')} by {d.get('approver')} via {d.get('source')}" + (f" ({d.get('rule')})" if d.get("rule") else ""))
+        if d.get("feedback"):
+            parts.append(f"feedback: {d['feedback']}")
+    elif etype == "TASK_FAILED":
+        parts.append(f"- {d.get('summary') or d.get('reason')}")
+    elif etype in ("SERVICE_STARTED", "SERVICE_CRASHED", "SERVICE_RESTARTED", "SERVICE_FATAL", "SERVICE_STOPPED"):
+        parts.append(str(d.get("service")) + (f" pid {d['pid']}" if d.get("pid") else "") + (f" {d['exit']}" if d.get("exit") else ""))
+    elif etype == "FAILURE_CLASSIFIED":
+        parts.append(f"{d.get('failure_type')} (rule {d.get('rule')})")
+    elif etype == "RECOVERY_APPLIED":
+        parts.append(f"{d.get('recipe')} attempt {d.get('attempt')} delay {d.get('delay')} s")
+    elif etype == "RECOVERY_ESCALATION":
+        parts.append(f"{d.get('reason')}: " + (f"decided {d['decision']} via {d.get('source')}" if d.get("decision") else f"waiting: {d.get('how')}"))
+    elif etype in ("TASK_DECISION",):
+        parts.append(f"{d.get('decision')} via {d.get('source')}")
+    elif etype.startswith("BOOTSTRAP_PHASE"):
+        parts.append(str(d.get("phase")) + (f" {d.get('status')}" if d.get("status") else ""))
+    elif etype.startswith("WORKER_"):
+        parts.append(str(event.get("worker_id")))
+    elif etype in ("RUN_WAITING", "EXECUTION_COMPLETE", "RUN_ABORTED"):
+        parts.append(str(d.get("reason") or d.get("status") or ""))
+    return " ".join(p for p in parts if p)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import json
+
+    from . import eventlog
+
+    workspace = _workspace(args)
+    path, state, result = _load_state(workspace, args.run_id)
+    if args.verify:
+        report = eventlog.verify(path)
+        if report.ok:
+            print(f"OK: {report.count} events, hash chain intact" + ("" if result.torn is None else " (a torn last line is ignored)"))
+            return EXIT_OK
+        print(f"BROKEN: {len(report.problems)} problem(s) in {path}", file=sys.stderr)
+        for p in report.problems:
+            print(f"  {p}", file=sys.stderr)
+        return EXIT_FAILED
+    titles = {t.id: t.title for t in state.tasks.values()}
+    types = {t.upper() for t in args.type} if args.type else None
+
+    def show(event: dict[str, Any]) -> None:
+        if types and event["type"] not in types:
+            return
+        if args.task and event.get("task_id") != args.task:
+            return
+        if args.json:
+            print(json.dumps(event, ensure_ascii=False, separators=(",", ":")), flush=True)
+        else:
+            print(_describe(event, titles), flush=True)
+
+    if not args.follow:
+        for event in result.events:
+            show(event)
+        if result.torn is not None:
+            print(f"warning: the log ends in a torn line ({result.torn.size} bytes), ignored", file=sys.stderr)
+        return EXIT_OK
+    import threading
+
+    stop = threading.Event()
+    try:
+        for event in eventlog.follow(path, stop=stop):
+            if event["type"] == "PLAN_CREATED":
+                titles.update({t["id"]: t.get("title", t["id"]) for t in event["data"]["plan"].get("tasks", [])})
+            show(event)
+            if args.until_end and event["type"] in ("EXECUTION_COMPLETE", "RUN_WAITING", "RUN_ABORTED"):
+                break
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import json
+
+    import jsonschema
+
+    from .resources import load_schema, schema_names
+
+    try:
+        schema = load_schema(args.schema)
+    except KeyError:
+        raise UsageError(f"unknown schema {args.schema!r}", [f"schemas: {', '.join(schema_names())}"]) from None
+    try:
+        text = open(args.file, encoding="utf-8").read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+    try:
+        if args.file.endswith((".yaml", ".yml")):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        print(f"{args.file}: not valid {'YAML' if args.file.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if not errors:
+        print(f"{args.file}: valid {args.schema}")
+        return EXIT_OK
+    for err in errors:
+        print(f"{args.file}: {err.json_path}: {err.message}")
+    print(f"{len(errors)} error(s)", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# -- the parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="harness",
+        description="Plan, gate, bootstrap, execute, recover and log: a planning-execution harness.",
+        epilog="Exit codes: 0 done, 1 failed or aborted, 2 usage error or invalid plan, 3 waiting for a decision.",
+    )
+    parser.add_argument("--version", action="version", version="harness 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def ws(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workspace", "-w", metavar="DIR", help="the workspace (default: the current directory)")
+
+    p = sub.add_parser("run", help="plan an objective (or load a plan file), gate it, and execute it")
+    p.add_argument("objective", nargs="?", help="what should be done")
+    ws(p)
+    p.add_argument("--plan", metavar="FILE", help="a plan file (YAML or JSON) instead of generating one")
+    p.add_argument("--policy", metavar="FILE", help="a policy file: trusted roots and named gate rules")
+    p.add_argument("--config", metavar="FILE", help="a config file (default: harness.yaml in the workspace)")
+    p.add_argument("--approve", action="store_true", help="approve the plan explicitly (recorded as the approval)")
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="run at most N tasks at once (default 1)")
+    p.add_argument("--json", action="store_true", help="stream every event as NDJSON on stdout")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="continue a run from its event log")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--policy", metavar="FILE")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--approve", action="store_true", help="approve the pending plan revision")
+    p.add_argument("--parallel", type=int, default=1, metavar="N")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("approve", help="decide on a plan that waits at the gate")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--skip", action="append", default=[], metavar="TASK", help="approve without this task (repeatable)")
+    p.add_argument("--keep-dependents", action="store_true", help="tasks depending on a skipped task still run")
+    p.add_argument("--order", nargs="+", default=[], metavar="TASK", help="run ties in this order")
+    p.add_argument("--reject", metavar="FEEDBACK", help="reject; the planner revises the plan with this feedback")
+    p.add_argument("--clarify", metavar="QUESTION", help="ask the planner to revise the plan to answer a question")
+    p.set_defaults(func=cmd_approve)
+
+    p = sub.add_parser("decide", help="answer a question about one task (manual step, trust, failure)")
+    p.add_argument("run_id")
+    p.add_argument("task_id")
+    p.add_argument("decision", choices=DECISIONS)
+    ws(p)
+    p.add_argument("--note", metavar="TEXT", help="why, or the correction that was made")
+    p.add_argument("--keep-dependents", action="store_true", help="with skip: dependents still run")
+    p.set_defaults(func=cmd_decide)
+
+    p = sub.add_parser("amend", help="change a run while it runs or waits (skip tasks)")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--skip", action="append", default=[], required=True, metavar="TASK")
+    p.add_argument("--keep-dependents", action="store_true")
+    p.add_argument("--yes", action="store_true", help="confirm without asking")
+    p.set_defaults(func=cmd_amend)
+
+    p = sub.add_parser("status", help="a run's state, folded from its log (default: the latest run)")
+    p.add_argument("run_id", nargs="?")
+    ws(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("runs", help="list the runs of a workspace")
+    ws(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("log", help="show a run's events")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--type", action="append", metavar="TYPE", help="only events of this type (repeatable)")
+    p.add_argument("--task", metavar="ID", help="only events of this task")
+    p.add_argument("--json", action="store_true", help="raw events, one JSON object per line")
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing events as they are appended")
+    p.add_argument("--until-end", action="store_true", help="with --follow: stop when the run stops")
+    p.add_argument("--verify", action="store_true", help="check the hash chain")
+    p.set_defaults(func=cmd_log)
+
+    p = sub.add_parser("validate", help="validate a JSON or YAML file against one of the schemas")
+    p.add_argument("file")
+    p.add_argument("--schema", required=True, metavar="NAME", help="e.g. Plan, TaskPacket, WorkerEvent")
+    p.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        for line in exc.details:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as exc:
+        return _report_error(exc)
+
+
+def _report_error(exc: BaseException) -> int:
+    """Known failures -> a message and their exit code; anything else -> exit 1 without traceback."""
+    from .config import ConfigError
+    from .supervisor import PlanRejected, RunLocked
+
+    if isinstance(exc, PlanRejected):
+        print(f"harness: {exc}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for p in exc.problems:
+            where = f" [{p.get('task_id')}]" if p.get("task_id") else ""
+            path = f" at {p['path']}" if p.get("path") else ""
+            print(f"  {p.get('severity', 'error')}{where}{path}: {p.get('message')}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, ConfigError):
+        print(f"harness: invalid configuration in {exc.source}:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return EXIT_USAGE
+    plan_file_error = _plan_file_error_class()
+    if plan_file_error is not None and isinstance(exc, plan_file_error):
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, RunLocked):
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(exc, FileNotFoundError):
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if os.environ.get("HARNESS_DEBUG"):
+        raise exc
+    print(f"harness: internal error: {type(exc).__name__}: {exc} (set HARNESS_DEBUG=1 for a traceback)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _plan_file_error_class() -> type[BaseException] | None:
+    try:
+        from .planfile import PlanFileError
+    except ImportError:
+        return None
+    return PlanFileError
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

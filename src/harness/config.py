@@ -1,0 +1,230 @@
+"""Configuration: service specs, restart policies, the gate policy, recovery settings.
+
+A config file (``--config FILE``, else ``harness.yaml`` or ``.harness/config.yaml`` in the
+workspace) may override any part; a policy file (``--policy FILE``) replaces the policy. Every
+field has a default, so the embedded default needs no file at all.
+
+```yaml
+services:
+  planning:
+    command: ["node", "examples/node/planning-service.js"]   # relative to this file
+    restart: {max_restarts: 3, within_seconds: 60, backoff: [0.1, 0.5, 2.0]}
+policy:
+  trusted_roots: ["."]
+  rules:
+    - {name: ship-it, gate: trust, tasks: [deploy], decision: trust}
+```
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SERVICE_NAMES = ("planning", "bootstrap", "worker-manager")
+_MODULES = {
+    "planning": "harness.services.planning",
+    "bootstrap": "harness.services.bootstrap",
+    "worker-manager": "harness.services.worker_manager",
+}
+
+
+class ConfigError(Exception):
+    """A config or policy file is missing or invalid; ``problems`` lists every issue."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RestartPolicy(_Strict):
+    """OTP-style intensity: more than ``max_restarts`` within ``within_seconds`` -> fatal."""
+
+    max_restarts: int = Field(default=3, ge=0)
+    within_seconds: float = Field(default=60.0, gt=0)
+    backoff: list[float] = Field(default_factory=lambda: [0.05, 0.5, 2.0])
+    start_timeout: float = Field(default=15.0, gt=0, description="Seconds to answer initialize.")
+
+    def delay(self, attempt: int) -> float:
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(attempt - 1, len(self.backoff) - 1)]
+
+
+class ServiceSpec(_Strict):
+    name: str
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    request_timeout: float = Field(default=60.0, gt=0)
+
+
+class ServiceOverride(_Strict):
+    command: list[str] | None = None
+    env: dict[str, str] | None = None
+    restart: RestartPolicy | None = None
+    request_timeout: float | None = None
+
+
+Gate = Literal["plan", "trust", "escalation", "manual"]
+
+
+class PolicyRule(_Strict):
+    """A named, explicit decision. Empty matchers match everything."""
+
+    name: str = Field(min_length=1)
+    gate: Gate
+    decision: str = Field(description="plan: approve|reject; trust: trust; escalation: retry|skip|abort; manual: done")
+    tasks: list[str] = Field(default_factory=list, description="Task ids or glob patterns.")
+    risky: bool | None = Field(default=None, description="Match only risky (true) or only safe (false) tasks.")
+    max_tasks: int | None = Field(default=None, description="plan gate: only plans this small.")
+    failure_types: list[str] = Field(default_factory=list, description="escalation gate: failure classes.")
+    note: str | None = None
+
+    def matches_task(self, task_id: str, risky: bool) -> bool:
+        if self.tasks and not any(fnmatch.fnmatchcase(task_id, pat) for pat in self.tasks):
+            return False
+        return self.risky is None or self.risky == risky
+
+
+class Policy(_Strict):
+    name: str = "default"
+    trusted_roots: list[str] = Field(
+        default_factory=lambda: ["."],
+        description="Workers whose scope lies inside one of these (real paths; relative to the workspace) are trusted.",
+    )
+    rules: list[PolicyRule] = Field(default_factory=list)
+
+    def rule_for(self, gate: Gate, **facts: Any) -> PolicyRule | None:
+        """The first rule of this gate whose matchers accept the facts."""
+        for rule in self.rules:
+            if rule.gate != gate:
+                continue
+            if gate == "plan":
+                if rule.max_tasks is not None and facts.get("n_tasks", 0) > rule.max_tasks:
+                    continue
+                if rule.risky is False and facts.get("risky"):
+                    continue
+                return rule
+            task_id = str(facts.get("task_id", ""))
+            if not rule.matches_task(task_id, bool(facts.get("risky"))):
+                continue
+            if gate == "escalation" and rule.failure_types and facts.get("failure_type") not in rule.failure_types:
+                continue
+            return rule
+        return None
+
+    def resolved_roots(self, workspace: str | os.PathLike[str]) -> list[str]:
+        base = Path(workspace)
+        return [str((base / root).resolve()) for root in self.trusted_roots]
+
+
+class Config(_Strict):
+    services: dict[str, ServiceOverride] = Field(default_factory=dict)
+    policy: Policy = Field(default_factory=Policy)
+    recovery: dict[str, Any] = Field(default_factory=dict, description="Classification rules and recipes.")
+    source: str | None = Field(default=None, exclude=True)
+    base_dir: str | None = Field(default=None, exclude=True)
+
+    def service_spec(self, name: str) -> ServiceSpec:
+        """The spec for a service: the embedded default, overridden by the config file."""
+        spec = ServiceSpec(name=name, command=[sys.executable, "-m", _MODULES[name]])
+        override = self.services.get(name)
+        if override is None:
+            return spec
+        data = spec.model_dump()
+        if override.command:
+            data["command"] = self._resolve_command(override.command)
+        for key in ("env", "restart", "request_timeout"):
+            value = getattr(override, key)
+            if value is not None:
+                data[key] = value.model_dump() if isinstance(value, BaseModel) else value
+        return ServiceSpec.model_validate(data)
+
+    def _resolve_command(self, command: list[str]) -> list[str]:
+        """Relative paths in a command are taken relative to the config file's folder."""
+        base = Path(self.base_dir or ".")
+        out = []
+        for part in command:
+            if not os.path.isabs(part) and ("/" in part) and (base / part).exists():
+                out.append(str((base / part).resolve()))
+            else:
+                out.append(part)
+        if out and out[0] in ("python", "python3"):
+            out[0] = sys.executable  # never through a PATH shim
+        return out
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(str(path), [f"{where}{getattr(exc, 'problem', exc)}"]) from exc
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+        out.append(f"{loc}: {err['msg']}")
+    return out
+
+
+def load_config(workspace: str | os.PathLike[str], config_path: str | None = None, policy_path: str | None = None) -> Config:
+    """Read the config (explicit file, or the workspace's own) and the policy file."""
+    path: Path | None = Path(config_path) if config_path else None
+    if path is None:
+        for candidate in (Path(workspace) / "harness.yaml", Path(workspace) / ".harness" / "config.yaml"):
+            if candidate.is_file():
+                path = candidate
+                break
+    data: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(path)
+        if not isinstance(raw, dict):
+            raise ConfigError(str(path), ["the file must hold a mapping"])
+        data = {k: v for k, v in raw.items() if k in Config.model_fields}
+        unknown = [k for k in raw if k not in Config.model_fields]
+        if unknown:
+            raise ConfigError(str(path), [f"{k}: unknown section" for k in unknown])
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(path), _problems(exc)) from exc
+    unknown_services = [n for n in config.services if n not in SERVICE_NAMES]
+    if unknown_services:
+        raise ConfigError(str(path), [f"services.{n}: unknown service (known: {', '.join(SERVICE_NAMES)})" for n in unknown_services])
+    if path is not None:
+        config.source = str(path)
+        config.base_dir = str(path.resolve().parent)
+    if policy_path:
+        config.policy = load_policy(policy_path)
+    return config
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    raw = _read_yaml(Path(path))
+    if isinstance(raw, dict) and "policy" in raw and isinstance(raw["policy"], dict):
+        raw = raw["policy"]
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(str(path), _problems(exc)) from exc

@@ -1,0 +1,769 @@
+"""The supervisor: one run through PLAN -> GATE -> BOOTSTRAP -> EXECUTE -> RECOVER -> LOG.
+
+Every decision is an event first. :meth:`Supervisor.emit` appends to the log and folds the same
+event into ``self.state``; nothing else changes the state, so ``fold(log)`` is the run. The main
+thread schedules; one thread per running task talks to the worker manager and reports back on a
+queue. Questions that have no answer (no terminal, no policy rule, no decision in the log) make the
+run record that it waits and exit 3: gates fail closed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import eventlog
+from ..config import SERVICE_NAMES, Config
+from ..recovery import FailureType, Recovery, summarize
+from ..rpc import InvalidPlan, RPCError, kill_group
+from ..state import TERMINAL_TASK, RunState, RunStatus, TaskStatus, fold
+from ._service import ServiceFatal, SupervisedService
+from ._ui import UI
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+
+
+class PlanRejected(Exception):
+    """The plan (generated or from a file) has errors; ``problems`` lists all of them."""
+
+    def __init__(self, problems: list[dict[str, Any]], message: str = "the plan is invalid") -> None:
+        self.problems = problems
+        super().__init__(message)
+
+
+class RunLocked(Exception):
+    """Another supervisor is driving this run right now."""
+
+
+@dataclass
+class RunOptions:
+    objective: str | None = None
+    plan: dict[str, Any] | None = None  # a plan file, already loaded
+    approve: bool = False
+    parallel: int = 1
+    interactive: bool = False
+    approver: str = field(default_factory=lambda: _user())
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "unknown")
+
+
+def worker_event_type(event: str) -> str:
+    """worker_started -> WORKER_STARTED, trust_resolved -> WORKER_TRUST_RESOLVED."""
+    return "WORKER_" + (event[len("worker_"):] if event.startswith("worker_") else event).upper()
+
+
+class Supervisor:
+    def __init__(self, workspace: str | os.PathLike[str], config: Config, ui: UI, options: RunOptions | None = None) -> None:
+        self.workspace = Path(workspace).resolve()
+        self.config = config
+        self.ui = ui
+        self.options = options or RunOptions()
+        self.policy = config.policy
+        self.recovery = Recovery(config.recovery)
+        self.state = RunState()
+        self.run_id = ""
+        self.log: Any = None
+        self._buffer: list[tuple[str, dict[str, Any], str | None, str | None]] = []
+        self._lock = threading.RLock()
+        self._prompt_lock = threading.Lock()
+        self.services: dict[str, SupervisedService] = {}
+        self._done: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._not_before: dict[str, float] = {}
+        self._lock_fd: int | None = None
+        self._stderr: Any = None
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return eventlog.run_dir(self.workspace, self.run_id)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
+    # -- the one way state changes ----------------------------------------------------------------
+    def emit(
+        self,
+        etype: str,
+        data: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+        worker_id: str | None = None,
+        durable: bool = False,
+    ) -> dict[str, Any] | None:
+        with self._lock:
+            if self.log is None:  # before the run exists (services starting while planning)
+                self._buffer.append((etype, data or {}, task_id, worker_id))
+                return None
+            event = self.log.append(etype, data or {}, task_id=task_id, worker_id=worker_id, durable=durable)
+            for foreign in self.log.take_foreign():
+                self.state.apply(foreign)
+            self.state.apply(event)
+            self.ui.on_event(event, self.state)
+            return event
+
+    def _absorb_foreign(self) -> None:
+        """Fold events other processes appended (``harness decide``/``approve``/``amend``)."""
+        with self._lock:
+            if self.log is None:
+                return
+            refresh = getattr(self.log, "refresh", None)
+            if refresh is not None:
+                refresh()
+            for foreign in self.log.take_foreign():
+                self.state.apply(foreign)
+                self.ui.on_event(foreign, self.state)
+
+    def _open_log(self, create: bool) -> None:
+        self.log = eventlog.EventLog.open(self.log_path, self.run_id, create=create)
+        torn = getattr(self.log, "torn", None)
+        if torn is not None:
+            self.ui.note(f"warning: the log ended in a torn line ({torn.size} bytes at offset {torn.offset}); it was truncated")
+
+    def _lock_run(self) -> None:
+        import fcntl
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            os.close(fd)
+            raise RunLocked(f"run {self.run_id} is being driven by another harness process") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    # -- services -------------------------------------------------------------------------------
+    def _on_notification(self, service: str, method: str, params: Any) -> None:
+        params = params if isinstance(params, dict) else {"value": params}
+        if method == "worker_event":
+            self.emit(
+                worker_event_type(str(params.get("event", "event"))),
+                params,
+                task_id=params.get("task_id"),
+                worker_id=params.get("worker_id"),
+            )
+        elif method == "phase_started":
+            self.emit("BOOTSTRAP_PHASE_STARTED", params)
+        elif method == "phase_completed":
+            self.emit("BOOTSTRAP_PHASE_COMPLETED", params)
+        else:
+            self.emit("SERVICE_NOTIFICATION", {"service": service, "method": method, "params": params})
+
+    def _replay_source(self, service: str):
+        def events() -> list[dict[str, Any]]:
+            if self.log is None:
+                return []
+            with self._lock:
+                if hasattr(self.log, "sync"):
+                    self.log.sync()
+            all_events = eventlog.read_events(self.log_path).events
+            if service == "worker-manager":
+                return [e["data"] for e in all_events if e["type"].startswith("WORKER_") and "event" in e.get("data", {})]
+            if service == "bootstrap":
+                return [e["data"] for e in all_events if e["type"] == "BOOTSTRAP_PHASE_COMPLETED"]
+            return []
+
+        return events
+
+    def _start_services(self) -> None:
+        """Start the three services concurrently; each counts as started once it answers initialize."""
+        log_dir = self.workspace / ".harness" / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._stderr = open(log_dir / "services.log", "ab")
+        errors: list[BaseException] = []
+
+        def start(name: str) -> None:
+            svc = SupervisedService(
+                self.config.service_spec(name),
+                emit=self.emit,
+                on_notification=self._on_notification,
+                replay_source=self._replay_source(name),
+                stderr=self._stderr,
+                cwd=str(self.workspace),
+            )
+            self.services[name] = svc
+            try:
+                svc.start()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(n,), name=f"start-{n}") for n in SERVICE_NAMES]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        if errors:
+            raise errors[0]
+
+    def _stop_services(self) -> None:
+        threads = [threading.Thread(target=svc.stop) for svc in self.services.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        for name, svc in self.services.items():
+            if self.log is not None and self.state.services.get(name) and self.state.services[name].state.value != "fatal":
+                self.emit("SERVICE_STOPPED", {"service": name})
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _kill_stale(self) -> None:
+        """After a supervisor crash: stop the services of this run still alive (pids from the log)."""
+        for info in self.state.services.values():
+            pid = info.pid
+            if not pid or info.state.value in ("stopped", "fatal"):
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone already
+            if "harness" not in cmdline and "services" not in cmdline and info.name not in cmdline:
+                continue  # the pid was reused by something else
+            kill_group(pid, signal.SIGKILL)
+            self.ui.note(f"stopped a stale {info.name} service left by an earlier supervisor (pid {pid})")
+
+    def svc(self, name: str) -> SupervisedService:
+        return self.services[name]
+
+    # -- entry points ---------------------------------------------------------------------------
+    def start(self) -> int:
+        """A new run: plan (or load) and validate, then create the log and drive it."""
+        try:
+            self._start_services()
+            plan, report = self._initial_plan()
+            self.run_id = eventlog.new_run_id()
+            self._lock_run()
+            self._open_log(create=True)
+            self.emit(
+                "RUN_STARTED",
+                {
+                    "objective": plan["objective"],
+                    "workspace": str(self.workspace),
+                    "options": {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name},
+                    "supervisor_pid": os.getpid(),
+                },
+            )
+            with self._lock:
+                buffered, self._buffer = self._buffer, []
+            for etype, data, tid, wid in buffered:
+                self.emit(etype, data, task_id=tid, worker_id=wid)
+            self.emit("PLAN_CREATED", {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
+            return self._drive()
+        except PlanRejected:
+            raise
+        except ServiceFatal as exc:
+            self.ui.note(f"error: {exc}")
+            if self.log is None:
+                return EXIT_FAILED
+            return self._wait("service_fatal", {"service": exc.service, "message": str(exc)})
+        finally:
+            self._shutdown()
+
+    def resume(self, run_id: str) -> int:
+        self.run_id = run_id
+        if not self.log_path.is_file():
+            raise FileNotFoundError(f"no run {run_id} in {self.workspace / '.harness' / 'runs'}")
+        self._lock_run()
+        try:
+            self._open_log(create=False)
+            self.state = fold(eventlog.read_events(self.log_path).events)
+            if self.state.status is RunStatus.completed:
+                self.ui.say(f"Run {run_id} is already complete.")
+                self.ui.summary(self.state, str(self.log_path))
+                return EXIT_OK
+            self._kill_stale()
+            self.emit("RUN_RESUMED", {"supervisor_pid": os.getpid()}, durable=True)
+            self._start_services()
+            return self._drive()
+        except ServiceFatal as exc:
+            self.ui.note(f"error: {exc}")
+            return self._wait("service_fatal", {"service": exc.service, "message": str(exc)})
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stop_services()
+        if self.log is not None:
+            with self._lock:
+                self.log.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _drive(self) -> int:
+        try:
+            code = self._gate()
+            if code is not None:
+                return code
+            code = self._bootstrap()
+            if code is not None:
+                return code
+            return self._execute()
+        except KeyboardInterrupt:
+            self.ui.note("interrupted: the run can be continued with `harness resume " + self.run_id + "`")
+            self._wait("interrupted", {})
+            return 130
+
+    # -- PLAN -----------------------------------------------------------------------------------
+    def _context(self) -> dict[str, Any]:
+        return {"workspace": str(self.workspace)}
+
+    def _initial_plan(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        planning = self.svc("planning")
+        if self.options.plan is not None:
+            plan = dict(self.options.plan)
+            report = planning.call(
+                "validate", {"plan": plan, "workspace": str(self.workspace), "strictness": "file"}
+            )
+            if not report.get("valid"):
+                raise PlanRejected(report.get("problems", []), "the plan file is invalid")
+            plan = self._flag_risks(plan, report)
+            return plan, report
+        try:
+            result = planning.call("decompose", {"objective": self.options.objective or "", "context": self._context()})
+        except InvalidPlan as exc:
+            problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
+            raise PlanRejected(problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]) from exc
+        return result["plan"], result.get("report") or {}
+
+    @staticmethod
+    def _flag_risks(plan: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
+        risky = set(report.get("risky") or [])
+        if not risky:
+            return plan
+        reasons = {p.get("task_id"): p.get("message") for p in report.get("problems", []) if p.get("code") == "risky_task"}
+        tasks = []
+        for t in plan["tasks"]:
+            if t["id"] in risky and t.get("risk") != "high":
+                t = {**t, "risk": "high", "risk_reasons": t.get("risk_reasons") or [reasons.get(t["id"]) or "flagged risky by validation"]}
+            tasks.append(t)
+        return {**plan, "tasks": tasks}
+
+    # -- GATE -----------------------------------------------------------------------------------
+    def _gate(self) -> int | None:
+        while not self.state.is_approved():
+            if self.state.rejections and int(self.state.rejections[-1].get("revision", -1)) == self.state.revision:
+                self._refine(self.state.rejections[-1])
+                continue
+            plan = self.state.plan or {}
+            risky = [t["id"] for t in plan.get("tasks", []) if t.get("risk") == "high"]
+            if self.state.gate_requested_revision != self.state.revision:
+                self.ui.show_plan(plan, self.state.report, self.state.revision)
+                self.emit(
+                    "GATE_APPROVAL_REQUESTED",
+                    {"gate": "plan", "revision": self.state.revision, "tasks": len(plan.get("tasks", [])), "risky": risky},
+                    durable=True,
+                )
+            decision = self._plan_decision(len(plan.get("tasks", [])), bool(risky))
+            if decision is None:
+                self.ui.say(
+                    f"The plan is waiting for approval. Approve with `harness approve {self.run_id}` "
+                    f"(or `--reject \"feedback\"`, `--skip TASK`), then `harness resume {self.run_id}`."
+                )
+                return self._wait("approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"})
+            kind, data = decision
+            if kind == "approve":
+                self.emit("GATE_APPROVED", data, durable=True)
+            elif kind == "wait":
+                return self._wait("approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"})
+            else:
+                self.emit("GATE_REJECTED", data, durable=True)
+        return None
+
+    def _plan_decision(self, n_tasks: int, risky: bool) -> tuple[str, dict[str, Any]] | None:
+        base = {"gate": "plan", "revision": self.state.revision}
+        if self.options.approve:
+            return "approve", {**base, "source": "flag", "approver": self.options.approver}
+        rule = self.policy.rule_for("plan", n_tasks=n_tasks, risky=risky)
+        if rule is not None:
+            kind = "approve" if rule.decision == "approve" else "reject"
+            return kind, {**base, "source": "policy", "rule": rule.name, "approver": self.policy.name, "feedback": rule.note or ""}
+        if not self.ui.interactive:
+            return None
+        with self._prompt_lock:
+            answer = self.ui.prompt_plan(list(self.state.tasks))
+        if answer is None or answer.kind == "wait":
+            return ("wait", {}) if answer else None
+        data = {**base, "source": "tty", "approver": self.options.approver}
+        if answer.kind == "approve":
+            if answer.skip:
+                data["skip"] = answer.skip
+            if answer.order:
+                data["order"] = answer.order
+            return "approve", data
+        return "reject", {**data, "feedback": answer.feedback, "kind": answer.kind}
+
+    def _refine(self, rejection: dict[str, Any]) -> None:
+        result = self.svc("planning").call(
+            "refine",
+            {"plan": self.state.plan, "feedback": rejection.get("feedback", ""), "context": self._context()},
+        )
+        plan = result["plan"]
+        plan["revision"] = self.state.revision + 1
+        self.emit(
+            "PLAN_CREATED",
+            {"plan": plan, "revision": plan["revision"], "report": result.get("report"), "feedback": rejection.get("feedback"), "applied": result.get("applied", [])},
+            durable=True,
+        )
+
+    # -- BOOTSTRAP ------------------------------------------------------------------------------
+    def _bootstrap(self) -> int | None:
+        wm = self.svc("worker-manager")
+        plan = self.state.plan or {}
+        context = {
+            "workspace": str(self.workspace),
+            "run_id": self.run_id,
+            "run_dir": str(self.run_dir),
+            "objective": plan.get("objective"),
+            "requires": plan.get("requires") or {"env": [], "tools": []},
+            "worker_manager": {"pid": wm.pid, "methods": wm.info.get("methods", [])},
+        }
+        bootstrap = self.svc("bootstrap")
+        phases = bootstrap.call("plan", {"context": context})["phases"]
+        for phase in phases:
+            name = phase["name"]
+            result = bootstrap.call(
+                "execute_phase", {"phase": name, "context": context, "idempotency_key": f"{self.run_id}:{name}"}
+            )
+            if not result.get("success"):
+                self.emit("BOOTSTRAP_FAILED", {"phase": name, "diagnostics": result.get("diagnostics", [])}, durable=True)
+                self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": f"bootstrap phase {name} failed", **self.state.counts()}, durable=True)
+                self.ui.summary(self.state, str(self.log_path))
+                return EXIT_FAILED
+        return None
+
+    # -- EXECUTE --------------------------------------------------------------------------------
+    def _packet(self, tid: str) -> dict[str, Any]:
+        for t in (self.state.plan or {}).get("tasks", []):
+            if t["id"] == tid:
+                return t
+        raise KeyError(tid)
+
+    def _execute(self) -> int:
+        self._recover_interrupted()
+        running: set[str] = set()
+        parallel = max(1, self.options.parallel)
+        while True:
+            self._absorb_foreign()
+            if self._apply_decisions():
+                self._drain(running)
+                return self._finish(aborted=True)
+            self._skip_dependents()
+            now = time.monotonic()
+            if not self._halted():
+                for tid in self._ready():
+                    if len(running) >= parallel:
+                        break
+                    if self._not_before.get(tid, 0) > now:
+                        continue
+                    running.add(tid)
+                    threading.Thread(target=self._task_thread, args=(tid,), name=f"task-{tid}", daemon=True).start()
+            if not running:
+                delayed = [t for t in self._ready() if self._not_before.get(t, 0) > now]
+                if delayed and not self._halted():
+                    time.sleep(max(0.0, min(self._not_before[t] for t in delayed) - now))
+                    continue
+                break
+            try:
+                tid, outcome, payload = self._done.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            running.discard(tid)
+            if outcome == "failed":
+                self._recover(tid, payload)
+            elif outcome == "error":
+                raise payload
+        return self._finish()
+
+    def _drain(self, running: set[str]) -> None:
+        while running:
+            try:
+                tid, _, _ = self._done.get(timeout=1.0)
+            except queue.Empty:
+                continue  # each task is bounded by its own timeout
+            running.discard(tid)
+
+    def _ready(self) -> list[str]:
+        tasks = self.state.tasks
+        out = []
+        for tid in self.state.order:
+            t = tasks.get(tid)
+            if t is None or t.status is not TaskStatus.pending:
+                continue
+            if all(self._dep_satisfied(d) for d in t.depends_on):
+                out.append(tid)
+        return out
+
+    def _dep_satisfied(self, dep: str) -> bool:
+        d = self.state.tasks.get(dep)
+        if d is None:
+            return False
+        return d.status is TaskStatus.completed or (d.status is TaskStatus.skipped and d.keep_dependents)
+
+    def _skip_dependents(self) -> None:
+        changed = True
+        while changed:
+            changed = False
+            for tid in self.state.order:
+                t = self.state.tasks[tid]
+                if t.status is not TaskStatus.pending:
+                    continue
+                for dep in t.depends_on:
+                    d = self.state.tasks.get(dep)
+                    if d is not None and d.status is TaskStatus.skipped and not d.keep_dependents:
+                        self.emit("TASK_SKIPPED", {"reason": f"dependency {dep} was skipped", "dependency": dep}, task_id=tid, durable=True)
+                        changed = True
+                        break
+
+    def _halted(self) -> bool:
+        """Stop on error: a task that failed for good, or awaits an escalation decision, holds new starts."""
+        return any(
+            t.status is TaskStatus.failed or (t.status is TaskStatus.waiting and t.waiting_for == "escalation")
+            for t in self.state.tasks.values()
+        )
+
+    def _task_thread(self, tid: str) -> None:
+        try:
+            outcome, payload = self._run_task(tid)
+        except ServiceFatal as exc:
+            outcome, payload = "error", exc
+        except RPCError as exc:
+            outcome, payload = "failed", {"reason": "harness_error", "message": f"{type(exc).__name__}: {exc.message}", "attempt": self.state.tasks[tid].attempts}
+            self.emit("TASK_FAILED", {**payload, "summary": payload["message"]}, task_id=tid, durable=True)
+        except BaseException as exc:  # never leave the scheduler waiting
+            outcome, payload = "error", exc
+        self._done.put((tid, outcome, payload))
+
+    def _run_task(self, tid: str) -> tuple[str, Any]:
+        t = self.state.tasks[tid]
+        packet = dict(self._packet(tid))
+        manual = not packet.get("commands")
+        if manual and not t.manual_done:
+            if not self._manual_step(tid, packet):
+                return "waiting", "manual"
+        attempt = t.attempts + 1
+        key = f"{self.run_id}:{tid}:{attempt}"
+        wm = self.svc("worker-manager")
+        info = wm.call(
+            "spawn_worker",
+            {"task_packet": packet, "workspace": str(self.workspace), "run_dir": str(self.run_dir), "attempt": attempt, "idempotency_key": key},
+        )
+        wid = info["worker_id"]
+        if not info.get("trusted") and not self._resolve_trust(tid, packet, wid):
+            return "waiting", "trust"
+        self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid, durable=True)
+        final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=float(packet.get("timeout") or 600) + 60)
+        result = final.get("result") or {}
+        if final.get("state") == "finished" and result.get("ok", True):
+            self.emit(
+                "TASK_COMPLETED",
+                {"attempt": attempt, "duration_ms": result.get("duration_ms"), "worker_id": wid},
+                task_id=tid,
+                worker_id=wid,
+                durable=True,
+            )
+            return "completed", None
+        failure = {
+            "attempt": attempt,
+            "reason": result.get("reason") or "failed",
+            "exit_code": result.get("exit_code"),
+            "signal": result.get("signal"),
+            "timed_out": bool(result.get("timed_out")),
+            "failed_step": result.get("failed_step"),
+            "duration_ms": result.get("duration_ms"),
+            "stderr_tail": (result.get("stderr_tail") or "")[-600:],
+            "stdout_tail": (result.get("stdout_tail") or "")[-600:],
+        }
+        failure["summary"] = summarize(failure)
+        self.emit("TASK_FAILED", failure, task_id=tid, worker_id=wid, durable=True)
+        return "failed", failure
+
+    def _manual_step(self, tid: str, packet: dict[str, Any]) -> bool:
+        """A task with no commands: a person does it, says so, then its acceptance tests decide."""
+        if self.ui.interactive:
+            with self._prompt_lock:
+                self.ui.say(f"Manual step {tid}: {packet.get('title')}\n  {packet.get('objective')}")
+                for test in packet.get("acceptance_tests", []):
+                    self.ui.say(f"  verified by: {test}")
+                answer = self.ui.prompt_choice(f"Is {tid} done?", ["done", "skip", "wait"])
+            if answer == "done":
+                self.emit("TASK_DECISION", {"decision": "done", "source": "tty", "approver": self.options.approver}, task_id=tid, durable=True)
+                return True
+            if answer == "skip":
+                self.emit("TASK_SKIPPED", {"reason": "skipped by a person at the manual step", "source": "tty"}, task_id=tid, durable=True)
+                return False
+        rule = self.policy.rule_for("manual", task_id=tid, risky=packet.get("risk") == "high")
+        if rule is not None and rule.decision == "done":
+            self.emit("TASK_DECISION", {"decision": "done", "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+            return True
+        self.emit(
+            "TASK_WAITING",
+            {"kind": "manual", "title": packet.get("title"), "objective": packet.get("objective"), "how": f"harness decide {self.run_id} {tid} done"},
+            task_id=tid,
+            durable=True,
+        )
+        return False
+
+    def _resolve_trust(self, tid: str, packet: dict[str, Any], wid: str) -> bool:
+        wm = self.svc("worker-manager")
+        risky = packet.get("risk") == "high"
+        check = wm.call("check_trust", {"worker_id": wid, "trusted_roots": self.policy.resolved_roots(self.workspace)})
+        if check.get("trusted"):
+            return True
+        rule = self.policy.rule_for("trust", task_id=tid, risky=risky)
+        if rule is not None and rule.decision == "trust":
+            wm.call("mark_trusted", {"worker_id": wid, "approval_source": f"policy:{rule.name}", "approver": self.policy.name})
+            return True
+        confirmed = self.state.tasks[tid].confirmed_by
+        if confirmed:
+            wm.call("mark_trusted", {"worker_id": wid, "approval_source": confirmed, "approver": self.options.approver})
+            return True
+        if self.ui.interactive:
+            with self._prompt_lock:
+                self.ui.say(f"Task {tid} needs trust: {check.get('reason')}")
+                answer = self.ui.prompt_choice(f"Trust and run {tid}?", ["yes", "no"])
+            if answer == "yes":
+                self.emit("TASK_DECISION", {"decision": "trust", "source": "tty", "approver": self.options.approver}, task_id=tid, durable=True)
+                wm.call("mark_trusted", {"worker_id": wid, "approval_source": "tty", "approver": self.options.approver})
+                return True
+        self.emit(
+            "TRUST_REQUIRED",
+            {"reason": check.get("reason"), "risky": risky, "how": f"harness decide {self.run_id} {tid} trust"},
+            task_id=tid,
+            worker_id=wid,
+            durable=True,
+        )
+        return False
+
+    # -- RECOVER --------------------------------------------------------------------------------
+    def _recover_interrupted(self) -> None:
+        """Tasks started by a supervisor that died: fail them as interrupted; recovery retries them."""
+        for tid in list(self.state.order):
+            t = self.state.tasks.get(tid)
+            if t is None or t.status is not TaskStatus.running:
+                continue
+            failure = {"attempt": t.attempts, "reason": "interrupted", "interrupted": True, "summary": "interrupted: the supervisor stopped while it ran"}
+            self.emit("TASK_FAILED", failure, task_id=tid, worker_id=t.worker_id, durable=True)
+            self._recover(tid, failure)
+
+    def _recover(self, tid: str, failure: dict[str, Any]) -> None:
+        t = self.state.tasks[tid]
+        self.emit("FAILURE_DETECTED", {"attempt": failure.get("attempt"), "reason": failure.get("reason")}, task_id=tid)
+        cls = self.recovery.classify(failure)
+        self.emit("FAILURE_CLASSIFIED", {"failure_type": cls.failure_type.value, "rule": cls.rule}, task_id=tid)
+        recipe = self.recovery.recipe(cls.failure_type)
+        if t.retries < recipe.retries:
+            delay = recipe.delay(t.retries + 1, self.recovery.rng)
+            self.emit(
+                "RECOVERY_APPLIED",
+                {"recipe": "retry_with_backoff", "failure_type": cls.failure_type.value, "attempt": t.retries + 1, "outcome": "retry", "delay": delay},
+                task_id=tid,
+                durable=True,
+            )
+            self._not_before[tid] = time.monotonic() + delay
+            return
+        reason = (
+            f"{cls.failure_type.value} failure after {t.retries} retr{'y' if t.retries == 1 else 'ies'}"
+            if recipe.retries
+            else f"{cls.failure_type.value} failure"
+        )
+        if recipe.permission_required:
+            self.emit("PERMISSION_REQUIRED", {"what": failure.get("summary"), "failed_step": failure.get("failed_step")}, task_id=tid, durable=True)
+        self._escalate(tid, cls.failure_type, reason, recipe.options, failure, needs_input=recipe.needs_input)
+
+    def _escalate(self, tid: str, ftype: FailureType, reason: str, options: list[str], failure: dict[str, Any], *, needs_input: bool) -> None:
+        packet = self._packet(tid)
+        rule = self.policy.rule_for("escalation", task_id=tid, risky=packet.get("risk") == "high", failure_type=ftype.value)
+        base = {"failure_type": ftype.value, "reason": reason, "options": options, "needs_input": needs_input}
+        if rule is not None and rule.decision in options:
+            self.emit("RECOVERY_ESCALATION", {**base, "decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+            self.emit("TASK_DECISION", {"decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+            return
+        if self.ui.interactive:
+            with self._prompt_lock:
+                self.ui.say(f"Task {tid} failed ({reason}): {failure.get('summary')}")
+                answer = self.ui.prompt_choice("What now?", options + ["wait"])
+                note = None
+                if answer == "retry" and needs_input:
+                    note = self.ui._ask("The correction (what changed): ") or None
+            if answer in options:
+                self.emit("RECOVERY_ESCALATION", {**base, "decision": answer, "source": "tty"}, task_id=tid, durable=True)
+                self.emit("TASK_DECISION", {"decision": answer, "source": "tty", "note": note, "approver": self.options.approver}, task_id=tid, durable=True)
+                return
+        self.emit(
+            "RECOVERY_ESCALATION",
+            {**base, "decision": None, "how": f"harness decide {self.run_id} {tid} {'|'.join(options)}"},
+            task_id=tid,
+            durable=True,
+        )
+
+    def _apply_decisions(self) -> bool:
+        """Act on decisions recorded for waiting or failed tasks. True when the run must abort."""
+        for tid in list(self.state.order):
+            t = self.state.tasks[tid]
+            if not t.decision or t.status in (TaskStatus.completed, TaskStatus.running):
+                continue
+            decision = t.decision
+            if decision == "abort":
+                self.emit("RUN_ABORTED", {"task_id": tid, "reason": f"abort decided for {tid}", "note": t.decision_note}, durable=True)
+                return True
+            if decision == "skip":
+                self.emit("TASK_SKIPPED", {"reason": "skipped by decision", "note": t.decision_note}, task_id=tid, durable=True)
+            elif decision == "retry" and t.status in (TaskStatus.failed, TaskStatus.waiting):
+                self.emit(
+                    "RECOVERY_APPLIED",
+                    {"recipe": "retry_after_decision", "failure_type": t.failure_type, "attempt": t.retries + 1, "outcome": "retry", "delay": 0, "note": t.decision_note},
+                    task_id=tid,
+                    durable=True,
+                )
+            elif decision in ("done", "trust") and t.status is TaskStatus.waiting:
+                self.emit("TASK_READY", {"after": decision}, task_id=tid)
+        return False
+
+    # -- LOG: the end of a drive ----------------------------------------------------------------
+    def _wait(self, reason: str, data: dict[str, Any]) -> int:
+        self.emit("RUN_WAITING", {"reason": reason, **data}, durable=True)
+        return EXIT_WAITING
+
+    def _finish(self, aborted: bool = False) -> int:
+        counts = self.state.counts()
+        if aborted:
+            self.emit("EXECUTION_COMPLETE", {"status": "aborted", **counts}, durable=True)
+            self.ui.summary(self.state, str(self.log_path))
+            return EXIT_FAILED
+        tasks = self.state.tasks.values()
+        if all(t.status in (TaskStatus.completed, TaskStatus.skipped) for t in tasks):
+            self.emit("EXECUTION_COMPLETE", {"status": "completed", **counts}, durable=True)
+            self.ui.summary(self.state, str(self.log_path))
+            return EXIT_OK
+        waiting = [t for t in tasks if t.status is TaskStatus.waiting or t.status is TaskStatus.failed]
+        if waiting:
+            asks = []
+            for t in waiting:
+                kind = t.waiting_for or "escalation"
+                what = {"manual": "done", "trust": "trust"}.get(kind, "retry|skip|abort")
+                asks.append({"task_id": t.id, "kind": kind, "how": f"harness decide {self.run_id} {t.id} {what}"})
+            self.ui.summary(self.state, str(self.log_path))
+            for a in asks:
+                self.ui.say(f"Waiting on {a['task_id']} ({a['kind']}): `{a['how']}`")
+            self.ui.say(f"Then continue with `harness resume {self.run_id}`.")
+            return self._wait("decision", {"tasks": asks})
+        stuck = [t.id for t in tasks if t.status not in TERMINAL_TASK]
+        self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": f"tasks could not run: {', '.join(stuck)}", **counts}, durable=True)
+        self.ui.summary(self.state, str(self.log_path))
+        return EXIT_FAILED

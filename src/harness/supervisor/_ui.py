@@ -1,0 +1,179 @@
+"""What a person sees and answers: progress lines, the plan, and the prompts at each gate.
+
+Prompts appear only on an interactive terminal; everywhere else a question has no answer, and
+the run records that it waits and exits 3 (gates fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ..state import RunState
+
+CHECK, CROSS, SKIP = "✓", "✗", "-"
+
+
+@dataclass
+class PlanDecision:
+    kind: str  # approve | reject | clarify | wait
+    feedback: str = ""
+    skip: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
+
+
+def _enc_safe(stream: TextIO, text: str) -> str:
+    enc = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        text.encode(enc)
+        return text
+    except UnicodeEncodeError:
+        return text.replace(CHECK, "ok").replace(CROSS, "x")
+
+
+class UI:
+    """Human output on stdout; prompts on the terminal when there is one."""
+
+    def __init__(self, out: TextIO | None = None, *, interactive: bool = False, stdin: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+        self.interactive = interactive
+        self.stdin = stdin or sys.stdin
+
+    # -- output ---------------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        self.out.write(_enc_safe(self.out, text) + "\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        """Messages that are not results: on stdout for humans, stderr in --json mode."""
+        self.say(text)
+
+    def on_event(self, event: dict[str, Any], state: RunState) -> None:
+        etype = event["type"]
+        tid = event.get("task_id")
+        d = event.get("data") or {}
+        if etype == "TASK_COMPLETED" and tid:
+            secs = (d.get("duration_ms") or 0) / 1000
+            self.say(f"{self._label(state, tid)} {CHECK} {state.tasks[tid].title} ({secs:.1f} s)")
+        elif etype == "TASK_FAILED" and tid:
+            self.say(f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('summary') or d.get('reason')}")
+        elif etype == "TASK_SKIPPED" and tid:
+            self.say(f"{self._label(state, tid)} {SKIP} {state.tasks[tid].title}: skipped ({d.get('reason')})")
+        elif etype == "RECOVERY_APPLIED" and tid and d.get("outcome") == "retry":
+            delay = d.get("delay", 0)
+            self.say(
+                f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('failure_type')}, "
+                f"retrying in {delay:g} s (retry {d.get('attempt')})"
+            )
+        elif etype == "BOOTSTRAP_FAILED":
+            self.say(f"Bootstrap failed in {d.get('phase')}:")
+            for line in d.get("diagnostics", []):
+                self.say(f"  - {line}")
+        elif etype == "SERVICE_CRASHED":
+            self.note(f"service {d.get('service')} crashed ({d.get('exit')}); restarting")
+        elif etype == "SERVICE_FATAL":
+            self.note(f"service {d.get('service')} is down: {d.get('reason')}")
+
+    @staticmethod
+    def _label(state: RunState, tid: str) -> str:
+        order = state.order or list(state.tasks)
+        idx = order.index(tid) + 1 if tid in order else 0
+        return f"[Task {idx}/{len(order)}]"
+
+    def show_plan(self, plan: dict[str, Any], report: dict[str, Any] | None, revision: int) -> None:
+        tasks = plan.get("tasks", [])
+        self.say(f"Plan (revision {revision}): {plan.get('objective')}")
+        for i, t in enumerate(tasks, 1):
+            deps = f"  after {', '.join(t['depends_on'])}" if t.get("depends_on") else ""
+            risk = "  [RISKY: " + "; ".join(t.get("risk_reasons") or ["high risk"]) + "]" if t.get("risk") == "high" else ""
+            kind = "manual" if not t.get("commands") else f"{len(t['commands'])} command(s)"
+            self.say(f"  {i}. {t['id']}: {t.get('title')} ({kind}){deps}{risk}")
+            for cmd in t.get("commands", []):
+                self.say(f"       $ {cmd}")
+            for test in t.get("acceptance_tests", []):
+                self.say(f"       verify: {test}")
+        for p in (report or {}).get("problems", []):
+            where = f" [{p['task_id']}]" if p.get("task_id") else ""
+            self.say(f"  {p['severity']}{where}: {p['message']}")
+
+    def summary(self, state: RunState, log_path: str) -> None:
+        c = state.counts()
+        total = len(state.tasks)
+        self.say(f"{c['completed']}/{total} tasks completed, {c['skipped']} skipped, {c['failed']} failed")
+        self.say(f"Log: {log_path}")
+
+    # -- prompts --------------------------------------------------------------------------------
+    def _ask(self, question: str) -> str | None:
+        if not self.interactive:
+            return None
+        self.out.write(question)
+        self.out.flush()
+        line = self.stdin.readline()
+        if not line:
+            return None
+        return line.strip()
+
+    def prompt_plan(self, task_ids: list[str]) -> PlanDecision | None:
+        while True:
+            answer = self._ask(
+                "Approve this plan? [a]pprove, [m]odify (skip/reorder), [q]uestion, [r]eject with feedback, [w]ait: "
+            )
+            if answer is None:
+                return None
+            choice = answer[:1].lower()
+            if choice == "a":
+                return PlanDecision("approve")
+            if choice == "w":
+                return PlanDecision("wait")
+            if choice == "r":
+                feedback = self._ask("Feedback for the planner: ") or ""
+                if feedback:
+                    return PlanDecision("reject", feedback=feedback)
+            elif choice == "q":
+                question = self._ask("Your question (the planner revises the plan to answer it): ") or ""
+                if question:
+                    return PlanDecision("clarify", feedback=question)
+            elif choice == "m":
+                skip = (self._ask("Task ids to skip (space separated, empty for none): ") or "").split()
+                order = (self._ask("New order of task ids (empty to keep): ") or "").split()
+                unknown = [t for t in skip + order if t not in task_ids]
+                if unknown:
+                    self.say(f"Unknown task id(s): {', '.join(unknown)}")
+                    continue
+                return PlanDecision("approve", skip=skip, order=order)
+
+    def prompt_choice(self, question: str, choices: list[str]) -> str | None:
+        while True:
+            answer = self._ask(f"{question} [{'/'.join(choices)}]: ")
+            if answer is None:
+                return None
+            for c in choices:
+                if answer.lower() in (c, c[:1]):
+                    return c
+
+
+class JsonUI(UI):
+    """``--json``: every event as one NDJSON line on stdout; human notes go to stderr."""
+
+    def __init__(self, out: TextIO | None = None, *, interactive: bool = False, stdin: TextIO | None = None) -> None:
+        super().__init__(out, interactive=interactive, stdin=stdin)
+        self.err = sys.stderr
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def say(self, text: str = "") -> None:
+        self.note(text)
+
+    def on_event(self, event: dict[str, Any], state: RunState) -> None:
+        self.out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def show_plan(self, plan: dict[str, Any], report: dict[str, Any] | None, revision: int) -> None:
+        pass  # the PLAN_CREATED event carries it
+
+    def summary(self, state: RunState, log_path: str) -> None:
+        pass
