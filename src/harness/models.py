@@ -77,6 +77,7 @@ class Requirements(BaseModel):
 
     env: list[str] = Field(default_factory=list, description="Environment variables that must be set.")
     tools: list[str] = Field(default_factory=list, description="Programs that must be on PATH.")
+    mcp: bool = Field(default=False, description="MCP servers must all answer, not just some.")
 
 
 class Plan(BaseModel):

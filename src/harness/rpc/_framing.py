@@ -19,12 +19,20 @@ from typing import Any, BinaryIO
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 _ID_SNIFF = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,256}")')
 
 
 def encode(obj: Any) -> bytes:
-    """One compact JSON line, newline-terminated."""
-    return _dumps(obj).encode("utf-8") + b"\n"
+    """One compact JSON line, newline-terminated, always valid UTF-8.
+
+    Text holding a lone surrogate (possible after decoding ``"\\ud800"``) cannot be UTF-8
+    encoded; such a message is written with ASCII escapes instead, which carries it exactly.
+    """
+    try:
+        return _dumps(obj).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return _dumps_ascii(obj).encode("ascii") + b"\n"
 
 
 def decode(line: bytes) -> Any:

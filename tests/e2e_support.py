@@ -1,0 +1,96 @@
+"""Helpers for end-to-end tests that drive the real `harness` command in a temporary workspace."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FAST_RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": [0.05, 0.1]}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
+
+
+def harness(workspace: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the harness CLI as a user would, without a terminal (CI=true), bounded."""
+    full_env = {**os.environ, "CI": "true", **(env or {})}
+    where = [] if args and args[0] in ("validate", "conformance") else ["--workspace", str(workspace)]
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args, *where],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=workspace,
+    )
+
+
+def write_plan(workspace: Path, tasks: list[dict[str, Any]], objective: str = "Exercise the harness end to end", **extra: Any) -> Path:
+    path = workspace / "plan.yaml"
+    path.write_text(yaml.safe_dump({"objective": objective, "tasks": tasks, **extra}, sort_keys=False))
+    return path
+
+
+def write_config(workspace: Path, **sections: Any) -> Path:
+    data = {"recovery": FAST_RECOVERY, **sections}
+    path = workspace / "harness.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def latest_run(workspace: Path) -> str:
+    runs = sorted(p.name for p in (workspace / ".harness" / "runs").iterdir())
+    return runs[-1]
+
+
+def events(workspace: Path, run_id: str | None = None) -> list[dict[str, Any]]:
+    run_id = run_id or latest_run(workspace)
+    path = workspace / ".harness" / "runs" / run_id / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def types(evts: list[dict[str, Any]], task_id: str | None = None) -> list[str]:
+    return [e["type"] for e in evts if task_id is None or e.get("task_id") == task_id]
+
+
+def first(evts: list[dict[str, Any]], etype: str, task_id: str | None = None) -> dict[str, Any]:
+    for e in evts:
+        if e["type"] == etype and (task_id is None or e.get("task_id") == task_id):
+            return e
+    raise AssertionError(f"no {etype} for {task_id} in {types(evts)}")
+
+
+def processes_in(workspace: Path) -> list[int]:
+    """Live processes whose working directory is inside the workspace (services and workers)."""
+    root = os.path.realpath(workspace)
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                state = fh.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == b"Z":
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append(int(entry.name))
+    return found
+
+
+def assert_no_processes_left(workspace: Path, grace: float = 3.0) -> None:
+    deadline = time.monotonic() + grace
+    while True:
+        left = processes_in(workspace)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not left, f"processes left in {workspace}: {left}"
