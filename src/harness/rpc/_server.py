@@ -28,7 +28,7 @@ from ._errors import (
     to_error_object,
 )
 from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, sniff_id
-from ._messages import JSONRPC_VERSION, Notification, Request, parse_message
+from ._messages import JSONRPC_VERSION, Notification, Request, parse_message, readable_id
 
 #: Version of the harness service protocol (methods, notifications, lifecycle), not of JSON-RPC.
 PROTOCOL_VERSION = "1"
@@ -233,10 +233,16 @@ class Server:
         except (ValueError, UnicodeDecodeError) as exc:
             self._reply_error(None, ParseError(f"Parse error: {exc}"))
             return
+        except RecursionError:
+            self._reply_error(None, ParseError("Parse error: nested too deeply"))
+            return
         try:
             msg = parse_message(obj)
         except InvalidRequest as exc:
             self._reply_error(exc.request_id, exc)
+            return
+        except RecursionError:
+            self._reply_error(readable_id(obj), InvalidRequest("Invalid request: nested too deeply"))
             return
         if isinstance(msg, Request):
             self._dispatch(msg)
