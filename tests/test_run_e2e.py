@@ -239,7 +239,9 @@ def test_an_invalid_plan_file_lists_every_problem_and_exits_2(ws: Path) -> None:
     assert "ghost" in proc.stderr  # unknown dependency
     assert "a -> " in proc.stderr or "-> a" in proc.stderr  # the cycle, named
     assert "acceptance" in proc.stderr  # b has none
-    assert not (ws / ".harness" / "runs").exists() or not list((ws / ".harness" / "runs").iterdir())
+    evts = events(ws)
+    assert len(first(evts, "PLAN_INVALID")["data"]["problems"]) >= 3
+    assert "TASK_STARTED" not in types(evts) and "PLAN_CREATED" not in types(evts)
 
 
 def test_json_mode_streams_every_event_as_ndjson(ws: Path) -> None:

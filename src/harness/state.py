@@ -104,6 +104,8 @@ class RunState:
     waiting: dict[str, Any] | None = None
     amendments: list[dict[str, Any]] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
+    options_plan: dict[str, Any] | None = None  # the plan file the run was started with
+    problems: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
     last_unix: float = 0.0
     started_unix: float | None = None
@@ -156,7 +158,12 @@ def _run_started(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
     s.objective = d.get("objective", "")
     s.workspace = d.get("workspace", "")
     s.options = dict(d.get("options") or {})
+    s.options_plan = d.get("plan_file")
     s.started_unix = e.get("unix")
+
+
+def _plan_invalid(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
+    s.problems = list(d.get("problems") or [])
 
 
 def _plan_created(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
@@ -421,6 +428,7 @@ def _service_stopped(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
 _HANDLERS = {
     "RUN_STARTED": _run_started,
     "PLAN_CREATED": _plan_created,
+    "PLAN_INVALID": _plan_invalid,
     "GATE_APPROVAL_REQUESTED": _gate_requested,
     "GATE_APPROVED": _gate_approved,
     "GATE_REJECTED": _gate_rejected,

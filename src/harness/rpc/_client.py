@@ -17,8 +17,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ._errors import ClientClosed, ConnectionClosed, MethodNotFound, RequestTimeout, from_error_object
-from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode
+from ._errors import ClientClosed, ConnectionClosed, InvalidParams, MethodNotFound, RequestTimeout, from_error_object
+from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, encode
 from ._messages import JSONRPC_VERSION, readable_id
 from ._server import dump_result
 
@@ -77,9 +77,13 @@ class Peer:
 
     # -- sending --------------------------------------------------------------------------------
     def request_async(self, method: str, params: Any = None, *, timeout: float | None = None) -> Future[Any]:
-        """Send a request; the returned future holds its result or its RPCError."""
+        """Send a request; the returned future holds its result or its RPCError.
+
+        Params that cannot be encoded as JSON raise InvalidParams at once: the caller's mistake,
+        not a broken connection, and nothing is left pending.
+        """
         fut: Future[Any] = Future()
-        msg: dict[str, Any] = {"jsonrpc": JSONRPC_VERSION, "method": method}
+        msg: dict[str, Any] = {"jsonrpc": JSONRPC_VERSION, "method": method, "id": 0}
         if params is not None:
             msg["params"] = dump_result(params)
         with self._lock:
@@ -89,13 +93,17 @@ class Peer:
                 raise ConnectionClosed(f"{self.name} is gone: {self._dead}") from self._dead
             rid = next(self._ids)
             msg["id"] = rid
+            try:
+                line = encode(msg)
+            except (TypeError, ValueError) as exc:
+                raise InvalidParams(f"params are not JSON: {exc}") from exc
             self._pending[rid] = fut
             if timeout is not None:
                 heapq.heappush(self._deadlines, (time.monotonic() + timeout, rid))
                 self._ensure_timer()
                 self._timer_cv.notify()
         try:
-            self._writer.send(msg)
+            self._writer.write(line)
         except (OSError, ValueError) as exc:
             self._fail(rid, ConnectionClosed(f"{self.name}: cannot write: {exc}"))
         return fut

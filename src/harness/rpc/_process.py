@@ -7,6 +7,7 @@ EOF), wait a grace period, SIGTERM the group, wait, SIGKILL the group, reap.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -53,8 +54,10 @@ class ServiceProcess:
             start_new_session=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
+        # Replies are read through a buffer (one read per chunk, not per byte); requests are
+        # written unbuffered, each line in one write.
         self.peer = Peer(
-            self.proc.stdout,
+            io.BufferedReader(self.proc.stdout, 65536),
             self.proc.stdin,
             name=self.name,
             on_notification=on_notification,

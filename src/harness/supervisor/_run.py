@@ -75,7 +75,6 @@ class Supervisor:
         self.state = RunState()
         self.run_id = ""
         self.log: Any = None
-        self._buffer: list[tuple[str, dict[str, Any], str | None, str | None]] = []
         self._lock = threading.RLock()
         self._prompt_lock = threading.Lock()
         self.services: dict[str, SupervisedService] = {}
@@ -102,11 +101,9 @@ class Supervisor:
         task_id: str | None = None,
         worker_id: str | None = None,
         durable: bool = False,
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any]:
         with self._lock:
-            if self.log is None:  # before the run exists (services starting while planning)
-                self._buffer.append((etype, data or {}, task_id, worker_id))
-                return None
+            assert self.log is not None, "the run's log is opened before anything happens"
             event = self.log.append(etype, data or {}, task_id=task_id, worker_id=worker_id, durable=durable)
             for foreign in self.log.take_foreign():
                 self.state.apply(foreign)
@@ -242,34 +239,24 @@ class Supervisor:
 
     # -- entry points ---------------------------------------------------------------------------
     def start(self) -> int:
-        """A new run: plan (or load) and validate, then create the log and drive it."""
+        """A new run: record it, start the services, then plan (or load), gate and execute."""
+        self.run_id = eventlog.new_run_id()
+        self._lock_run()
         try:
-            self._start_services()
-            plan, report = self._initial_plan()
-            self.run_id = eventlog.new_run_id()
-            self._lock_run()
             self._open_log(create=True)
-            self.emit(
-                "RUN_STARTED",
-                {
-                    "objective": plan["objective"],
-                    "workspace": str(self.workspace),
-                    "options": {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name},
-                    "supervisor_pid": os.getpid(),
-                },
-            )
-            with self._lock:
-                buffered, self._buffer = self._buffer, []
-            for etype, data, tid, wid in buffered:
-                self.emit(etype, data, task_id=tid, worker_id=wid)
-            self.emit("PLAN_CREATED", {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
+            data: dict[str, Any] = {
+                "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
+                "workspace": str(self.workspace),
+                "options": {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name},
+                "supervisor_pid": os.getpid(),
+            }
+            if self.options.plan is not None:
+                data["plan_file"] = self.options.plan
+            self.emit("RUN_STARTED", data, durable=True)
+            self._start_services()
             return self._drive()
-        except PlanRejected:
-            raise
         except ServiceFatal as exc:
             self.ui.note(f"error: {exc}")
-            if self.log is None:
-                return EXIT_FAILED
             return self._wait("service_fatal", {"service": exc.service, "message": str(exc)})
         finally:
             self._shutdown()
@@ -282,6 +269,8 @@ class Supervisor:
         try:
             self._open_log(create=False)
             self.state = fold(eventlog.read_events(self.log_path).events)
+            if self.state.plan is None and self.state.problems:
+                raise PlanRejected(self.state.problems, f"run {run_id} ended with an invalid plan; start a new run")
             if self.state.status is RunStatus.completed:
                 self.ui.say(f"Run {run_id} is already complete.")
                 self.ui.summary(self.state, str(self.log_path))
@@ -307,6 +296,8 @@ class Supervisor:
 
     def _drive(self) -> int:
         try:
+            if self.state.plan is None:
+                self._plan()
             code = self._gate()
             if code is not None:
                 return code
@@ -323,10 +314,21 @@ class Supervisor:
     def _context(self) -> dict[str, Any]:
         return {"workspace": str(self.workspace)}
 
+    def _plan(self) -> None:
+        """PLAN: decompose the objective (or validate the plan file); an invalid plan ends the run."""
+        try:
+            plan, report = self._initial_plan()
+        except PlanRejected as exc:
+            self.emit("PLAN_INVALID", {"problems": exc.problems, "message": str(exc)}, durable=True)
+            self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": str(exc), **self.state.counts()}, durable=True)
+            raise
+        self.emit("PLAN_CREATED", {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
+
     def _initial_plan(self) -> tuple[dict[str, Any], dict[str, Any]]:
         planning = self.svc("planning")
-        if self.options.plan is not None:
-            plan = dict(self.options.plan)
+        started = self.state.options_plan
+        if started is not None:
+            plan = dict(started)
             report = planning.call(
                 "validate", {"plan": plan, "workspace": str(self.workspace), "strictness": "file"}
             )
@@ -335,7 +337,7 @@ class Supervisor:
             plan = self._flag_risks(plan, report)
             return plan, report
         try:
-            result = planning.call("decompose", {"objective": self.options.objective or "", "context": self._context()})
+            result = planning.call("decompose", {"objective": self.state.objective, "context": self._context()})
         except InvalidPlan as exc:
             problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
             raise PlanRejected(problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]) from exc
@@ -459,6 +461,7 @@ class Supervisor:
         running: set[str] = set()
         parallel = max(1, self.options.parallel)
         while True:
+            self._check_services()
             self._absorb_foreign()
             if self._apply_decisions():
                 self._drain(running)
@@ -489,6 +492,12 @@ class Supervisor:
             elif outcome == "error":
                 raise payload
         return self._finish()
+
+    def _check_services(self) -> None:
+        """A service that went fatal (even one nobody is calling) pauses the run."""
+        for svc in self.services.values():
+            if svc.fatal is not None:
+                raise svc.fatal
 
     def _drain(self, running: set[str]) -> None:
         while running:

@@ -15,6 +15,7 @@ make that safe.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import threading
 import time
@@ -65,6 +66,8 @@ class SupervisedService:
         self._lock = threading.RLock()
         self._fatal: ServiceFatal | None = None
         self._stopping = False
+        self._calls = itertools.count()
+        self._inflight: dict[int, str] = {}  # call number -> method, for SERVICE_CRASHED
 
     # -- lifecycle ------------------------------------------------------------------------------
     @property
@@ -90,6 +93,7 @@ class SupervisedService:
             cwd=self._cwd,
             stderr=self._stderr,
             on_notification=lambda method, params: self._on_notification(self.name, method, params),
+            on_close=lambda error: self._watch_exit(gen),
         )
         try:
             self.info = proc.request("initialize", {"client": "harness-supervisor"}, timeout=self.spec.restart.start_timeout) or {}
@@ -100,15 +104,20 @@ class SupervisedService:
         self.generation = gen
 
     def _start_until_running(self, *, first: bool) -> None:
-        """Spawn, counting failed starts against the restart intensity, until RUNNING or FATAL."""
+        """Spawn, counting failed starts against the restart intensity, until RUNNING or FATAL.
+
+        A start counts once the service answered ``initialize``; it is complete once the service
+        has replayed its own events. Dying in between is one more crash.
+        """
         while True:
             try:
                 self._spawn()
             except (ConnectionClosed, RequestTimeout, OSError) as exc:
                 reason = f"did not answer initialize: {exc}"
-                self._emit("SERVICE_CRASHED", {"service": self.name, "exit": reason, "in_flight": 0, "phase": "start"})
+                self._emit("SERVICE_CRASHED", {"service": self.name, "exit": reason, "in_flight": [], "phase": "start"}, durable=True)
                 self._backoff_or_fatal(reason)
                 continue
+            assert self.proc is not None
             self.state = ServiceState.running
             if first and self.restarts == 0:
                 self._emit("SERVICE_STARTED", {"service": self.name, "pid": self.proc.pid, "command": self.spec.command}, durable=True)
@@ -118,7 +127,14 @@ class SupervisedService:
                     {"service": self.name, "pid": self.proc.pid, "attempt": self.restarts},
                     durable=True,
                 )
-            self._replay()
+            try:
+                self._replay()
+            except (ConnectionClosed, RequestTimeout) as exc:
+                reason = f"died during replay: {exc}"
+                self._emit("SERVICE_CRASHED", {"service": self.name, "pid": self.proc.pid, "exit": reason, "in_flight": ["replay"], "phase": "replay"}, durable=True)
+                self.proc.kill()
+                self._backoff_or_fatal(reason)
+                continue
             return
 
     def _backoff_or_fatal(self, reason: str) -> None:
@@ -149,7 +165,24 @@ class SupervisedService:
         assert self.proc is not None
         self.proc.request("replay", {"events": events}, timeout=self.spec.request_timeout)
 
-    def _on_crash(self, generation: int, in_flight: int) -> None:
+    def _watch_exit(self, generation: int) -> None:
+        """The peer's output ended. Restart at once, even if nobody is calling the service now."""
+        if self._stopping or generation != self.generation:
+            return
+
+        def restart() -> None:
+            try:
+                self._on_crash(generation)
+            except (ServiceFatal, ConnectionClosed):
+                pass  # recorded; the next call (or the run's health check) raises it
+
+        threading.Thread(target=restart, name=f"restart-{self.name}", daemon=True).start()
+
+    @property
+    def fatal(self) -> ServiceFatal | None:
+        return self._fatal
+
+    def _on_crash(self, generation: int) -> None:
         """Called by a caller whose request died with the process of ``generation``."""
         with self._lock:
             if self._fatal is not None:
@@ -159,6 +192,7 @@ class SupervisedService:
             if generation != self.generation:
                 return  # someone else already restarted it
             assert self.proc is not None
+            in_flight = sorted(self._inflight.values())
             code = self.proc.proc.poll()
             if code is None:
                 try:
@@ -187,12 +221,16 @@ class SupervisedService:
                 proc, generation = self.proc, self.generation
             if proc is None:
                 raise ClientClosed(f"{self.name} is not running")
+            number = next(self._calls)
+            self._inflight[number] = method
             try:
                 return proc.request(method, params, timeout=timeout)
             except ClientClosed:
                 raise
             except ConnectionClosed:
-                self._on_crash(generation, in_flight=proc.peer.pending_count + 1)
+                self._on_crash(generation)
+            finally:
+                self._inflight.pop(number, None)
 
     def stop(self) -> None:
         """Any -> STOPPED: escalating, bounded shutdown."""

@@ -1,0 +1,158 @@
+"""The execution backend as a small interface, so another engine can replace local processes.
+
+The manager hands an :class:`Executor` a :class:`Job` (what to run, where, with which
+environment, for how long) and gets back an :class:`Execution`: ``run`` blocks until the job
+ended and returns an :class:`Outcome`; ``cancel`` (polite) and ``kill_now`` (forced) may be called
+from any thread at any time and never wait, so the caller owns the grace period between them;
+``kill_now`` is also safe in a signal handler (no locks). ``Executor.reap`` cleans up after a
+manager that died mid-run. Local processes (:mod:`._local`) are the one implementation; a
+cluster backend would implement the same calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+from ._models import FailureReason, StepKind
+
+#: Cut applied to output tails in replies (bytes of output, before decoding).
+TAIL_BYTES = 2048
+
+
+# Plain classes rather than dataclasses: a dataclass compiles its methods at import time, which
+# the service pays on every start.
+
+
+class Step:
+    """One step of a job: a command from ``commands`` or ``acceptance_tests``, and its position."""
+
+    __slots__ = ("kind", "index", "command")
+
+    def __init__(self, kind: StepKind, index: int, command: str) -> None:
+        self.kind = kind
+        self.index = index
+        self.command = command
+
+
+class Job:
+    """One worker's work: its steps in order (commands, then acceptance tests) and its limits."""
+
+    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir")
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        steps: tuple[Step, ...],
+        cwd: str,
+        workspace: str,
+        env: dict[str, str],
+        timeout: float,
+        out_dir: str,
+    ) -> None:
+        self.worker_id = worker_id
+        self.steps = steps
+        self.cwd = cwd
+        self.workspace = workspace
+        self.env = env
+        self.timeout = timeout
+        self.out_dir = out_dir
+
+    @property
+    def stdout_path(self) -> str:
+        return f"{self.out_dir}/stdout.log"
+
+    @property
+    def stderr_path(self) -> str:
+        return f"{self.out_dir}/stderr.log"
+
+    @property
+    def pgid_path(self) -> str:
+        return f"{self.out_dir}/pgid"
+
+
+class Outcome:
+    """How a job ended; ``as_dict`` is the WorkerResult wire shape."""
+
+    __slots__ = (
+        "ok", "reason", "exit_code", "signal", "timed_out", "failed_step", "steps", "duration_ms",
+        "stdout_tail", "stderr_tail", "stdout_path", "stderr_path", "interrupted", "message",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        ok: bool,
+        reason: FailureReason | None = None,
+        *,
+        stdout_path: str | None = None,
+        stderr_path: str | None = None,
+        interrupted: bool = False,
+        message: str | None = None,
+        duration_ms: float = 0.0,
+    ) -> None:
+        self.ok = ok
+        self.reason = reason
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.timed_out = False
+        self.failed_step: Step | None = None
+        self.steps: list[dict[str, Any]] = []
+        self.duration_ms = duration_ms
+        self.stdout_tail = ""
+        self.stderr_tail = ""
+        self.stdout_path = stdout_path
+        self.stderr_path = stderr_path
+        self.interrupted = interrupted
+        self.message = message
+
+    def as_dict(self) -> dict[str, Any]:
+        step = self.failed_step
+        return {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "timed_out": self.timed_out,
+            "reason": self.reason.value if self.reason is not None else None,
+            "failed_step": (
+                {"kind": step.kind.value, "index": step.index, "command": step.command} if step is not None else None
+            ),
+            "steps": self.steps,
+            "duration_ms": self.duration_ms,
+            "stdout_tail": self.stdout_tail,
+            "stderr_tail": self.stderr_tail,
+            "stdout_path": self.stdout_path,
+            "stderr_path": self.stderr_path,
+            "interrupted": self.interrupted,
+            "message": self.message,
+        }
+
+
+class Execution(Protocol):
+    def run(self, on_started: Callable[[int], None]) -> Outcome:
+        """Run the job to its end; call ``on_started(pid)`` once, right after the first process starts."""
+        ...
+
+    def cancel(self, reason: str) -> None:
+        """Ask the job to stop (SIGTERM for processes); ``run`` then ends with reason cancelled."""
+        ...
+
+    def kill_now(self) -> None:
+        """Force-stop everything the job started (SIGKILL for processes), without waiting."""
+        ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def prepare(self, job: Job) -> Execution:
+        """An execution of ``job`` that has not started yet."""
+        ...
+
+    def reap(self, worker_id: str, out_dir: str, pids: list[int]) -> list[int]:
+        """Kill what a dead manager left running for the worker whose output is in ``out_dir``.
+
+        ``pids`` are extra process ids known from the log (the ``worker_started`` pid). Returns
+        the groups that were signalled; a group that may belong to someone else (a recycled pid)
+        is left alone.
+        """
+        ...

@@ -1,0 +1,327 @@
+"""Local processes: the one execution backend for now.
+
+Each step is ``/bin/sh -c <command>`` in its own session (so its own process group), with stdin
+from /dev/null and stdout/stderr appended to the worker's log files. The wait for a step is a
+blocking ``poll`` on a pidfd with the remaining deadline as its timeout: it wakes the moment the
+step exits, where ``Popen.wait(timeout=...)`` would poll with sleeps and double the cost of a
+short step. Every process group a job started is SIGKILLed when the job ends, so a background
+child never outlives its worker; the group ids are also written, one per line, to
+``<out_dir>/pgid`` so a later manager can reap them if this one dies.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from typing import Callable
+
+from ._executor import TAIL_BYTES, Job, Outcome, Step
+from ._models import FailureReason, StepKind
+
+#: Seconds between SIGTERM and SIGKILL when a step outlives the worker's deadline.
+TERM_GRACE = 2.0
+#: Bound on waiting for a SIGKILLed process to be reaped (a process in uninterruptible sleep).
+KILL_WAIT = 5.0
+_MAX_POLL_MS = 2**31 - 1
+
+_WRITE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_SH = "/bin/sh"
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when it is gone (or not ours to signal)."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def wait_exit(proc: subprocess.Popen[bytes], pidfd: int | None, timeout: float) -> bool:
+    """Block until ``proc`` exits or ``timeout`` seconds pass; True when it exited.
+
+    With a pidfd this is one ``poll`` that wakes at the exit; without one (old kernels, other
+    systems) it falls back to ``Popen.wait``.
+    """
+    if pidfd is None:
+        try:
+            proc.wait(timeout=max(timeout, 0.0))
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    deadline = time.monotonic() + timeout
+    while True:  # poll() takes at most ~24 days at once; a longer deadline takes several rounds
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return bool(poller.poll(0))
+        if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
+            return True
+
+
+def _open_pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _tail(fd: int, start: int) -> str:
+    """The last TAIL_BYTES of a file from offset ``start`` on, decoded leniently."""
+    end = os.fstat(fd).st_size
+    begin = max(start, end - TAIL_BYTES)
+    if end <= begin:
+        return ""
+    data = os.pread(fd, end - begin, begin)
+    if begin > start:  # cut inside the step's output: drop a partial UTF-8 sequence
+        data = data.lstrip(bytes(range(0x80, 0xC0)))
+    return data.decode("utf-8", "replace")
+
+
+def _failure_reason(kind: StepKind) -> FailureReason:
+    return FailureReason.acceptance_failed if kind is StepKind.acceptance else FailureReason.command_failed
+
+
+class LocalExecution:
+    """One job's run on this machine; see :class:`._executor.Execution`."""
+
+    __slots__ = ("job", "_lock", "_proc", "_groups", "_reason")
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._groups: list[int] = []
+        self._reason: str | None = None
+
+    # -- control from other threads -------------------------------------------------------------
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+            proc = self._proc
+        if proc is not None and proc.returncode is None:
+            signal_group(proc.pid, signal.SIGTERM)
+
+    def kill_now(self) -> None:
+        for pgid in list(self._groups):
+            signal_group(pgid, signal.SIGKILL)
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, on_started: Callable[[int], None]) -> Outcome:
+        job = self.job
+        t0 = time.monotonic()
+        problem = self._check_scope()
+        if problem is not None:
+            problem.duration_ms = _ms(t0)
+            return problem
+        fds: list[int] = []
+        try:
+            os.makedirs(job.out_dir, exist_ok=True)
+            for path, flags in (
+                (job.stdout_path, _WRITE_FLAGS),
+                (job.stderr_path, _WRITE_FLAGS),
+                (job.pgid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC),
+            ):
+                fds.append(os.open(path, flags, 0o644))
+        except OSError as exc:
+            for fd in fds:
+                os.close(fd)
+            return Outcome(
+                ok=False, reason=FailureReason.spawn_error, duration_ms=_ms(t0), message=f"cannot open the worker's files: {exc}"
+            )
+        try:
+            outcome = self._run_steps(fds[0], fds[1], fds[2], t0, on_started)
+        finally:
+            self.kill_now()
+            for fd in fds:
+                os.close(fd)
+        outcome.duration_ms = _ms(t0)
+        return outcome
+
+    def _check_scope(self) -> Outcome | None:
+        """The scope must exist and, now that it does, still resolve inside the workspace."""
+        job = self.job
+        if not os.path.isdir(job.cwd):
+            return Outcome(ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}")
+        real = os.path.realpath(job.cwd)
+        if os.path.commonpath([real, job.workspace]) != job.workspace:
+            return Outcome(
+                ok=False, reason=FailureReason.spawn_error, message=f"scope directory {real} resolves outside the workspace"
+            )
+        return None
+
+    def _run_steps(self, out: int, err: int, pgfile: int, t0: float, on_started: Callable[[int], None]) -> Outcome:
+        job = self.job
+        deadline = t0 + job.timeout
+        result = Outcome(ok=True, stdout_path=job.stdout_path, stderr_path=job.stderr_path)
+        offsets = (0, 0)
+        started = False
+        for step in job.steps:
+            if self._reason is not None:
+                return self._fail(result, FailureReason.cancelled, None, out, err, offsets, self._reason)
+            if time.monotonic() >= deadline:
+                result.timed_out = True
+                return self._fail(result, FailureReason.timeout, step, out, err, offsets)
+            os.write(out, f"$ {step.command}\n".encode("utf-8", "replace"))
+            offsets = (os.fstat(out).st_size, os.fstat(err).st_size)
+            ts = time.monotonic()
+            try:
+                proc = subprocess.Popen(
+                    [_SH, "-c", step.command],
+                    cwd=job.cwd,
+                    env=job.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
+            except (OSError, ValueError) as exc:
+                os.write(err, f"harness: cannot start step: {exc}\n".encode("utf-8", "replace"))
+                result.steps.append(_step_record(step, None, ts))
+                return self._fail(result, FailureReason.spawn_error, step, out, err, offsets, str(exc))
+            with self._lock:
+                self._proc = proc
+                self._groups.append(proc.pid)
+                cancelled = self._reason is not None
+            if cancelled:  # the cancel came between the check above and the start
+                signal_group(proc.pid, signal.SIGTERM)
+            os.write(pgfile, b"%d\n" % proc.pid)
+            if not started:
+                started = True
+                on_started(proc.pid)
+            rc, timed_out = self._wait(proc, deadline)
+            with self._lock:
+                self._proc = None
+            result.steps.append(_step_record(step, rc, ts))
+            if rc == 0 and not timed_out:
+                continue
+            result.exit_code = rc if rc is not None and rc >= 0 else None
+            result.signal = -rc if rc is not None and rc < 0 else None
+            if self._reason is not None:
+                return self._fail(result, FailureReason.cancelled, step, out, err, offsets, self._reason)
+            if timed_out:
+                result.timed_out = True
+                return self._fail(result, FailureReason.timeout, step, out, err, offsets)
+            reason = FailureReason.signal if result.signal is not None else _failure_reason(step.kind)
+            return self._fail(result, reason, step, out, err, offsets)
+        if self._reason is not None:  # cancelled during the last step, which still succeeded
+            return self._fail(result, FailureReason.cancelled, None, out, err, offsets, self._reason)
+        if job.steps:
+            result.stdout_tail, result.stderr_tail = _tail(out, offsets[0]), _tail(err, offsets[1])
+        return result
+
+    def _wait(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[int | None, bool]:
+        """Wait for the step until the deadline; past it, SIGTERM the group, grace, SIGKILL."""
+        pidfd = _open_pidfd(proc.pid)
+        try:
+            if wait_exit(proc, pidfd, deadline - time.monotonic()):
+                return proc.wait(), False
+            signal_group(proc.pid, signal.SIGTERM)
+            if not wait_exit(proc, pidfd, TERM_GRACE):
+                signal_group(proc.pid, signal.SIGKILL)
+                if not wait_exit(proc, pidfd, KILL_WAIT):
+                    return None, True
+            return proc.wait(), True
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    @staticmethod
+    def _fail(
+        result: Outcome,
+        reason: FailureReason,
+        step: Step | None,
+        out: int,
+        err: int,
+        offsets: tuple[int, int],
+        message: str | None = None,
+    ) -> Outcome:
+        result.ok = False
+        result.reason = reason
+        result.failed_step = step
+        result.message = message
+        result.stdout_tail, result.stderr_tail = _tail(out, offsets[0]), _tail(err, offsets[1])
+        return result
+
+
+def _step_record(step: Step, rc: int | None, started: float) -> dict[str, object]:
+    return {
+        "kind": step.kind.value,
+        "command": step.command,
+        "exit_code": rc if rc is not None and rc >= 0 else None,
+        "duration_ms": _ms(started),
+    }
+
+
+def _ms(since: float) -> float:
+    return round((time.monotonic() - since) * 1000.0, 3)
+
+
+class LocalExecutor:
+    """Runs jobs as local process groups; see :class:`._executor.Executor`."""
+
+    name = "local"
+
+    def prepare(self, job: Job) -> LocalExecution:
+        return LocalExecution(job)
+
+    def reap(self, worker_id: str, out_dir: str, pids: list[int]) -> list[int]:
+        path = f"{out_dir}/pgid"
+        groups: list[int] = []
+        written_at: float | None = None
+        try:
+            with open(path, "rb") as f:
+                groups = [int(x) for x in f.read().split() if x.isdigit()]
+            written_at = os.stat(path).st_mtime
+        except (OSError, ValueError):
+            pass
+        marker = f"HARNESS_WORKER_ID={worker_id}".encode()
+        killed = []
+        for pgid in dict.fromkeys(groups + [p for p in pids if p > 1]):
+            if _group_is_ours(pgid, written_at, marker) and signal_group(pgid, signal.SIGKILL):
+                killed.append(pgid)
+        return killed
+
+
+def _group_is_ours(pgid: int, written_at: float | None, marker: bytes) -> bool:
+    """Guard against a recycled pid: is group ``pgid`` still the one a worker's step started?
+
+    If no process has the pid, the group (if any) can only be the step's orphans: a pid is not
+    reused while its group lives. If one has it, it is the step only if it started no later than
+    the pgid file was written (one second of slack for the boot-time granularity); without that
+    file, only if its environment carries the worker's id.
+    """
+    try:
+        with open(f"/proc/{pgid}/stat", "rb") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return not os.path.isdir("/proc/self")  # no procfs: nothing to check against
+    if written_at is None:
+        try:
+            with open(f"/proc/{pgid}/environ", "rb") as f:
+                return marker in f.read().split(b"\0")
+        except OSError:
+            return False
+    try:
+        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+        started = _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (ValueError, IndexError, OSError):
+        return False
+    return started <= written_at + 1.0
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")

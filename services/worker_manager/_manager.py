@@ -1,0 +1,372 @@
+"""The worker manager: confinement, the trust gate and each worker's lifecycle.
+
+Every change to a worker is an event: the manager builds it, applies it to its
+:class:`WorkerTable` and hands it to ``emit`` (the ``worker_event`` notification), all under one
+lock, so the table always equals the fold of the events sent so far and a restarted manager
+rebuilds it with ``replay``. What is not in the table is process-local and expendable: the
+executions in flight and the full output tails of recent results.
+
+    (spawn_worker)  -> trust_required       worker_spawned
+    trust_required  -> ready_for_prompt     trust_resolved   (check_trust by trusted root, mark_trusted)
+    ready_for_prompt -> running             worker_started   (run_worker, first process started)
+    running         -> finished | failed    worker_finished | worker_failed
+    trust_required | ready_for_prompt -> failed   worker_failed (cancel_worker, scope missing, spawn error)
+    running (manager dead) -> failed        worker_failed    (replay: interrupted)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
+from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
+
+from ._executor import Execution, Executor, Job, Outcome, Step
+from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor
+from ._models import (
+    CancelWorkerParams,
+    CheckTrustParams,
+    FailureReason,
+    GetWorkerParams,
+    MarkTrustedParams,
+    WorkerReplayParams,
+    RunWorkerParams,
+    SpawnWorkerParams,
+    StepKind,
+)
+from ._table import WorkerRecord, WorkerTable
+
+#: Variables a worker inherits from the manager's environment; anything else must be named.
+BASE_ENV = (
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TMPDIR", "USER", "LOGNAME", "SHELL", "TZ",
+    "PYTHONPATH", "VIRTUAL_ENV",
+)  # fmt: skip
+#: Seconds a worker may run when its packet sets no timeout.
+DEFAULT_TIMEOUT = 600.0
+#: Seconds between the polite and the forced stop of a cancelled worker.
+CANCEL_GRACE = 1.0
+#: Characters of each output tail (and of a message) kept in events; replies carry ~2 KiB.
+EVENT_TAIL = 200
+#: Full results kept in memory for replies (older ones answer with the compact logged result).
+FULL_RESULTS = 1024
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class _Run:
+    """A worker being run by this manager: its execution and who waits for it."""
+
+    __slots__ = ("execution", "timeout", "done")
+
+    def __init__(self, execution: Execution, timeout: float) -> None:
+        self.execution = execution
+        self.timeout = timeout
+        self.done = threading.Event()
+
+
+def worker_id_for_key(key: str) -> str:
+    return "w-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def is_inside(path: str, root: str) -> bool:
+    """True when real path ``path`` is ``root`` or below it (whole components, never a prefix)."""
+    return os.path.commonpath([root, path]) == root
+
+
+def confine(workspace: str, scope_path: str) -> str:
+    """The real scope directory of a packet, refused unless it lies inside the real workspace."""
+    try:
+        scope = os.path.realpath(os.path.join(workspace, scope_path))
+    except ValueError as exc:  # e.g. a NUL byte
+        raise InvalidParams(f"scope_path is not a usable path: {exc}", {"scope_path": scope_path}) from exc
+    if not is_inside(scope, workspace):
+        raise InvalidParams(
+            f"scope_path {scope_path!r} resolves to {scope}, outside the workspace {workspace}",
+            {"scope_path": scope_path, "resolved": scope, "workspace": workspace},
+        )
+    return scope
+
+
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """A result small enough for the log: tails and message cut to their last EVENT_TAIL chars."""
+    small = dict(result)
+    for key in ("stdout_tail", "stderr_tail", "message"):
+        text = small.get(key)
+        if text and len(text) > EVENT_TAIL:
+            small[key] = text[-EVENT_TAIL:]
+    return small
+
+
+class WorkerManager:
+    """The worker manager's behaviour, free of the wire: each public method is one RPC method."""
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        executor: Executor | None = None,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._emit_event = emit
+        self._executor: Executor = executor or LocalExecutor()
+        self._environ = dict(os.environ if environ is None else environ)
+        self._base_env = {k: self._environ[k] for k in BASE_ENV if k in self._environ}
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._runs: dict[str, _Run] = {}
+        self._full: dict[str, dict[str, Any]] = {}
+        self.table = WorkerTable()
+
+    # -- events -----------------------------------------------------------------------------
+    def _emit(
+        self, kind: WorkerEventType, rec_or_id: WorkerRecord | tuple[str, str], state: WorkerState, data: dict[str, Any]
+    ) -> WorkerRecord:
+        """Apply and send one event; the caller holds the lock."""
+        wid, task_id = (rec_or_id.worker_id, rec_or_id.task_id) if isinstance(rec_or_id, WorkerRecord) else rec_or_id
+        now = self._clock()
+        event = WorkerEvent.model_construct(event=kind, worker_id=wid, task_id=task_id, state=state, time=now, data=data)
+        rec = self.table.apply(event)
+        assert rec is not None
+        self._emit_event(
+            {"event": kind.value, "worker_id": wid, "task_id": task_id, "state": state.value, "time": now, "data": data}
+        )
+        return rec
+
+    def _end(self, rec: WorkerRecord, result: dict[str, Any]) -> WorkerRecord:
+        """Emit the final event of a worker and keep its full result for replies (lock held)."""
+        kind, state = (
+            (WorkerEventType.worker_finished, WorkerState.finished)
+            if result["ok"]
+            else (WorkerEventType.worker_failed, WorkerState.failed)
+        )
+        rec = self._emit(kind, rec, state, compact(result))
+        self._full[rec.worker_id] = result
+        if len(self._full) > FULL_RESULTS:
+            del self._full[next(iter(self._full))]
+        return rec
+
+    # -- lookups ----------------------------------------------------------------------------
+    def _get(self, worker_id: str) -> WorkerRecord:
+        rec = self.table.workers.get(worker_id)
+        if rec is None:
+            raise NotFound(f"no worker {worker_id!r}: spawn_worker first (or replay the log)", {"worker_id": worker_id})
+        return rec
+
+    def _info(self, rec: WorkerRecord) -> dict[str, Any]:
+        return rec.info(self._full.get(rec.worker_id))
+
+    @staticmethod
+    def _refuse_ended(rec: WorkerRecord, action: str) -> None:
+        if rec.ended:
+            raise InvalidTransition(
+                f"worker {rec.worker_id} already {rec.state.value}: cannot {action} it; spawn a new attempt instead",
+                {"worker_id": rec.worker_id, "state": rec.state.value},
+            )
+
+    # -- methods ----------------------------------------------------------------------------
+    def spawn_worker(self, p: SpawnWorkerParams) -> dict[str, Any]:
+        """Register a worker in trust_required; the same idempotency key returns the same worker."""
+        packet = p.task_packet
+        key = p.idempotency_key
+        workspace = os.path.realpath(p.workspace)
+        scope_dir = confine(workspace, packet.scope_path)
+        run_dir = os.path.abspath(p.run_dir) if p.run_dir else os.path.join(workspace, ".harness", "workers-adhoc")
+        with self._lock:
+            if key is not None:
+                known = self.table.by_key.get(key)
+                if known is not None:
+                    return self._info(self.table.workers[known])
+                wid = worker_id_for_key(key)
+                if wid in self.table.workers:
+                    raise InvalidParams(f"idempotency key {key!r} collides with worker {wid}", {"worker_id": wid})
+            else:
+                wid = self.table.next_adhoc_id(packet.id, p.attempt)
+            data = {
+                "packet": packet.model_dump(mode="json"),
+                "workspace": workspace,
+                "run_dir": run_dir,
+                "attempt": p.attempt,
+                "idempotency_key": key,
+                "scope_dir": scope_dir,
+                "env_allow": list(p.env_allow),
+            }
+            rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), WorkerState.trust_required, data)
+            return self._info(rec)
+
+    def check_trust(self, p: CheckTrustParams) -> dict[str, Any]:
+        """Resolve the trust gate by policy when the scope lies under a trusted root."""
+        with self._lock:
+            rec = self._get(p.worker_id)
+            trusted, reason = self._trust_decision(rec, p.trusted_roots)
+            return {"worker_id": rec.worker_id, "trusted": trusted, "state": rec.state.value, "reason": reason}
+
+    def _trust_decision(self, rec: WorkerRecord, roots: list[str]) -> tuple[bool, str]:
+        if rec.trusted:
+            return True, f"trust already resolved ({rec.trust_source}, approver {rec.approver})"
+        if rec.ended:
+            return False, f"the worker {rec.state.value} before its trust was resolved"
+        if rec.packet.get("risk") == Risk.high.value:
+            why = ", ".join(rec.packet.get("risk_reasons") or []) or "flagged high risk"
+            return False, f"risky task ({why}) needs its own confirmation: mark_trusted, even under a trusted root"
+        scope = os.path.realpath(rec.scope_dir)
+        for root in roots:
+            if root and is_inside(scope, os.path.realpath(root)):
+                data = {"source": "trusted_root", "approver": root}
+                self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)
+                return True, f"scope {scope} is inside trusted root {root}"
+        return False, f"scope {scope} is inside no trusted root: a decision is required (mark_trusted)"
+
+    def mark_trusted(self, p: MarkTrustedParams) -> dict[str, Any]:
+        """Resolve the trust gate by an explicit decision (human, flag or policy rule)."""
+        with self._lock:
+            rec = self._get(p.worker_id)
+            self._refuse_ended(rec, "trust")
+            if not rec.trusted:
+                data = {"source": p.approval_source, "approver": p.approver}
+                rec = self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)
+            return self._info(rec)
+
+    def run_worker(self, p: RunWorkerParams) -> dict[str, Any]:
+        """Run a trusted worker to its end (blocking); a repeated call joins the same run."""
+        with self._lock:
+            rec = self._get(p.worker_id)
+            if rec.ended:
+                return self._info(rec)
+            run = self._runs.get(rec.worker_id)
+            owner = run is None
+            if run is None:
+                if not rec.trusted:
+                    raise GateBlocked(
+                        f"worker {rec.worker_id} is not trusted: resolve its trust gate first (check_trust or mark_trusted)",
+                        {"worker_id": rec.worker_id, "state": rec.state.value},
+                    )
+                if rec.state is WorkerState.running:
+                    raise InvalidTransition(
+                        f"worker {rec.worker_id} was running under a manager that died: replay the log to settle it",
+                        {"worker_id": rec.worker_id, "state": rec.state.value},
+                    )
+                job = self._job(rec)
+                run = self._runs[rec.worker_id] = _Run(self._executor.prepare(job), job.timeout)
+        if owner:
+            return self._execute(rec, run)
+        if not run.done.wait(run.timeout + TERM_GRACE + KILL_WAIT + 5.0):
+            raise RequestTimeout(f"worker {rec.worker_id} did not end in time", {"worker_id": rec.worker_id})
+        with self._lock:
+            return self._info(rec)
+
+    def _job(self, rec: WorkerRecord) -> Job:
+        packet = rec.packet
+        steps = tuple(Step(StepKind.command, i, c) for i, c in enumerate(packet.get("commands") or ())) + tuple(
+            Step(StepKind.acceptance, i, c) for i, c in enumerate(packet.get("acceptance_tests") or ())
+        )
+        env = dict(self._base_env)
+        for name in rec.env_allow:
+            if name in self._environ:
+                env[name] = self._environ[name]
+        env.update(packet.get("env") or {})
+        env["HARNESS_TASK_ID"] = rec.task_id
+        env["HARNESS_WORKER_ID"] = rec.worker_id
+        env["HARNESS_ATTEMPT"] = str(rec.attempt)
+        env["HARNESS_WORKSPACE"] = rec.workspace
+        env["HARNESS_RUN_DIR"] = rec.run_dir
+        return Job(
+            worker_id=rec.worker_id,
+            steps=steps,
+            cwd=rec.scope_dir,
+            workspace=rec.workspace,
+            env=env,
+            timeout=float(packet.get("timeout") or DEFAULT_TIMEOUT),
+            out_dir=rec.worker_dir,
+        )
+
+    def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:
+        def started(pid: int) -> None:
+            with self._lock:
+                self._emit(WorkerEventType.worker_started, rec, WorkerState.running, {"pid": pid})
+
+        try:
+            try:
+                result = run.execution.run(started).as_dict()
+            except Exception as exc:  # a backend fault still ends the worker, visibly
+                run.execution.kill_now()
+                result = Outcome(
+                    ok=False, reason=FailureReason.spawn_error, message=f"executor failed: {type(exc).__name__}: {exc}"
+                ).as_dict()
+            with self._lock:
+                rec = self._end(rec, result)
+                return rec.info(result)
+        finally:
+            with self._lock:
+                self._runs.pop(rec.worker_id, None)
+            run.done.set()
+
+    def get_worker(self, p: GetWorkerParams) -> dict[str, Any]:
+        with self._lock:
+            return self._info(self._get(p.worker_id))
+
+    def list_workers(self, p: Empty) -> dict[str, Any]:
+        with self._lock:
+            return {"workers": [self._info(rec) for rec in self.table.workers.values()]}
+
+    def cancel_worker(self, p: CancelWorkerParams) -> dict[str, Any]:
+        """End a worker as failed/cancelled: at once if it is not running, else stop its processes."""
+        with self._lock:
+            rec = self._get(p.worker_id)
+            self._refuse_ended(rec, "cancel")
+            run = self._runs.get(rec.worker_id)
+            if run is None:
+                if rec.state is WorkerState.running:  # orphaned by a dead manager
+                    self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
+                result = Outcome(ok=False, reason=FailureReason.cancelled, message=p.reason).as_dict()
+                return self._info(self._end(rec, result))
+        run.execution.cancel(p.reason)
+        if not run.done.wait(CANCEL_GRACE):
+            run.execution.kill_now()
+            run.done.wait(KILL_WAIT + 5.0)
+        with self._lock:
+            return self._info(rec)
+
+    def replay(self, p: WorkerReplayParams) -> dict[str, Any]:
+        """Rebuild the table from a dead manager's events, then reap the workers it left running."""
+        try:
+            rebuilt = WorkerTable.from_events(p.events)
+        except (KeyError, TypeError, ValueError) as exc:  # all or nothing: the table is untouched
+            raise InvalidParams(f"events do not fold into a worker table: {type(exc).__name__}: {exc}") from exc
+        reaped: list[str] = []
+        with self._lock:
+            if not self.table.workers:
+                self.table = rebuilt
+            else:  # what this manager already knows is newer than any log
+                for rec in rebuilt.workers.values():
+                    if rec.worker_id not in self.table.workers:
+                        self.table.add(rec)
+            for rec in list(self.table.workers.values()):
+                if rec.worker_id in self._runs or rec.ended:
+                    continue
+                if rec.state is WorkerState.running:
+                    self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
+                    result = Outcome(
+                        ok=False,
+                        reason=FailureReason.interrupted,
+                        interrupted=True,
+                        stdout_path=f"{rec.worker_dir}/stdout.log",
+                        stderr_path=f"{rec.worker_dir}/stderr.log",
+                        message="the worker's manager died while it ran",
+                    ).as_dict()
+                    self._end(rec, result)
+                    reaped.append(rec.worker_id)
+                elif rec.state is WorkerState.ready_for_prompt:
+                    # A step may have started after the last event the dead manager sent.
+                    self._executor.reap(rec.worker_id, rec.worker_dir, [])
+            return {"workers": len(self.table.workers), "reaped": reaped}
+
+    # -- process exit -----------------------------------------------------------------------
+    def kill_all(self) -> None:
+        """Force-stop every running worker at once (the manager is being killed). No locks."""
+        for run in list(self._runs.values()):
+            run.execution.kill_now()

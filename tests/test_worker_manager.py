@@ -1,0 +1,655 @@
+"""The worker-manager service, driven as a real child process (and its fold, in process).
+
+Every reply is checked against the schema its contract names, every notification against
+WorkerEvent. Each test checks at teardown that no worker process of its run directory is alive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness.models import WorkerEvent
+from harness.rpc import (
+    GATE_BLOCKED,
+    INVALID_PARAMS,
+    INVALID_TRANSITION,
+    NOT_FOUND,
+    ConnectionClosed,
+    RPCError,
+)
+from harness.services.worker_manager import (
+    BASE_ENV,
+    CancelWorkerParams,
+    CheckTrustParams,
+    MarkTrustedParams,
+    RunWorkerParams,
+    SpawnWorkerParams,
+    WorkerManager,
+    WorkerTable,
+)
+from wm_support import (
+    SERVICE_CMD,
+    WAIT,
+    Manager,
+    kill_pids,
+    live_members,
+    load_contract,
+    load_schema,
+    packet,
+    processes_with_env,
+    validate,
+    wait_until,
+)
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left(tmp_path: Path) -> Iterator[None]:
+    """Fail the test if a worker process of its run directory outlives it."""
+    yield
+    needle = f"HARNESS_RUN_DIR={tmp_path}".encode()
+    gone = wait_until(lambda: not processes_with_env(needle), 1.0)
+    left = processes_with_env(needle)
+    kill_pids(left)
+    assert gone, f"worker processes left behind: {left}"
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Path:
+    (tmp_path / "ws").mkdir()
+    return tmp_path / "ws"
+
+
+@pytest.fixture
+def start_manager() -> Iterator[Callable[..., Manager]]:
+    """Start worker managers (optionally with an environment); all are stopped at teardown."""
+    started: list[Manager] = []
+
+    def start(env: dict[str, str] | None = None) -> Manager:
+        started.append(Manager(env))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for m in started:
+            m.stop()
+    for m in started:
+        assert not m.bad_events, m.bad_events
+
+
+@pytest.fixture
+def wm(start_manager: Callable[..., Manager]) -> Manager:
+    return start_manager()
+
+
+def run(wm: Manager, wid: str, timeout: float = WAIT) -> dict[str, Any]:
+    return wm.call("run_worker", {"worker_id": wid}, timeout=timeout)
+
+
+def rpc_error(call: Callable[[], Any]) -> RPCError:
+    with pytest.raises(RPCError) as caught:
+        call()
+    return caught.value
+
+
+def read_pgids(tmp_path: Path, wid: str) -> list[int]:
+    return [int(x) for x in (tmp_path / "run" / "workers" / wid / "pgid").read_text().split()]
+
+
+# -- lifecycle and contract -------------------------------------------------------------------
+
+
+def test_initialize_names_the_contract_its_methods_and_the_worker_event(wm: Manager) -> None:
+    info = wm.call("initialize")
+    assert info["contract"] == "worker-manager"
+    assert set(load_contract("worker-manager")["methods"]) <= set(info["methods"])
+    assert info["notifications"] == ["worker_event"]
+
+
+def _substitute(value: Any, latest: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith("$"):
+        method, _, path = value[1:].partition(".")
+        found = latest[method]
+        for part in path.split("."):
+            found = found[part]
+        return found
+    if isinstance(value, dict):
+        return {k: _substitute(v, latest) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, latest) for v in value]
+    return value
+
+
+def test_contract_examples_run_in_order_and_answer_with_their_schemas(wm: Manager) -> None:
+    contract = load_contract("worker-manager")
+    latest: dict[str, Any] = {}
+    try:
+        for method, spec in contract["methods"].items():
+            for example in spec.get("examples") or [{}]:
+                latest[method] = wm.call(method, _substitute(example, latest))
+        assert latest["run_worker"]["state"] == "finished"
+        assert latest["cancel_worker"]["result"]["reason"] == "cancelled"
+    finally:
+        shutil.rmtree("/tmp/harness-worker-manager-conformance", ignore_errors=True)
+    codes = {code for spec in contract["methods"].values() for code in spec["errors"]}
+    assert codes <= set(contract["errors"])
+
+
+def test_every_type_the_contract_names_has_a_generated_schema_from_this_service_or_the_core() -> None:
+    import harness.services.worker_manager as wm_module
+    from harness.schemagen import CORE
+
+    contract = load_contract("worker-manager")
+    names = {spec[key] for spec in contract["methods"].values() for key in ("params", "result")}
+    names |= {spec["params"] for spec in contract["notifications"].values()}
+    assert names <= set(wm_module.SCHEMAS) | set(CORE)
+    for name in names:
+        assert load_schema(name)["$id"] == f"{name}.json"
+    assert all(hasattr(wm_module, name) for name in wm_module.__all__)
+
+
+def test_on_stdin_eof_the_service_answers_a_running_worker_then_exits(ws: Path, tmp_path: Path) -> None:
+    wid = "w-" + hashlib.sha256(b"eof").hexdigest()[:12]
+    spawn = {"task_packet": packet(commands=["sleep 0.2"]), "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": "eof"}
+    lines = [
+        {"id": 1, "method": "spawn_worker", "params": spawn},
+        {"id": 2, "method": "mark_trusted", "params": {"worker_id": wid, "approval_source": "test"}},
+        {"id": 3, "method": "run_worker", "params": {"worker_id": wid}},
+    ]
+    proc = subprocess.Popen(SERVICE_CMD, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        out, _ = proc.communicate("".join(json.dumps(x) + "\n" for x in lines).encode(), timeout=WAIT)
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+    replies = {m["id"]: m for m in map(json.loads, out.splitlines()) if "id" in m}
+    assert proc.returncode == 0
+    assert replies[3]["result"]["state"] == "finished"
+
+
+# -- spawn and confinement --------------------------------------------------------------------
+
+
+def test_spawning_twice_with_one_idempotency_key_returns_the_same_worker_without_new_events(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    first = wm.spawn(tmp_path, packet(), idempotency_key="run-1/t1/1")
+    again = wm.spawn(tmp_path, packet(title="changed"), idempotency_key="run-1/t1/1")
+    assert again == first
+    assert first["worker_id"] == "w-" + hashlib.sha256(b"run-1/t1/1").hexdigest()[:12]
+    assert first["state"] == "trust_required" and first["scope_dir"] == str(ws.resolve())
+    assert wm.events_of(first["worker_id"]) == ["worker_spawned"]
+    spawned = wm.events[0]["data"]
+    assert spawned["packet"]["id"] == "t1" and spawned["workspace"] == str(ws.resolve())
+    assert spawned["idempotency_key"] == "run-1/t1/1" and spawned["attempt"] == 1
+
+
+def test_workers_spawned_without_a_key_are_named_by_task_attempt_and_counter(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    assert wm.spawn(tmp_path, packet("build"))["worker_id"] == "w-build-1-1"
+    assert wm.spawn(tmp_path, packet("build"), attempt=2)["worker_id"] == "w-build-2-2"
+
+
+def test_the_run_dir_defaults_to_the_workspace_adhoc_folder(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    info = wm.call("spawn_worker", {"task_packet": packet(commands=["echo hi"]), "workspace": str(ws)})
+    wm.call("mark_trusted", {"worker_id": info["worker_id"], "approval_source": "test"})
+    result = run(wm, info["worker_id"])["result"]
+    assert result["stdout_path"] == str(ws.resolve() / ".harness" / "workers-adhoc" / "workers" / info["worker_id"] / "stdout.log")
+
+
+@pytest.mark.parametrize("scope_path", ["..", "../elsewhere", "sub/../../elsewhere", "/etc", "escape-link", "escape-link/deeper"])
+def test_a_scope_path_resolving_outside_the_workspace_is_refused(
+    wm: Manager, ws: Path, tmp_path: Path, scope_path: str
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (ws / "sub").mkdir()
+    (ws / "escape-link").symlink_to(tmp_path / "elsewhere")
+    err = rpc_error(lambda: wm.spawn(tmp_path, packet(scope_path=scope_path)))
+    assert err.code == INVALID_PARAMS
+    assert not Path(err.data["resolved"]).is_relative_to(ws.resolve())
+    assert wm.events == []
+
+
+def test_a_symlink_that_stays_inside_the_workspace_is_confined_to_its_real_path(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    (ws / "src").mkdir()
+    (ws / "alias").symlink_to(ws / "src")
+    info = wm.spawn(tmp_path, packet(scope_path="alias"))
+    assert info["scope_dir"] == str((ws / "src").resolve())
+
+
+# -- the trust gate ---------------------------------------------------------------------------
+
+
+def test_check_trust_trusts_a_scope_under_a_trusted_root_matched_by_real_path(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    (ws / "pkg").mkdir()
+    (tmp_path / "ws-alias").symlink_to(ws)
+    wid = wm.spawn(tmp_path, packet(scope_path="pkg"))["worker_id"]
+    answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(tmp_path / "nowhere"), str(tmp_path / "ws-alias")]})
+    assert answer["trusted"] is True and answer["state"] == "ready_for_prompt"
+    resolved = wm.events[-1]
+    assert resolved["event"] == "trust_resolved" and resolved["state"] == "ready_for_prompt"
+    assert resolved["data"] == {"source": "trusted_root", "approver": str(tmp_path / "ws-alias")}
+    again = wm.call("check_trust", {"worker_id": wid})
+    assert again["trusted"] is True
+    assert wm.events_of(wid) == ["worker_spawned", "trust_resolved"]
+
+
+def test_check_trust_does_not_trust_a_sibling_whose_name_starts_with_the_root(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()  # ".../w" is a string prefix of ".../ws", not a parent of it
+    wid = wm.spawn(tmp_path, packet())["worker_id"]
+    answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(tmp_path / "w")]})
+    assert answer["trusted"] is False and answer["state"] == "trust_required"
+    assert wm.events_of(wid) == ["worker_spawned"]
+
+
+def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.spawn(tmp_path, packet(risk="high", risk_reasons=["deploy"]))["worker_id"]
+    answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(ws)]})
+    assert answer["trusted"] is False and answer["state"] == "trust_required"
+    info = wm.call("mark_trusted", {"worker_id": wid, "approval_source": "prompt", "approver": "alice"})
+    assert info["state"] == "ready_for_prompt" and info["trusted"] is True
+    assert (info["trust_source"], info["approver"]) == ("prompt", "alice")
+
+
+def test_run_worker_on_an_untrusted_worker_is_refused_with_gate_blocked(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.spawn(tmp_path, packet(commands=["touch ran"]))["worker_id"]
+    assert rpc_error(lambda: run(wm, wid)).code == GATE_BLOCKED
+    assert not (ws / "ran").exists()
+    assert wm.events_of(wid) == ["worker_spawned"]
+
+
+def test_mark_trusted_is_idempotent_and_refused_once_the_worker_ended(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.spawn(tmp_path, packet(commands=["true"]))["worker_id"]
+    first = wm.call("mark_trusted", {"worker_id": wid, "approval_source": "flag"})
+    assert wm.call("mark_trusted", {"worker_id": wid, "approval_source": "other"}) == first
+    run(wm, wid)
+    err = rpc_error(lambda: wm.call("mark_trusted", {"worker_id": wid, "approval_source": "flag"}))
+    assert err.code == INVALID_TRANSITION
+    assert wm.events_of(wid).count("trust_resolved") == 1
+
+
+def test_unknown_workers_are_not_found(wm: Manager) -> None:
+    for method, params in [
+        ("get_worker", {"worker_id": "w-nope"}),
+        ("check_trust", {"worker_id": "w-nope"}),
+        ("mark_trusted", {"worker_id": "w-nope", "approval_source": "x"}),
+        ("run_worker", {"worker_id": "w-nope"}),
+        ("cancel_worker", {"worker_id": "w-nope"}),
+    ]:
+        assert rpc_error(lambda: wm.call(method, params)).code == NOT_FOUND
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def test_a_passing_worker_finishes_after_its_commands_and_acceptance_tests(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["echo a > a.txt", "cat a.txt"], acceptance_tests=["test -s a.txt"]))
+    info = run(wm, wid)
+    result = info["result"]
+    assert info["state"] == "finished" and result["ok"] is True and result["reason"] is None
+    assert [(s["kind"], s["exit_code"]) for s in result["steps"]] == [("command", 0), ("command", 0), ("acceptance", 0)]
+    assert result["stdout_tail"] == ""  # the last step printed nothing
+    assert wm.events_of(wid) == ["worker_spawned", "trust_resolved", "worker_started", "worker_finished"]
+    started = [e for e in wm.events if e["event"] == "worker_started"][0]
+    assert started["state"] == "running" and started["data"]["pid"] == info["pid"] == read_pgids(tmp_path, wid)[0]
+    assert wm.call("get_worker", {"worker_id": wid}) == info
+    assert wm.call("list_workers")["workers"] == [info]
+
+
+def test_a_failing_command_ends_the_worker_before_its_acceptance_tests(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["echo one", "exit 4", "touch never"], acceptance_tests=["touch never"]))
+    info = run(wm, wid)
+    result = info["result"]
+    assert info["state"] == "failed"
+    assert (result["reason"], result["exit_code"], result["signal"]) == ("command_failed", 4, None)
+    assert result["failed_step"] == {"kind": "command", "index": 1, "command": "exit 4"}
+    assert len(result["steps"]) == 2 and not (ws / "never").exists()
+    assert wm.events[-1]["event"] == "worker_failed" and wm.events[-1]["data"]["reason"] == "command_failed"
+
+
+def test_a_failing_acceptance_test_is_reported_as_acceptance_failed_with_its_output(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    check = "echo checking; echo 'assertion failed: 2 != 3' >&2; exit 1"
+    wid = wm.trusted_worker(tmp_path, packet(commands=["echo built"], acceptance_tests=["true", check]))
+    result = run(wm, wid)["result"]
+    assert (result["reason"], result["exit_code"]) == ("acceptance_failed", 1)
+    assert result["failed_step"] == {"kind": "acceptance", "index": 1, "command": check}
+    assert result["stdout_tail"] == "checking\n"  # the failed step's output only
+    assert result["stderr_tail"] == "assertion failed: 2 != 3\n"
+
+
+def test_a_missing_scope_directory_fails_the_worker_as_scope_missing(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(scope_path="not-yet", commands=["true"]))
+    info = run(wm, wid)
+    assert info["state"] == "failed"
+    assert (info["result"]["reason"], info["result"]["exit_code"]) == ("scope_missing", None)
+    assert wm.events_of(wid) == ["worker_spawned", "trust_resolved", "worker_failed"]
+
+
+def test_a_step_killed_by_a_signal_reports_the_signal(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["kill -KILL $$"]))
+    result = run(wm, wid)["result"]
+    assert (result["reason"], result["signal"], result["exit_code"], result["timed_out"]) == ("signal", 9, None, False)
+
+
+def test_a_timeout_kills_the_whole_process_group_including_background_children(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["sleep 30 & echo $! > bg.pid; sleep 30"], timeout=0.3))
+    started = time.monotonic()
+    result = run(wm, wid)["result"]
+    assert time.monotonic() - started < 2.0  # SIGTERM sufficed: no grace period spent
+    assert (result["reason"], result["timed_out"], result["signal"]) == ("timeout", True, signal.SIGTERM)
+    pgid = read_pgids(tmp_path, wid)[0]
+    assert wait_until(lambda: not live_members(pgid))
+    assert not live_members(pgid) and int((ws / "bg.pid").read_text()) != pgid
+
+
+def test_a_timeout_escalates_to_sigkill_when_the_step_ignores_sigterm(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["trap '' TERM; sleep 30; true"], timeout=0.2))
+    result = run(wm, wid)["result"]
+    assert (result["reason"], result["timed_out"], result["signal"]) == ("timeout", True, signal.SIGKILL)
+    assert result["duration_ms"] >= 2000  # the grace period was honoured
+    pgid = read_pgids(tmp_path, wid)[0]
+    assert wait_until(lambda: not live_members(pgid))
+
+
+def test_cancel_stops_a_running_worker_and_fails_it_as_cancelled(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["sleep 30"]))
+    running = wm.call_async("run_worker", {"worker_id": wid})
+    wm.wait_event(lambda e: e["event"] == "worker_started")
+    assert wm.call("get_worker", {"worker_id": wid})["state"] == "running"  # served while it runs
+    info = wm.call("cancel_worker", {"worker_id": wid, "reason": "user asked"})
+    assert info["state"] == "failed"
+    assert (info["result"]["reason"], info["result"]["message"]) == ("cancelled", "user asked")
+    assert running.result(WAIT) == info
+    validate("WorkerInfo", info)
+    pgid = read_pgids(tmp_path, wid)[0]
+    assert wait_until(lambda: not live_members(pgid))
+
+
+def test_cancelling_a_worker_that_is_not_running_fails_it_at_once_and_only_once(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.spawn(tmp_path, packet(commands=["touch ran"]))["worker_id"]
+    info = wm.call("cancel_worker", {"worker_id": wid})
+    assert info["state"] == "failed" and info["result"]["reason"] == "cancelled"
+    assert rpc_error(lambda: wm.call("cancel_worker", {"worker_id": wid})).code == INVALID_TRANSITION
+    assert run(wm, wid) == info  # an ended worker is returned, not run
+    assert not (ws / "ran").exists()
+    assert wm.events_of(wid) == ["worker_spawned", "worker_failed"]
+
+
+def test_run_worker_on_an_ended_worker_returns_it_without_running_again(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["echo ran >> count.txt"]))
+    first = run(wm, wid)
+    assert run(wm, wid, timeout=WAIT) == first
+    assert (ws / "count.txt").read_text() == "ran\n"
+    assert wm.events_of(wid).count("worker_started") == 1
+
+
+def test_run_worker_resent_while_running_joins_the_same_run(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    os.mkfifo(ws / "gate")
+    wid = wm.trusted_worker(tmp_path, packet(commands=["read line < gate; echo $line >> count.txt"]))
+    first = wm.call_async("run_worker", {"worker_id": wid})
+    wm.wait_event(lambda e: e["event"] == "worker_started")
+    second = wm.call_async("run_worker", {"worker_id": wid, "idempotency_key": "resent"})
+    assert wm.call("get_worker", {"worker_id": wid})["state"] == "running"  # both requests are in
+    fd = os.open(ws / "gate", os.O_WRONLY | os.O_NONBLOCK)  # fails at once if no reader
+    os.write(fd, b"go\n")
+    os.close(fd)
+    assert first.result(WAIT) == second.result(WAIT)
+    assert first.result()["state"] == "finished"
+    assert (ws / "count.txt").read_text() == "go\n"
+    assert wm.events_of(wid).count("worker_started") == 1
+
+
+def test_the_worker_environment_holds_only_whitelisted_and_named_variables(
+    start_manager: Callable[..., Manager], ws: Path, tmp_path: Path
+) -> None:
+    wm = start_manager({**os.environ, "WM_SECRET_TOKEN": "hunter2", "WM_ALLOWED": "yes", "HOME": "/home/tester"})
+    pkt = packet(commands=["env"], env={"FROM_PACKET": "p"})
+    wid = wm.trusted_worker(tmp_path, pkt, env_allow=["WM_ALLOWED", "WM_UNSET"], attempt=3)
+    result = run(wm, wid)["result"]
+    env = dict(line.split("=", 1) for line in result["stdout_tail"].splitlines())
+    assert "WM_SECRET_TOKEN" not in env and "WM_UNSET" not in env
+    assert (env["WM_ALLOWED"], env["FROM_PACKET"], env["HOME"]) == ("yes", "p", "/home/tester")
+    assert env["HARNESS_TASK_ID"] == "t1" and env["HARNESS_WORKER_ID"] == wid and env["HARNESS_ATTEMPT"] == "3"
+    assert env["HARNESS_WORKSPACE"] == str(ws.resolve()) and env["HARNESS_RUN_DIR"] == str(tmp_path / "run")
+    harness = {"HARNESS_TASK_ID", "HARNESS_WORKER_ID", "HARNESS_ATTEMPT", "HARNESS_WORKSPACE", "HARNESS_RUN_DIR"}
+    assert set(env) <= set(BASE_ENV) | harness | {"WM_ALLOWED", "FROM_PACKET", "PWD"}
+
+
+def test_output_is_appended_to_files_with_a_header_per_step_and_tails_are_bounded(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    big = "head -c 5000 /dev/zero | tr '\\0' a"
+    wid = wm.trusted_worker(tmp_path, packet(commands=["echo out-one; echo err-one >&2", big]))
+    result = run(wm, wid)["result"]
+    assert Path(result["stdout_path"]).read_text() == f"$ echo out-one; echo err-one >&2\nout-one\n$ {big}\n" + "a" * 5000
+    assert Path(result["stderr_path"]).read_text() == "err-one\n"
+    assert 1024 <= len(result["stdout_tail"]) <= 2048 and set(result["stdout_tail"]) == {"a"}
+    finished = wm.events[-1]
+    assert finished["event"] == "worker_finished"
+    assert len(finished["data"]["stdout_tail"]) + len(finished["data"]["stderr_tail"]) <= 400
+
+
+def test_sigterm_to_the_manager_kills_its_running_workers(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid = wm.trusted_worker(tmp_path, packet(commands=["sleep 30"]))
+    running = wm.call_async("run_worker", {"worker_id": wid})
+    pid = wm.wait_event(lambda e: e["event"] == "worker_started")["data"]["pid"]
+    os.kill(wm.pid, signal.SIGTERM)
+    assert wm.svc.proc.wait(WAIT) == -signal.SIGTERM
+    with pytest.raises(ConnectionClosed):
+        running.result(WAIT)
+    assert wait_until(lambda: not live_members(pid))
+
+
+# -- replay -----------------------------------------------------------------------------------
+
+
+def test_replay_in_a_new_manager_rebuilds_the_same_worker_table(
+    start_manager: Callable[..., Manager], ws: Path, tmp_path: Path
+) -> None:
+    first = start_manager()
+    done = first.trusted_worker(tmp_path, packet("a", commands=["echo done"]), idempotency_key="k-a")
+    failing = first.trusted_worker(tmp_path, packet("b", acceptance_tests=["exit 1"]))
+    ready = first.trusted_worker(tmp_path, packet("c", commands=["echo later"]))
+    first.spawn(tmp_path, packet("d"))
+    cancelled = first.spawn(tmp_path, packet("e"))["worker_id"]
+    run(first, done), run(first, failing)
+    first.call("cancel_worker", {"worker_id": cancelled})
+    before = first.call("list_workers")
+    first.stop()
+
+    second = start_manager()
+    assert second.call("replay", {"events": first.events}) == {"workers": 5, "reaped": []}
+    assert second.call("list_workers") == before
+    assert second.call("replay", {"events": first.events}) == {"workers": 5, "reaped": []}
+    assert second.events == []  # rebuilding sends nothing
+    assert second.spawn(tmp_path, packet("a"), idempotency_key="k-a")["worker_id"] == done
+    assert second.spawn(tmp_path, packet("f"))["worker_id"] == "w-f-1-6"
+    assert run(second, ready)["state"] == "finished"
+
+
+def test_replay_reaps_a_worker_left_running_by_a_killed_manager(
+    start_manager: Callable[..., Manager], ws: Path, tmp_path: Path
+) -> None:
+    first = start_manager()
+    wid = first.trusted_worker(tmp_path, packet(commands=["sleep 30"]), idempotency_key="k-sleep")
+    first.call_async("run_worker", {"worker_id": wid})
+    pid = first.wait_event(lambda e: e["event"] == "worker_started")["data"]["pid"]
+    first.svc.kill()
+    assert live_members(pid), "the worker outlives its SIGKILLed manager"
+
+    second = start_manager()
+    assert second.call("replay", {"events": first.events}) == {"workers": 1, "reaped": [wid]}
+    assert wait_until(lambda: not live_members(pid))
+    (failed,) = second.events
+    assert (failed["event"], failed["state"], failed["data"]["reason"]) == ("worker_failed", "failed", "interrupted")
+    assert failed["data"]["interrupted"] is True
+    info = second.call("get_worker", {"worker_id": wid})
+    assert info["state"] == "failed" and info["result"]["reason"] == "interrupted"
+    assert run(second, wid) == info  # never re-run
+
+
+def _ready_worker_events(tmp_path: Path, ws: Path) -> tuple[str, list[dict[str, Any]]]:
+    """The log of a worker that was trusted but never reported started."""
+    wid = "w-orphan"
+    base = {"worker_id": wid, "task_id": "t1", "time": 1.0}
+    spawned = {
+        "packet": packet(commands=["sleep 30"]), "workspace": str(ws.resolve()), "run_dir": str(tmp_path / "run"),
+        "attempt": 1, "idempotency_key": None, "scope_dir": str(ws.resolve()), "env_allow": [],
+    }  # fmt: skip
+    return wid, [
+        {**base, "event": "worker_spawned", "state": "trust_required", "data": spawned},
+        {**base, "event": "trust_resolved", "state": "ready_for_prompt", "data": {"source": "test", "approver": None}},
+    ]
+
+
+@pytest.mark.parametrize("pgid_file_predates_the_process", [False, True])
+def test_replay_kills_a_step_started_after_the_last_event_unless_its_pid_was_recycled(
+    wm: Manager, ws: Path, tmp_path: Path, pgid_file_predates_the_process: bool
+) -> None:
+    wid, events = _ready_worker_events(tmp_path, ws)
+    env = {"PATH": os.environ["PATH"], "HARNESS_RUN_DIR": str(tmp_path / "run")}
+    orphan = subprocess.Popen(["sleep", "30"], start_new_session=True, env=env)
+    try:
+        pgid_file = tmp_path / "run" / "workers" / wid / "pgid"
+        pgid_file.parent.mkdir(parents=True)
+        pgid_file.write_text(f"{orphan.pid}\n")
+        if pgid_file_predates_the_process:  # the pid now belongs to a process started later
+            os.utime(pgid_file, (time.time() - 60, time.time() - 60))
+        assert wm.call("replay", {"events": events}) == {"workers": 1, "reaped": []}
+        status = orphan.wait(1.0) if not pgid_file_predates_the_process else orphan.poll()
+        assert status == (None if pgid_file_predates_the_process else -signal.SIGKILL)
+        assert wm.call("get_worker", {"worker_id": wid})["state"] == "ready_for_prompt"
+    finally:
+        orphan.kill()
+        orphan.wait(WAIT)
+
+
+@pytest.mark.parametrize("names_the_worker", [True, False])
+def test_without_a_pgid_file_replay_kills_the_started_pid_only_if_its_environment_names_the_worker(
+    wm: Manager, ws: Path, tmp_path: Path, names_the_worker: bool
+) -> None:
+    wid, events = _ready_worker_events(tmp_path, ws)
+    env = {"PATH": os.environ["PATH"], "HARNESS_RUN_DIR": str(tmp_path / "run")}
+    if names_the_worker:
+        env["HARNESS_WORKER_ID"] = wid
+    orphan = subprocess.Popen(["sleep", "30"], start_new_session=True, env=env)
+    try:
+        started = {**events[1], "event": "worker_started", "state": "running", "data": {"pid": orphan.pid}}
+        assert wm.call("replay", {"events": [*events, started]}) == {"workers": 1, "reaped": [wid]}
+        status = orphan.wait(1.0) if names_the_worker else orphan.poll()
+        assert status == (-signal.SIGKILL if names_the_worker else None)
+        assert wm.call("get_worker", {"worker_id": wid})["result"]["reason"] == "interrupted"
+    finally:
+        orphan.kill()
+        orphan.wait(WAIT)
+
+
+# -- the fold, in process ---------------------------------------------------------------------
+
+_OUTCOMES = {
+    "ok": {"commands": ["true"], "acceptance_tests": ["true"]},
+    "command_fails": {"commands": ["false"], "acceptance_tests": ["true"]},
+    "acceptance_fails": {"acceptance_tests": ["false"]},
+    "scope_missing": {"scope_path": "missing", "commands": ["true"]},
+    "no_steps": {},
+}
+_PICK = st.integers(min_value=0, max_value=7)
+_SPAWN = st.tuples(
+    st.just("spawn"), st.sampled_from(["t1", "t2"]), st.booleans(), st.sampled_from(["low", "high"]), st.sampled_from(sorted(_OUTCOMES))
+)
+_ACTION = st.one_of(
+    _SPAWN,
+    st.tuples(st.sampled_from(["check_trust", "mark_trusted", "run_worker", "cancel_worker"]), _PICK),
+)
+#: A few workers first, then a mix of gate decisions, runs, cancels and more spawns.
+_OPS = st.tuples(st.lists(_SPAWN, min_size=1, max_size=4), st.lists(_ACTION, min_size=2, max_size=14)).map(
+    lambda parts: parts[0] + parts[1]
+)
+
+
+def _drive(manager: WorkerManager, root: Path, op: tuple[Any, ...], spawned: list[str]) -> None:
+    """Apply one generated operation; refusals (RPC errors) are part of the behaviour."""
+    try:
+        if op[0] == "spawn":
+            _, task, keyed, risk, outcome = op
+            params = SpawnWorkerParams(
+                task_packet={"id": task, "title": task, "risk": risk, **_OUTCOMES[outcome]},
+                workspace=str(root / "ws"),
+                run_dir=str(root / "run"),
+                idempotency_key=f"{task}/{outcome}" if keyed else None,
+            )
+            spawned.append(manager.spawn_worker(params)["worker_id"])
+            return
+        if not spawned:
+            return
+        wid = spawned[op[1] % len(spawned)]
+        if op[0] == "check_trust":
+            manager.check_trust(CheckTrustParams(worker_id=wid, trusted_roots=[str(root / "ws")]))
+        elif op[0] == "mark_trusted":
+            manager.mark_trusted(MarkTrustedParams(worker_id=wid, approval_source="test"))
+        elif op[0] == "run_worker":
+            manager.run_worker(RunWorkerParams(worker_id=wid))
+        else:
+            manager.cancel_worker(CancelWorkerParams(worker_id=wid))
+    except RPCError:
+        pass
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(ops=_OPS)
+def test_replaying_any_prefix_of_the_events_gives_the_table_the_manager_had_then(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[Any, ...]]
+) -> None:
+    root = tmp_path_factory.mktemp("fold")
+    (root / "ws").mkdir()
+    lines: list[str] = []
+    tables: list[dict[str, Any]] = []
+
+    def emit(event: dict[str, Any]) -> None:  # called under the manager's lock, after applying
+        lines.append(json.dumps(event))
+        tables.append(manager.table.snapshot())
+
+    manager = WorkerManager(emit)
+    spawned: list[str] = []
+    for op in ops:
+        _drive(manager, root, op, spawned)
+    events = [WorkerEvent.model_validate_json(line) for line in lines]  # as the log gives them back
+    assert WorkerTable.from_events([]).snapshot() == {"workers": {}, "by_key": {}}
+    for k in range(1, len(events) + 1):
+        assert WorkerTable.from_events(events[:k]).snapshot() == tables[k - 1]
+    assert WorkerTable.from_events(json.loads(line) for line in lines).snapshot() == manager.table.snapshot()
+
+
+def test_the_fold_ignores_events_of_unknown_workers_repeated_spawns_and_unusable_ids(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    wid, events = _ready_worker_events(tmp_path, ws)
+    stray = {**events[1], "worker_id": "w-unknown"}
+    respawn = {**events[0], "data": {**events[0]["data"], "attempt": 9}}
+    escaping = {**events[0], "worker_id": "w-x/../../elsewhere"}
+    table = WorkerTable.from_events([events[0], stray, respawn, escaping, events[1]])
+    assert table.ignored == 3
+    assert table.snapshot() == WorkerTable.from_events(events).snapshot()
+    assert table.workers[wid].attempt == 1 and table.workers[wid].trusted
+
+
+def test_replay_of_events_that_do_not_fold_is_refused_and_changes_nothing(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    wid, events = _ready_worker_events(tmp_path, ws)
+    broken = {**events[0], "worker_id": "w-broken", "data": {"packet": {}}}  # no scope_dir, no workspace
+    assert rpc_error(lambda: wm.call("replay", {"events": [events[0], broken]})).code == INVALID_PARAMS
+    assert wm.call("list_workers") == {"workers": []}
