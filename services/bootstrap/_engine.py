@@ -57,9 +57,14 @@ PHASE_NAMES: list[str] = [str(p.name) for p in PHASES]
 Notify = Callable[[str, Any], None]
 
 
+#: Context fields that describe a live process rather than the run: a restarted worker manager
+#: (new pid) is the same run, so the phases already done for it still count.
+VOLATILE_CONTEXT = {"worker_manager"}
+
+
 def context_digest(context: BootstrapContext) -> str:
     """Digest of the context with defaults filled in, so equal meanings share one digest."""
-    return digest(context.model_dump(mode="json"))
+    return digest(context.model_dump(mode="json", exclude=VOLATILE_CONTEXT))
 
 
 def input_digest(phase: Phase, context: BootstrapContext, facts: dict[str, Any]) -> str:

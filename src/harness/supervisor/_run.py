@@ -425,29 +425,40 @@ class Supervisor:
 
     # -- BOOTSTRAP ------------------------------------------------------------------------------
     def _bootstrap(self) -> int | None:
-        wm = self.svc("worker-manager")
         plan = self.state.plan or {}
-        context = {
+        context: dict[str, Any] = {
             "workspace": str(self.workspace),
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "objective": plan.get("objective"),
             "requires": plan.get("requires") or {"env": [], "tools": []},
-            "worker_manager": {"pid": wm.pid, "methods": wm.info.get("methods", [])},
         }
         bootstrap = self.svc("bootstrap")
         phases = bootstrap.call("plan", {"context": context})["phases"]
         for phase in phases:
             name = phase["name"]
-            result = bootstrap.call(
-                "execute_phase", {"phase": name, "context": context, "idempotency_key": f"{self.run_id}:{name}"}
-            )
+            result = self._run_phase(name, context)
             if not result.get("success"):
                 self.emit("BOOTSTRAP_FAILED", {"phase": name, "diagnostics": result.get("diagnostics", [])}, durable=True)
                 self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": f"bootstrap phase {name} failed", **self.state.counts()}, durable=True)
                 self.ui.summary(self.state, str(self.log_path))
                 return EXIT_FAILED
         return None
+
+    def _run_phase(self, name: str, context: dict[str, Any]) -> dict[str, Any]:
+        """One phase. The worker-manager check sees the manager as it is now: if the manager was
+        restarted while the phase looked at it, the phase runs again against the new one."""
+        wm = self.svc("worker-manager")
+        for _ in range(3):
+            wm.call("ping", timeout=10)  # a dead manager is restarted before it is inspected
+            pid = wm.pid
+            context = {**context, "worker_manager": {"pid": pid, "methods": wm.info.get("methods", [])}}
+            result = self.svc("bootstrap").call(
+                "execute_phase", {"phase": name, "context": context, "idempotency_key": f"{self.run_id}:{name}"}
+            )
+            if result.get("success") or wm.pid == pid:
+                return result
+        return result
 
     # -- EXECUTE --------------------------------------------------------------------------------
     def _packet(self, tid: str) -> dict[str, Any]:

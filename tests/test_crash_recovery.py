@@ -1,0 +1,237 @@
+"""Crash recovery: any process of a run killed with SIGKILL at any moment; nothing lost, nothing redone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import eventlog
+from harness.state import TaskStatus, fold
+
+from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
+
+pytestmark = pytest.mark.slow
+
+SERVICE_RESTART = {"max_restarts": 3, "within_seconds": 30, "backoff": [0.02, 0.05]}
+
+
+def start_run(ws: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--plan", str(ws / "plan.yaml"), "--approve", "--workspace", str(ws), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        cwd=ws,
+    )
+
+
+def wait_for(ws: Path, predicate, timeout: float = 30.0) -> list[dict]:
+    """Poll the run's log (bounded) until ``predicate(events)`` holds; returns those events."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = ws / ".harness" / "runs"
+        if runs.is_dir() and any(runs.iterdir()):
+            evts = eventlog.read_events(eventlog.run_dir(ws, latest_run(ws)) / "events.jsonl").events
+            if predicate(evts):
+                return evts
+        time.sleep(0.01)
+    raise AssertionError("the run never reached the expected point")
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the supervisor did not finish: {out}\n{err}")
+    return proc.returncode, out, err
+
+
+def service_pid(evts: list[dict], name: str) -> int:
+    pid = None
+    for e in evts:
+        if e["type"] in ("SERVICE_STARTED", "SERVICE_RESTARTED") and e["data"].get("service") == name:
+            pid = e["data"]["pid"]
+    assert pid, f"no pid for {name}"
+    return pid
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for an adopting parent to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    yield workspace
+    assert_no_processes_left(workspace)
+
+
+def test_a_service_that_dies_on_every_start_goes_fatal_and_the_run_waits_naming_it(ws: Path) -> None:
+    write_plan(ws, [{"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["true"]}])
+    write_config(ws, services={"bootstrap": {"command": [sys.executable, "-c", "import sys; sys.exit(4)"], "restart": {"max_restarts": 2, "within_seconds": 30, "backoff": [0.01]}}})
+    proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "bootstrap" in proc.stdout + proc.stderr
+    evts = events(ws)
+    crashes = [e for e in evts if e["type"] == "SERVICE_CRASHED" and e["data"]["service"] == "bootstrap"]
+    assert len(crashes) == 3  # the first start and two restarts: more than max_restarts=2 -> fatal
+    assert first(evts, "SERVICE_FATAL")["data"]["service"] == "bootstrap"
+    assert first(evts, "RUN_WAITING")["data"]["reason"] == "service_fatal"
+    assert "TASK_STARTED" not in types(evts)
+    # Fixed, the run resumes and finishes (the plan it now makes needs its own approval).
+    write_config(ws)
+    done = harness(ws, "resume", latest_run(ws), "--approve")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_task_as_a_new_attempt(ws: Path) -> None:
+    hang_first = 'echo "$HARNESS_ATTEMPT" >> side.txt; [ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60'
+    write_plan(ws, [{"id": "t", "title": "Hangs on attempt 1", "commands": [hang_first], "acceptance_tests": ["true"]}])
+    write_config(ws, services={"worker-manager": {"restart": SERVICE_RESTART}})
+    proc = start_run(ws)
+    evts = wait_for(ws, lambda ev: "WORKER_STARTED" in types(ev))
+    sleeper = first(evts, "WORKER_STARTED")["data"]["data"]["pid"]
+    os.kill(service_pid(evts, "worker-manager"), signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    evts = events(ws)
+    crashed = first(evts, "SERVICE_CRASHED")
+    assert crashed["data"]["service"] == "worker-manager" and "run_worker" in crashed["data"]["in_flight"]
+    assert crashed["data"]["exit"] == "signal 9"
+    assert first(evts, "SERVICE_RESTARTED")["data"]["attempt"] == 1
+    assert first(evts, "WORKER_FAILED", "t")["data"]["data"]["reason"] == "interrupted"
+    assert first(evts, "FAILURE_CLASSIFIED", "t")["data"]["failure_type"] == "transient"
+    started = [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED"]
+    assert started == [1, 2]
+    assert (ws / "side.txt").read_text().split() == ["1", "2"]
+    assert not alive(sleeper)  # the orphaned worker was killed
+
+
+def test_a_worker_killed_by_a_signal_is_classified_and_retried(ws: Path) -> None:
+    hang_first = 'echo "$HARNESS_ATTEMPT" >> side.txt; [ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60'
+    write_plan(ws, [{"id": "t", "title": "Killed once", "commands": [hang_first], "acceptance_tests": ["true"]}])
+    write_config(ws)
+    proc = start_run(ws)
+    evts = wait_for(ws, lambda ev: "WORKER_STARTED" in types(ev))
+    os.killpg(first(evts, "WORKER_STARTED")["data"]["data"]["pid"], signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    evts = events(ws)
+    failed = first(evts, "TASK_FAILED", "t")
+    assert failed["data"]["signal"] == 9
+    assert first(evts, "FAILURE_CLASSIFIED", "t")["data"] == {"failure_type": "transient", "rule": "killed-by-signal"}
+    assert types(evts, "t").count("TASK_COMPLETED") == 1
+
+
+def test_a_torn_last_line_is_reported_truncated_and_the_chain_still_verifies(ws: Path) -> None:
+    write_plan(ws, [{"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["true"]}, {"id": "b", "title": "B", "depends_on": ["a"], "acceptance_tests": ["true"]}])
+    write_config(ws)
+    assert harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve").returncode == 3  # b is manual
+    run_id = latest_run(ws)
+    log = eventlog.run_dir(ws, run_id) / "events.jsonl"
+    with open(log, "ab") as fh:
+        fh.write(b'{"seq":999,"time":"2026-')  # a crash in the middle of an append
+    status = harness(ws, "status", run_id)
+    assert "torn" in status.stdout
+    assert harness(ws, "decide", run_id, "b", "done").returncode == 0
+    done = harness(ws, "resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "torn" in done.stdout + done.stderr
+    assert harness(ws, "log", run_id, "--verify").returncode == 0
+
+
+# -- chaos ------------------------------------------------------------------------------------------
+
+TARGETS = ["planning", "bootstrap", "worker-manager", "worker", "supervisor"]
+TRIGGERS = ["GATE_APPROVED", "BOOTSTRAP_PHASE_STARTED", "TASK_STARTED", "WORKER_STARTED", "TASK_COMPLETED"]
+
+
+def chaos_plan(ws: Path) -> list[str]:
+    ids = ["a", "b", "c", "d"]
+    deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    tasks = [
+        {
+            "id": t,
+            "title": f"Task {t}",
+            "depends_on": deps[t],
+            "commands": [f'echo "$HARNESS_ATTEMPT" >> side_{t}.txt; sleep 0.1'],
+            "acceptance_tests": [f"test -s side_{t}.txt"],
+        }
+        for t in ids
+    ]
+    write_plan(ws, tasks)
+    write_config(ws, services={n: {"restart": SERVICE_RESTART} for n in ("planning", "bootstrap", "worker-manager")})
+    return ids
+
+
+def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str], ws: Path) -> list[dict]:
+    if target == "supervisor":
+        supervisor.kill()
+        return evts
+    if target == "worker":
+        evts = wait_for(ws, lambda ev: len([e for e in ev if e["type"] == "WORKER_STARTED"]) > len([e for e in evts if e["type"] == "WORKER_STARTED"]) or "EXECUTION_COMPLETE" in types(ev))
+        started = [e for e in evts if e["type"] == "WORKER_STARTED"]
+        if started:
+            try:
+                os.killpg(started[-1]["data"]["data"]["pid"], signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it finished first: a kill of nothing
+        return evts
+    try:
+        os.kill(service_pid(evts, target), signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return evts
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@given(trigger=st.sampled_from(TRIGGERS), occurrence=st.integers(1, 3))
+@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(tmp_path_factory, target: str, trigger: str, occurrence: int) -> None:
+    ws = tmp_path_factory.mktemp("chaos")
+    ids = chaos_plan(ws)
+    proc = start_run(ws, "--parallel", "2")
+    try:
+        at_kill = wait_for(ws, lambda ev: types(ev).count(trigger) >= min(occurrence, 4 if trigger.startswith(("TASK", "WORKER")) else 1) or "EXECUTION_COMPLETE" in types(ev))
+        at_kill = kill_target(target, at_kill, proc, ws)
+        done_before = {e["task_id"] for e in at_kill if e["type"] == "TASK_COMPLETED"}
+        code, out, err = finish(proc)
+        if target == "supervisor":
+            assert code == -signal.SIGKILL
+            resumed = harness(ws, "resume", latest_run(ws))
+            code, out, err = resumed.returncode, resumed.stdout, resumed.stderr
+        assert code == 0, out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    evts = events(ws)
+    state = fold(evts)
+    assert all(state.tasks[t].status is TaskStatus.completed for t in ids), {t: state.tasks[t].status for t in ids}
+    for t in ids:
+        attempts = [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED" and e["task_id"] == t]
+        side = (ws / f"side_{t}.txt").read_text().split()
+        assert 1 <= len(side) <= len(attempts), (t, side, attempts)  # no side effect without a recorded attempt
+        assert set(side) <= {str(a) for a in attempts}
+        if t in done_before:
+            assert side == ["1"] and attempts == [1], (t, side, attempts)  # finished work is never redone
+    assert eventlog.verify(eventlog.run_dir(ws, latest_run(ws)) / "events.jsonl").ok
+    assert_no_processes_left(ws)
