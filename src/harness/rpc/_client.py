@@ -17,8 +17,8 @@ import time
 from concurrent.futures import Future
 from typing import Any, BinaryIO, Callable, Iterator
 
-from ._errors import ClientClosed, ConnectionClosed, InvalidParams, MethodNotFound, RequestTimeout, from_error_object
-from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, encode
+from ._errors import ClientClosed, ConnectionClosed, InvalidParams, InvalidRequest, MethodNotFound, RequestTimeout, from_error_object
+from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, encode, sniff_id
 from ._messages import JSONRPC_VERSION, readable_id
 from ._server import dump_result
 
@@ -99,9 +99,13 @@ class Peer:
                 raise InvalidParams(f"params are not JSON: {exc}") from exc
             self._pending[rid] = fut
             if timeout is not None:
+                if len(self._deadlines) > 2 * len(self._pending) + 64:  # drop answered requests' deadlines
+                    self._deadlines = [d for d in self._deadlines if d[1] in self._pending]
+                    heapq.heapify(self._deadlines)
                 heapq.heappush(self._deadlines, (time.monotonic() + timeout, rid))
                 self._ensure_timer()
-                self._timer_cv.notify()
+                if self._deadlines[0][1] == rid:  # only an earlier deadline needs the timer awake
+                    self._timer_cv.notify()
         try:
             self._writer.write(line)
         except (OSError, ValueError) as exc:
@@ -147,6 +151,10 @@ class Peer:
         try:
             for line in self._reader:
                 if isinstance(line, Oversized):
+                    rid = sniff_id(line.head)
+                    if rid is not None:
+                        limit = self._reader.max_line
+                        self._fail(rid, InvalidRequest(f"{self.name}: reply of {line.size} bytes exceeds {limit}", {"limit": limit, "size": line.size}))
                     continue
                 try:
                     obj = decode(line)

@@ -20,7 +20,8 @@ DEFAULT_MAX_LINE = 4 * 1024 * 1024
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
-_ID_SNIFF = re.compile(rb'"id"\s*:\s*(-?\d{1,18}|"(?:[^"\\]|\\.){0,256}")')
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]')
+_ID_MEMBER = re.compile(rb'\s*"id"\s*:\s*(-?(?:0|[1-9]\d*)|"(?:[^"\\]|\\.)*")\s*[,}]')
 
 
 def encode(obj: Any) -> bytes:
@@ -41,15 +42,39 @@ def decode(line: bytes) -> Any:
 
 
 def sniff_id(head: bytes) -> int | str | None:
-    """Best effort: the id of a line too large (or too broken) to parse, from its first bytes."""
-    m = _ID_SNIFF.search(head)
-    if not m:
-        return None
-    try:
-        value = json.loads(m.group(1))
-    except ValueError:
-        return None
-    return value if isinstance(value, (int, str)) else None
+    """Best effort: the top-level id of a line too large (or too broken) to parse.
+
+    Scans strings and brackets to know the nesting depth, so an ``"id"`` inside params is never
+    taken for the message's own; a number must be a whole JSON integer. None when unsure: a wrong
+    id would be worse than null, it could fail somebody else's request.
+    """
+    depth = 0
+    expect_member = False
+    pos = 0
+    while True:
+        m = _TOKEN.search(head, pos)
+        if m is None:
+            return None
+        tok = m.group()
+        if depth == 1 and expect_member:
+            member = _ID_MEMBER.match(head, m.start())
+            if member is not None:
+                try:
+                    value = json.loads(member.group(1))
+                except ValueError:
+                    return None
+                return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+        if tok in (b"{", b"["):
+            depth += 1
+            expect_member = tok == b"{"
+        elif tok in (b"}", b"]"):
+            depth -= 1
+            expect_member = False
+        elif tok == b",":
+            expect_member = True
+        else:
+            expect_member = False
+        pos = m.end()
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +132,10 @@ class LineWriter:
                     view = view[n:]
             else:
                 assert self._stream is not None
-                self._stream.write(data)
+                view = memoryview(data)
+                while view:  # an unbuffered stream may take part of a large write
+                    n = self._stream.write(view)
+                    view = view[n or 0 :] if n is not None else view[len(view) :]
                 self._stream.flush()
 
     def send(self, obj: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Callable
 from pydantic import BaseModel
 
 from ._errors import (
+    INTERNAL_ERROR,
     InvalidParams,
     InvalidRequest,
     MethodNotFound,
@@ -27,7 +28,7 @@ from ._errors import (
     RPCError,
     to_error_object,
 )
-from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, sniff_id
+from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, encode, sniff_id
 from ._messages import JSONRPC_VERSION, Notification, Request, parse_message, readable_id
 
 #: Version of the harness service protocol (methods, notifications, lifecycle), not of JSON-RPC.
@@ -173,12 +174,22 @@ class Server:
         self._send(msg)
 
     def _send(self, msg: dict[str, Any]) -> None:
+        """Encode, then write. A value that is not JSON is the service's bug, not a dead pipe:
+        the request still gets an answer (-32603) and the service goes on."""
         writer = self._writer
         if writer is None or writer.closed:
             return
         try:
-            writer.send(msg)
-        except (BrokenPipeError, OSError, ValueError):
+            data = encode(msg)
+        except (TypeError, ValueError, RecursionError) as exc:
+            _log(f"{self.name}: cannot encode {msg.get('method') or 'a reply'}: {type(exc).__name__}: {exc}")
+            if "id" not in msg:
+                return
+            error = {"code": INTERNAL_ERROR, "message": f"Internal error: the result is not JSON ({type(exc).__name__})"}
+            data = encode({"jsonrpc": JSONRPC_VERSION, "id": msg["id"], "error": error})
+        try:
+            writer.write(data)
+        except (OSError, ValueError):
             self._stopping = True
 
     def _reply(self, rid: Any, result: Any) -> None:
