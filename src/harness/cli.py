@@ -382,6 +382,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report (RUN_DIR/report.md, or --output FILE); without --output also print it."""
+    from .report import write_report
+
+    workspace = _workspace(args)
+    _load_state(workspace, args.run_id)  # a clear error for an unknown run
+    text = write_report(workspace, args.run_id, args.output)
+    if args.output:
+        print(f"Report written to {args.output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def cmd_conformance(args: argparse.Namespace, extra: list[str]) -> int:
+    from .conformance import main as conformance_main
+
+    return conformance_main(extra)
+
+
 # -- the parser -----------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -470,6 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true", help="check the hash chain")
     p.set_defaults(func=cmd_log)
 
+    p = sub.add_parser("report", help="write a run's outcome report (markdown) from its log")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--output", "-o", metavar="FILE", help="write it here (default: RUN_DIR/report.md, and print it)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "conformance",
+        help="check a program against a service contract: harness conformance SERVICE [--json] -- COMMAND...",
+        add_help=False,
+    )
+    p.set_defaults(func=None, conformance=True)
+
     p = sub.add_parser("validate", help="validate a JSON or YAML file against one of the schemas")
     p.add_argument("file")
     p.add_argument("--schema", required=True, metavar="NAME", help="e.g. Plan, TaskPacket, WorkerEvent")
@@ -478,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:  # everything after it belongs to the kit (including `--`)
+        try:
+            return cmd_conformance(argparse.Namespace(), argv[1:])
+        except KeyboardInterrupt:
+            return 130
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
