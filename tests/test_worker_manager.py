@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -120,31 +119,16 @@ def test_initialize_names_the_contract_its_methods_and_the_worker_event(wm: Mana
     assert info["notifications"] == ["worker_event"]
 
 
-def _substitute(value: Any, latest: dict[str, Any]) -> Any:
-    if isinstance(value, str) and value.startswith("$"):
-        method, _, path = value[1:].partition(".")
-        found = latest[method]
-        for part in path.split("."):
-            found = found[part]
-        return found
-    if isinstance(value, dict):
-        return {k: _substitute(v, latest) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, latest) for v in value]
-    return value
+def test_contract_examples_run_in_order_and_answer_with_their_schemas(wm: Manager, tmp_path: Path) -> None:
+    from harness.conformance import substitute
 
-
-def test_contract_examples_run_in_order_and_answer_with_their_schemas(wm: Manager) -> None:
     contract = load_contract("worker-manager")
     latest: dict[str, Any] = {}
-    try:
-        for method, spec in contract["methods"].items():
-            for example in spec.get("examples") or [{}]:
-                latest[method] = wm.call(method, _substitute(example, latest))
-        assert latest["run_worker"]["state"] == "finished"
-        assert latest["cancel_worker"]["result"]["reason"] == "cancelled"
-    finally:
-        shutil.rmtree("/tmp/harness-worker-manager-conformance", ignore_errors=True)
+    for method, spec in contract["methods"].items():
+        for example in spec.get("examples") or [{}]:
+            latest[method] = wm.call(method, substitute(example, latest, str(tmp_path)))
+    assert latest["run_worker"]["state"] == "finished"
+    assert latest["cancel_worker"]["result"]["reason"] == "cancelled"
     codes = {code for spec in contract["methods"].values() for code in spec["errors"]}
     assert codes <= set(contract["errors"])
 
