@@ -231,6 +231,7 @@ def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(tmp_path_facto
     for t in ids:
         attempts = [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED" and e["task_id"] == t]
         side = (ws / f"side_{t}.txt").read_text().split()
+        assert attempts == list(range(1, len(attempts) + 1)), (t, attempts)  # each attempt started once
         assert 1 <= len(side) <= len(attempts), (t, side, attempts)  # no side effect without a recorded attempt
         assert set(side) <= {str(a) for a in attempts}
         if t in done_before:

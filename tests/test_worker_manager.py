@@ -498,7 +498,7 @@ def _ready_worker_events(tmp_path: Path, ws: Path) -> tuple[str, list[dict[str, 
 
 
 @pytest.mark.parametrize("pgid_file_predates_the_process", [False, True])
-def test_replay_kills_a_step_started_after_the_last_event_unless_its_pid_was_recycled(
+def test_replay_fails_a_worker_whose_step_began_after_the_last_event_and_kills_it_unless_its_pid_was_recycled(
     wm: Manager, ws: Path, tmp_path: Path, pgid_file_predates_the_process: bool
 ) -> None:
     wid, events = _ready_worker_events(tmp_path, ws)
@@ -510,10 +510,13 @@ def test_replay_kills_a_step_started_after_the_last_event_unless_its_pid_was_rec
         pgid_file.write_text(f"{orphan.pid}\n")
         if pgid_file_predates_the_process:  # the pid now belongs to a process started later
             os.utime(pgid_file, (time.time() - 60, time.time() - 60))
-        assert wm.call("replay", {"events": events}) == {"workers": 1, "reaped": []}
+        # The worker had begun (its pgid file exists): it is interrupted, never run a second time
+        # under the same attempt by a re-sent run_worker.
+        assert wm.call("replay", {"events": events}) == {"workers": 1, "reaped": [wid]}
         status = orphan.wait(1.0) if not pgid_file_predates_the_process else orphan.poll()
         assert status == (None if pgid_file_predates_the_process else -signal.SIGKILL)
-        assert wm.call("get_worker", {"worker_id": wid})["state"] == "ready_for_prompt"
+        info = wm.call("get_worker", {"worker_id": wid})
+        assert (info["state"], info["result"]["reason"]) == ("failed", "interrupted")
     finally:
         orphan.kill()
         orphan.wait(WAIT)

@@ -348,7 +348,10 @@ class WorkerManager:
             for rec in list(self.table.workers.values()):
                 if rec.worker_id in self._runs or rec.ended:
                     continue
-                if rec.state is WorkerState.running:
+                # The pgid file is created just before the first step starts: if it exists, the
+                # dead manager had begun running this worker even when no event said so yet.
+                began = rec.state is WorkerState.ready_for_prompt and os.path.exists(f"{rec.worker_dir}/pgid")
+                if rec.state is WorkerState.running or began:
                     self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
                     result = Outcome(
                         ok=False,
@@ -360,9 +363,6 @@ class WorkerManager:
                     ).as_dict()
                     self._end(rec, result)
                     reaped.append(rec.worker_id)
-                elif rec.state is WorkerState.ready_for_prompt:
-                    # A step may have started after the last event the dead manager sent.
-                    self._executor.reap(rec.worker_id, rec.worker_dir, [])
             return {"workers": len(self.table.workers), "reaped": reaped}
 
     # -- process exit -----------------------------------------------------------------------

@@ -483,8 +483,8 @@ class Supervisor:
                 for tid in self._ready():
                     if len(running) >= parallel:
                         break
-                    if self._not_before.get(tid, 0) > now:
-                        continue
+                    if tid in running or self._not_before.get(tid, 0) > now:
+                        continue  # launched already (its TASK_STARTED may not be logged yet), or backing off
                     running.add(tid)
                     threading.Thread(target=self._task_thread, args=(tid,), name=f"task-{tid}", daemon=True).start()
             if not running:
@@ -672,48 +672,120 @@ class Supervisor:
 
     # -- RECOVER --------------------------------------------------------------------------------
     def _recover_interrupted(self) -> None:
-        """Tasks started by a supervisor that died: fail them as interrupted; recovery retries them."""
+        """Finish, from the log, what an earlier supervisor left half done (runs before any start).
+
+        * A task it had started (TASK_STARTED, no outcome) is failed as interrupted; recovery
+          re-runs it as a new attempt (recipe rerun_interrupted), never a completed one.
+        * A failure it logged but never classified is classified now, so no task stays failed
+          without a recipe or a question.
+        * An abort decision that already ended a run is history: it is marked consumed and the
+          task is asked again, so a resume after an abort does not abort at once.
+        """
+        from ..recovery import INTERRUPTED, decision_record
+
+        log_events: list[dict[str, Any]] | None = None
         for tid in list(self.state.order):
             t = self.state.tasks.get(tid)
-            if t is None or t.status is not TaskStatus.running:
+            if t is None:
                 continue
-            failure = {"attempt": t.attempts, "reason": "interrupted", "interrupted": True, "summary": "interrupted: the supervisor stopped while it ran"}
-            self.emit("TASK_FAILED", failure, task_id=tid, worker_id=t.worker_id, durable=True)
-            self._recover(tid, failure)
+            if t.status is TaskStatus.running:
+                failure = {
+                    "attempt": t.attempts,
+                    "reason": INTERRUPTED,
+                    "interrupted": True,
+                    "summary": "interrupted: the supervisor stopped while it ran",
+                }
+                self.emit("TASK_FAILED", failure, task_id=tid, worker_id=t.worker_id, durable=True)
+                self._recover(tid, failure)
+            elif t.decision == "abort":
+                if log_events is None:
+                    log_events = eventlog.read_events(self.log_path).events
+                record = decision_record(log_events, tid)
+                if not record.ended_a_run:
+                    continue
+                self.emit(
+                    "TASK_DECISION",
+                    {"decision": None, "consumed": "abort", "source": "supervisor", "reason": f"the abort decided at event {record.seq} ended the run; decide again"},
+                    task_id=tid,
+                    durable=True,
+                )
+                if t.status is TaskStatus.failed and t.failure is not None:
+                    self._recover(tid, dict(t.failure))
+            elif t.status is TaskStatus.failed and t.decision is None and t.failure is not None:
+                self._recover(tid, dict(t.failure))
 
     def _recover(self, tid: str, failure: dict[str, Any]) -> None:
+        """FAILURE_DETECTED -> FAILURE_CLASSIFIED -> RECOVERY_APPLIED (retry) or an escalation.
+
+        Retries are counted per task across attempts (the fold's ``retries``); the wait before
+        automatic retry n is the recipe's backoff[n-1]. An interrupted task is re-run at once:
+        there is nothing to wait out, but the re-run still counts, so a task that keeps taking its
+        supervisor down ends up in front of a person.
+        """
+        from ..recovery import RecipeName, escalation_reason, was_interrupted
+
         t = self.state.tasks[tid]
-        self.emit("FAILURE_DETECTED", {"attempt": failure.get("attempt"), "reason": failure.get("reason")}, task_id=tid)
+        detected = {k: failure.get(k) for k in ("attempt", "reason", "exit_code", "signal", "timed_out", "summary")}
+        self.emit("FAILURE_DETECTED", detected, task_id=tid)
         cls = self.recovery.classify(failure)
-        self.emit("FAILURE_CLASSIFIED", {"failure_type": cls.failure_type.value, "rule": cls.rule}, task_id=tid)
+        self.emit("FAILURE_CLASSIFIED", {**cls.as_event(), "attempt": failure.get("attempt")}, task_id=tid)
         recipe = self.recovery.recipe(cls.failure_type)
         if t.retries < recipe.retries:
-            delay = recipe.delay(t.retries + 1, self.recovery.rng)
+            interrupted = was_interrupted(failure, cls)
+            delay = 0.0 if interrupted else recipe.delay(t.retries + 1, self.recovery.rng)
+            name = RecipeName.rerun_interrupted if interrupted else RecipeName.retry_with_backoff
             self.emit(
                 "RECOVERY_APPLIED",
-                {"recipe": "retry_with_backoff", "failure_type": cls.failure_type.value, "attempt": t.retries + 1, "outcome": "retry", "delay": delay},
+                {
+                    "recipe": name.value,
+                    "failure_type": cls.failure_type.value,
+                    "attempt": t.retries + 1,
+                    "retries": recipe.retries,
+                    "next_attempt": t.attempts + 1,
+                    "outcome": "retry",
+                    "delay": delay,
+                },
                 task_id=tid,
                 durable=True,
             )
             self._not_before[tid] = time.monotonic() + delay
             return
-        reason = (
-            f"{cls.failure_type.value} failure after {t.retries} retr{'y' if t.retries == 1 else 'ies'}"
-            if recipe.retries
-            else f"{cls.failure_type.value} failure"
-        )
         if recipe.permission_required:
-            self.emit("PERMISSION_REQUIRED", {"what": failure.get("summary"), "failed_step": failure.get("failed_step")}, task_id=tid, durable=True)
-        self._escalate(tid, cls.failure_type, reason, recipe.options, failure, needs_input=recipe.needs_input)
+            step = failure.get("failed_step") or {}
+            self.emit(
+                "PERMISSION_REQUIRED",
+                {"what": cls.evidence or failure.get("summary"), "command": step.get("command"), "failed_step": step or None, "attempt": failure.get("attempt")},
+                task_id=tid,
+                durable=True,
+            )
+        reason = escalation_reason(cls.failure_type, recipe, t.retries)
+        self._escalate(tid, cls.failure_type, reason, [o.value for o in recipe.options], failure, needs_input=recipe.needs_input)
 
     def _escalate(self, tid: str, ftype: FailureType, reason: str, options: list[str], failure: dict[str, Any], *, needs_input: bool) -> None:
+        """Ask retry / skip / abort: a policy rule first, then the terminal, else record the
+        question; the run then waits (exit 3) for `harness decide` and `harness resume`.
+
+        A policy's 'retry' is bounded by the recipe's ``policy_retries``: past it, a person is asked.
+        """
+        from ..recovery import decide_command
+
         packet = self._packet(tid)
+        how = decide_command(self.run_id, tid, options, needs_input=needs_input)
         rule = self.policy.rule_for("escalation", task_id=tid, risky=packet.get("risk") == "high", failure_type=ftype.value)
-        base = {"failure_type": ftype.value, "reason": reason, "options": options, "needs_input": needs_input}
+        base: dict[str, Any] = {
+            "failure_type": ftype.value,
+            "reason": reason,
+            "options": options,
+            "needs_input": needs_input,
+            "attempt": failure.get("attempt"),
+            "summary": failure.get("summary"),
+        }
         if rule is not None and rule.decision in options:
-            self.emit("RECOVERY_ESCALATION", {**base, "decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
-            self.emit("TASK_DECISION", {"decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
-            return
+            if rule.decision != "retry" or self.recovery.policy_may_retry(ftype, self.state.tasks[tid].retries):
+                self.emit("RECOVERY_ESCALATION", {**base, "decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+                self.emit("TASK_DECISION", {"decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+                return
+            base["policy_exhausted"] = rule.name
         if self.ui.interactive:
             with self._prompt_lock:
                 self.ui.say(f"Task {tid} failed ({reason}): {failure.get('summary')}")
@@ -725,29 +797,70 @@ class Supervisor:
                 self.emit("RECOVERY_ESCALATION", {**base, "decision": answer, "source": "tty"}, task_id=tid, durable=True)
                 self.emit("TASK_DECISION", {"decision": answer, "source": "tty", "note": note, "approver": self.options.approver}, task_id=tid, durable=True)
                 return
-        self.emit(
-            "RECOVERY_ESCALATION",
-            {**base, "decision": None, "how": f"harness decide {self.run_id} {tid} {'|'.join(options)}"},
-            task_id=tid,
-            durable=True,
-        )
+        self.emit("RECOVERY_ESCALATION", {**base, "decision": None, "how": how}, task_id=tid, durable=True)
+        self.ui.say(f"Task {tid} needs a decision ({reason}): {failure.get('summary')}\n  `{how}`")
 
     def _apply_decisions(self) -> bool:
-        """Act on decisions recorded for waiting or failed tasks. True when the run must abort."""
+        """Act on decisions recorded for waiting or failed tasks. True when the run must abort.
+
+        Each decision is consumed by the event that acts on it (RUN_ABORTED, TASK_SKIPPED,
+        RECOVERY_APPLIED, TASK_READY). What came with a skip (``keep_dependents``) is read back from
+        the log, and the TASK_SKIPPED names the dependents it holds back or lets run. A decision the
+        failure's recipe does not offer (retry of an unrecoverable failure) is refused, in the log,
+        and the task keeps waiting.
+        """
+        from ..recovery import RecipeName, decision_record, transitive_dependents
+
         for tid in list(self.state.order):
             t = self.state.tasks[tid]
-            if not t.decision or t.status in (TaskStatus.completed, TaskStatus.running):
+            if not t.decision or t.status in (TaskStatus.completed, TaskStatus.running, TaskStatus.skipped):
                 continue
             decision = t.decision
+            escalated = t.status is TaskStatus.failed or t.waiting_for == "escalation"
+            if escalated and t.failure_type and decision in ("retry", "skip", "abort"):
+                offered = [o.value for o in self.recovery.recipe(t.failure_type).options]
+                if decision not in offered and decision != "abort":  # a run can always be stopped
+                    why = f"{t.failure_type} failures offer {' | '.join(offered)}, not {decision}"
+                    self.emit("TASK_DECISION", {"decision": None, "refused": decision, "source": "supervisor", "reason": why}, task_id=tid, durable=True)
+                    self.ui.say(f"Refused '{decision}' for {tid}: {why}.")
+                    continue
             if decision == "abort":
                 self.emit("RUN_ABORTED", {"task_id": tid, "reason": f"abort decided for {tid}", "note": t.decision_note}, durable=True)
                 return True
             if decision == "skip":
-                self.emit("TASK_SKIPPED", {"reason": "skipped by decision", "note": t.decision_note}, task_id=tid, durable=True)
+                with self._lock:
+                    sync = getattr(self.log, "sync", None)
+                    if sync is not None:
+                        sync()
+                data = decision_record(eventlog.read_events(self.log_path).events, tid).data
+                keep = bool(data.get("keep_dependents"))
+                graph = {x: self.state.tasks[x].depends_on for x in self.state.order}
+                waiting = [d for d in transitive_dependents(graph, tid) if self.state.tasks[d].status not in TERMINAL_TASK]
+                what = "" if not waiting else f"; dependents {'still run' if keep else 'skipped too'}: {', '.join(waiting)}"
+                self.emit(
+                    "TASK_SKIPPED",
+                    {
+                        "reason": f"skipped by decision{what}",
+                        "source": data.get("source"),
+                        "note": t.decision_note,
+                        "keep_dependents": keep,
+                        "dependents": waiting,
+                    },
+                    task_id=tid,
+                    durable=True,
+                )
             elif decision == "retry" and t.status in (TaskStatus.failed, TaskStatus.waiting):
                 self.emit(
                     "RECOVERY_APPLIED",
-                    {"recipe": "retry_after_decision", "failure_type": t.failure_type, "attempt": t.retries + 1, "outcome": "retry", "delay": 0, "note": t.decision_note},
+                    {
+                        "recipe": RecipeName.retry_after_decision.value,
+                        "failure_type": t.failure_type,
+                        "attempt": t.retries + 1,
+                        "next_attempt": t.attempts + 1,
+                        "outcome": "retry",
+                        "delay": 0,
+                        "note": t.decision_note,
+                    },
                     task_id=tid,
                     durable=True,
                 )
