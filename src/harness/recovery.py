@@ -1,9 +1,10 @@
 """Failure classification and recovery recipes, as data.
 
 A failure (what the worker reported: reason, exit code, signal, timeout, output tails) is matched
-against ordered rules; the first match names its class and is recorded. The class selects a recipe:
-how many automatic retries, the backoff schedule, and what to ask a human when they run out.
-Users prepend their own rules and override recipes in the config file:
+against ordered rules; the first match names its class and is recorded with the rule's name and
+the line of output that matched. The class selects a recipe: how many automatic retries, the
+backoff schedule, and what to ask a human when they run out. Users prepend their own rules and
+override recipes in the config file:
 
 ```yaml
 recovery:
@@ -12,6 +13,12 @@ recovery:
   recipes:
     transient: {retries: 2, backoff: [5, 30], jitter: 0.1}
 ```
+
+The supervisor (``supervisor._run``, section RECOVER) turns a classification into events:
+
+    TASK_FAILED -> FAILURE_DETECTED -> FAILURE_CLASSIFIED {failure_type, rule, evidence}
+        -> RECOVERY_APPLIED {recipe, attempt, outcome: retry, delay}        (retries left)
+        -> [PERMISSION_REQUIRED] -> RECOVERY_ESCALATION {reason, options, decision}
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import random
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Iterable, Mapping, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import ConfigError
 
 
 class FailureType(StrEnum):
@@ -34,21 +43,55 @@ class FailureType(StrEnum):
     unknown = "unknown"
 
 
+class Decision(StrEnum):
+    """What an escalation may be answered with."""
+
+    retry = "retry"
+    skip = "skip"
+    abort = "abort"
+
+
+class RecipeName(StrEnum):
+    """The ``recipe`` field of RECOVERY_APPLIED: which way a retry came about."""
+
+    retry_with_backoff = "retry_with_backoff"  # automatic, within the recipe's retries
+    rerun_interrupted = "rerun_interrupted"  # the supervisor stopped while the task ran
+    retry_after_decision = "retry_after_decision"  # a person or a policy rule said retry
+
+
+#: The worker's failure reason for a task whose supervisor (or worker manager) died mid-run.
+INTERRUPTED = "interrupted"
+#: The failure reason the supervisor records when a call to the worker manager itself failed.
+HARNESS_ERROR = "harness_error"
+#: The rule name recorded when no rule matched.
+NO_RULE = "no-rule-matched"
+
+
 class Rule(BaseModel):
     """Matches when every matcher it sets matches (an empty rule matches nothing)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str = Field(min_length=1)
     failure_type: FailureType
     reasons: list[str] = Field(default_factory=list, description="Worker failure reasons, e.g. timeout, interrupted.")
     exit_codes: list[int] = Field(default_factory=list)
     signals: list[int] = Field(default_factory=list, description="Empty with any_signal: any signal.")
     any_signal: bool = False
     timed_out: bool | None = None
-    output: str | None = Field(default=None, description="Regex searched in stdout and stderr tails.")
+    output: str | None = Field(default=None, description="Regex searched (case-insensitively) in stdout and stderr tails.")
 
-    def matches(self, failure: dict[str, Any], output: str) -> bool:
+    @field_validator("output")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    def matches(self, failure: Mapping[str, Any], output: str) -> bool:
         checks = 0
         if self.reasons:
             checks += 1
@@ -73,9 +116,23 @@ class Rule(BaseModel):
                 return False
         return checks > 0
 
+    def evidence(self, output: str) -> str | None:
+        """The last output line this rule matched (nearest the error), to show a person what was
+        seen; None when the rule does not look at output."""
+        if self.output is None:
+            return None
+        pattern = re.compile(self.output, re.IGNORECASE | re.MULTILINE)
+        for line in reversed(output.splitlines()):
+            if pattern.search(line):
+                return line.strip()[:200]
+        return None
+
 
 DEFAULT_RULES: list[dict[str, Any]] = [
-    {"name": "interrupted", "reasons": ["interrupted"], "failure_type": "transient"},
+    {"name": "interrupted", "reasons": [INTERRUPTED], "failure_type": "transient"},
+    # The supervisor closed its own connection to the worker manager (Ctrl-C, shutdown) while
+    # the task ran: an interruption too, not a failure of the task.
+    {"name": "supervisor-stopped", "reasons": [HARNESS_ERROR], "output": r"^ClientClosed\b", "failure_type": "transient"},
     {"name": "scope-missing", "reasons": ["scope_missing"], "failure_type": "unrecoverable"},
     {"name": "timed-out", "timed_out": True, "failure_type": "transient"},
     {"name": "killed-by-signal", "any_signal": True, "failure_type": "transient"},
@@ -108,32 +165,64 @@ DEFAULT_RULES: list[dict[str, Any]] = [
 
 
 class Recipe(BaseModel):
+    """What to do with one class of failure."""
+
     model_config = ConfigDict(extra="forbid")
 
     retries: int = Field(default=0, ge=0, description="Automatic retries before escalating.")
-    backoff: list[float] = Field(default_factory=list, description="Seconds before retry 1, 2, ...")
+    backoff: list[float] = Field(default_factory=list, description="Seconds before retry 1, 2, ...; the last repeats.")
     jitter: float = Field(default=0.0, ge=0, le=1, description="Up to this fraction added at random.")
-    retries_after_decision: int = Field(default=1, ge=0, description="Retries a human's 'retry' buys.")
-    options: list[str] = Field(default_factory=lambda: ["retry", "skip", "abort"])
-    permission_required: bool = False
-    needs_input: bool = False
+    options: list[Decision] = Field(
+        default_factory=lambda: [Decision.retry, Decision.skip, Decision.abort],
+        min_length=1,
+        description="What an escalation offers. A 'retry' decision buys one more attempt; if it fails the same way, the task escalates again.",
+    )
+    policy_retries: int = Field(
+        default=1,
+        ge=0,
+        description="How many 'retry' answers a policy rule may give one task beyond `retries` before a person is asked, so a policy can never loop.",
+    )
+    permission_required: bool = Field(default=False, description="Emit PERMISSION_REQUIRED (what was denied) before escalating.")
+    needs_input: bool = Field(default=False, description="The escalation asks for a correction (harness decide ... retry --note).")
+    ask: str = Field(default="", description="The question put to a person, after the failure's summary.")
+
+    @field_validator("backoff")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("backoff delays must be >= 0 seconds")
+        return value
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before automatic retry number ``retry`` (1-based)."""
         if not self.backoff:
             return 0.0
-        base = self.backoff[min(retry - 1, len(self.backoff) - 1)]
+        base = self.backoff[min(max(retry, 1) - 1, len(self.backoff) - 1)]
         if self.jitter:
             base += base * self.jitter * (rng or random).random()
         return base
 
 
 DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
-    "transient": {"retries": 2, "backoff": [5.0, 30.0]},
-    "permission": {"retries": 0, "permission_required": True},
-    "invalid_input": {"retries": 0, "needs_input": True},
-    "logic_error": {"retries": 1, "backoff": [0.0]},
-    "unrecoverable": {"retries": 0, "options": ["skip", "abort"], "retries_after_decision": 0},
-    "unknown": {"retries": 0},
+    "transient": {"retries": 2, "backoff": [5.0, 30.0], "ask": "it still fails: retry later, skip or abort"},
+    "permission": {
+        "retries": 0,
+        "permission_required": True,
+        "ask": "access was denied: grant it, then retry (or skip or abort)",
+    },
+    "invalid_input": {
+        "retries": 0,
+        "needs_input": True,
+        "ask": "its input needs a correction: fix it, then retry with --note saying what changed (or skip or abort)",
+    },
+    "logic_error": {"retries": 1, "backoff": [0.0], "ask": "its acceptance tests fail: fix the work or the tests, then retry (or skip or abort)"},
+    "unrecoverable": {
+        "retries": 0,
+        "options": ["skip", "abort"],
+        "policy_retries": 0,
+        "ask": "a resource it needs is gone: skip it or abort the run",
+    },
+    "unknown": {"retries": 0, "ask": "no rule recognised the failure, so it is not retried blindly: retry, skip or abort"},
 }
 
 
@@ -141,34 +230,87 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
 class Classification:
     failure_type: FailureType
     rule: str
+    evidence: str | None = None
+
+    def as_event(self) -> dict[str, Any]:
+        """The data of FAILURE_CLASSIFIED."""
+        data: dict[str, Any] = {"failure_type": self.failure_type.value, "rule": self.rule}
+        if self.evidence:
+            data["evidence"] = self.evidence
+        return data
 
 
 class Recovery:
-    """Classifier and recipes built from defaults plus the config's ``recovery`` section."""
+    """Classifier and recipes built from defaults plus the config's ``recovery`` section.
 
-    def __init__(self, config: dict[str, Any] | None = None, *, rng: random.Random | None = None) -> None:
-        config = config or {}
-        user_rules = [Rule.model_validate(r) for r in config.get("rules", [])]
-        self.rules = user_rules + [Rule.model_validate(r) for r in DEFAULT_RULES]
+    A bad section raises :class:`harness.config.ConfigError` listing every problem (exit 2 in the
+    CLI), never a half-built classifier.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, *, rng: random.Random | None = None) -> None:
+        config = dict(config or {})
+        problems = [f"recovery.{k}: unknown key (known: rules, recipes)" for k in config if k not in ("rules", "recipes")]
+        user_rules: list[Rule] = []
+        for i, raw in enumerate(config.get("rules") or []):
+            try:
+                user_rules.append(Rule.model_validate(raw))
+            except ValidationError as exc:
+                problems += _problems(f"recovery.rules[{i}]", exc)
         recipes = {k: dict(v) for k, v in DEFAULT_RECIPES.items()}
         for name, override in (config.get("recipes") or {}).items():
-            FailureType(name)  # unknown class names are a config error
-            recipes[name] = {**recipes.get(name, {}), **override}
-        self.recipes = {FailureType(k): Recipe.model_validate(v) for k, v in recipes.items()}
+            if name not in FailureType.__members__:
+                problems.append(f"recovery.recipes.{name}: unknown failure class (known: {', '.join(FailureType)})")
+            elif not isinstance(override, Mapping):
+                problems.append(f"recovery.recipes.{name}: must be a mapping")
+            else:
+                recipes[name] = {**recipes[name], **override}
+        built: dict[FailureType, Recipe] = {}
+        for name, data in recipes.items():
+            try:
+                built[FailureType(name)] = Recipe.model_validate(data)
+            except ValidationError as exc:
+                problems += _problems(f"recovery.recipes.{name}", exc)
+        if problems:
+            raise ConfigError("recovery", problems)
+        self.rules = user_rules + [Rule.model_validate(r) for r in DEFAULT_RULES]
+        self.recipes = built
         self.rng = rng or random.Random()
 
-    def classify(self, failure: dict[str, Any]) -> Classification:
-        output = "\n".join(str(failure.get(k) or "") for k in ("stderr_tail", "stdout_tail", "message"))
+    def classify(self, failure: Mapping[str, Any]) -> Classification:
+        output = failure_output(failure)
         for rule in self.rules:
             if rule.matches(failure, output):
-                return Classification(rule.failure_type, rule.name)
-        return Classification(FailureType.unknown, "no-rule-matched")
+                return Classification(rule.failure_type, rule.name, rule.evidence(output))
+        return Classification(FailureType.unknown, NO_RULE)
 
     def recipe(self, failure_type: FailureType | str) -> Recipe:
         return self.recipes[FailureType(failure_type)]
 
+    def policy_may_retry(self, failure_type: FailureType | str, retries_so_far: int) -> bool:
+        """Whether a policy rule's 'retry' still applies to a task that has had this many retries."""
+        recipe = self.recipe(failure_type)
+        return Decision.retry in recipe.options and retries_so_far < recipe.retries + recipe.policy_retries
 
-def summarize(failure: dict[str, Any]) -> str:
+
+def _problems(where: str, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        out.append(f"{where}{'.' + loc if loc else ''}: {err['msg']}")
+    return out
+
+
+def was_interrupted(failure: Mapping[str, Any], classification: Classification) -> bool:
+    """True when the task did not fail but was cut off: its supervisor or worker manager stopped."""
+    return failure.get("reason") == INTERRUPTED or classification.rule == "supervisor-stopped"
+
+
+def failure_output(failure: Mapping[str, Any]) -> str:
+    """The text the output matchers search: stderr tail, stdout tail, then the worker's message."""
+    return "\n".join(str(failure.get(k) or "") for k in ("stderr_tail", "stdout_tail", "message"))
+
+
+def summarize(failure: Mapping[str, Any]) -> str:
     """One line for the terminal: why the task failed."""
     reason = failure.get("reason") or "failed"
     if failure.get("timed_out"):
@@ -177,8 +319,58 @@ def summarize(failure: dict[str, Any]) -> str:
         return f"killed by signal {failure['signal']}"
     tail = (failure.get("stderr_tail") or failure.get("stdout_tail") or "").strip().splitlines()
     last = tail[-1][:120] if tail else ""
+    if not last and failure.get("message"):
+        last = str(failure["message"]).strip().splitlines()[-1][:120] if str(failure["message"]).strip() else ""
     step = failure.get("failed_step") or {}
     what = f"{step.get('kind', '')} `{step.get('command', '')}`".strip() if step else reason
     code = failure.get("exit_code")
     out = f"{what} exited {code}" if code is not None else what
     return f"{out}: {last}" if last else out
+
+
+def escalation_reason(failure_type: FailureType | str, recipe: Recipe, retries: int) -> str:
+    """Why a person is asked, in one line: the class, the retries spent, the recipe's question."""
+    ftype = FailureType(failure_type).value
+    spent = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+    return f"{ftype} failure{spent}: {recipe.ask}" if recipe.ask else f"{ftype} failure{spent}"
+
+
+def decide_command(run_id: str, task_id: str, options: Sequence[str], *, needs_input: bool = False) -> str:
+    """The command line that answers an escalation."""
+    note = " --note 'what you corrected'" if needs_input and Decision.retry in options else ""
+    return f"harness decide {run_id} {task_id} {'|'.join(str(o) for o in options)}{note}"
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """The last TASK_DECISION of a task, as logged."""
+
+    seq: int  # 0 when there is none
+    data: dict[str, Any]
+    ended_a_run: bool  # a RUN_ABORTED naming the task followed it: the decision was acted on
+
+
+def decision_record(events: Iterable[Mapping[str, Any]], task_id: str) -> DecisionRecord:
+    """The last TASK_DECISION recorded for a task and whether an abort of the run followed it.
+
+    The fold keeps only the decision itself; what came with it (``keep_dependents``, the note,
+    who decided) is read back from the log when the decision is acted on.
+    """
+    seq, data, ended = 0, {}, False
+    for event in events:
+        etype = event.get("type")
+        if etype == "TASK_DECISION" and event.get("task_id") == task_id:
+            seq, data, ended = int(event.get("seq", 0)), dict(event.get("data") or {}), False
+        elif etype == "RUN_ABORTED" and seq and (event.get("data") or {}).get("task_id") == task_id:
+            ended = True
+    return DecisionRecord(seq, data, ended)
+
+
+def transitive_dependents(depends_on: Mapping[str, Sequence[str]], task_id: str) -> list[str]:
+    """Every task that depends on ``task_id`` directly or through others, in the mapping's order."""
+    found: set[str] = set()
+    frontier = {task_id}
+    while frontier:
+        frontier = {t for t, deps in depends_on.items() if t not in found and frontier.intersection(deps)}
+        found |= frontier
+    return [t for t in depends_on if t in found]
