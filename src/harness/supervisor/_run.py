@@ -22,7 +22,7 @@ from typing import Any
 from .. import eventlog
 from ..config import SERVICE_NAMES, Config
 from ..recovery import FailureType, Recovery, summarize
-from ..rpc import InvalidPlan, RPCError, kill_group
+from ..rpc import ClientClosed, InvalidPlan, RPCError, kill_group
 from ..state import TERMINAL_TASK, RunState, RunStatus, TaskStatus, fold
 from ._service import ServiceFatal, SupervisedService
 from ._ui import UI
@@ -82,6 +82,8 @@ class Supervisor:
         self._not_before: dict[str, float] = {}
         self._lock_fd: int | None = None
         self._stderr: Any = None
+        self._interrupted = False
+        self._executing = False
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -295,6 +297,7 @@ class Supervisor:
             self._lock_fd = None
 
     def _drive(self) -> int:
+        restore = self._trap_signals()
         try:
             if self.state.plan is None:
                 self._plan()
@@ -309,6 +312,29 @@ class Supervisor:
             self.ui.note("interrupted: the run can be continued with `harness resume " + self.run_id + "`")
             self._wait("interrupted", {})
             return 130
+        finally:
+            restore()
+
+    def _trap_signals(self):
+        """Ctrl-C or SIGTERM during EXECUTE: stop at the scheduler's next safe point (never in the
+        middle of an append), record that the run waits, exit 130. A second signal, or one
+        outside EXECUTE, interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._interrupted or not self._executing:
+                raise KeyboardInterrupt
+            self._interrupted = True
+            self._done.put(("", "interrupt", None))
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+        return restore
 
     # -- PLAN -----------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
@@ -468,10 +494,13 @@ class Supervisor:
         raise KeyError(tid)
 
     def _execute(self) -> int:
+        self._executing = True
         self._recover_interrupted()
         running: set[str] = set()
         parallel = max(1, self.options.parallel)
         while True:
+            if self._interrupted:
+                raise KeyboardInterrupt
             self._check_services()
             self._absorb_foreign()
             if self._apply_decisions():
@@ -490,12 +519,17 @@ class Supervisor:
             if not running:
                 delayed = [t for t in self._ready() if self._not_before.get(t, 0) > now]
                 if delayed and not self._halted():
-                    time.sleep(max(0.0, min(self._not_before[t] for t in delayed) - now))
+                    try:  # wait out the backoff, awake for an interrupt
+                        self._done.get(timeout=max(0.0, min(self._not_before[t] for t in delayed) - now))
+                    except queue.Empty:
+                        pass
                     continue
                 break
             try:
                 tid, outcome, payload = self._done.get(timeout=0.5)
             except queue.Empty:
+                continue
+            if outcome == "interrupt":
                 continue
             running.discard(tid)
             if outcome == "failed":
@@ -562,6 +596,8 @@ class Supervisor:
             outcome, payload = self._run_task(tid)
         except ServiceFatal as exc:
             outcome, payload = "error", exc
+        except ClientClosed:
+            outcome, payload = "interrupted", None  # we are shutting down (Ctrl-C): resume re-runs it
         except RPCError as exc:
             outcome, payload = "failed", {"reason": "harness_error", "message": f"{type(exc).__name__}: {exc.message}", "attempt": self.state.tasks[tid].attempts}
             self.emit("TASK_FAILED", {**payload, "summary": payload["message"]}, task_id=tid, durable=True)
@@ -586,7 +622,10 @@ class Supervisor:
         wid = info["worker_id"]
         if not info.get("trusted") and not self._resolve_trust(tid, packet, wid):
             return "waiting", "trust"
-        self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid, durable=True)
+        with self._lock:  # stop on error: a sibling that failed for good while we set up holds us
+            if self._halted():
+                return "held", None
+            self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid, durable=True)
         final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=float(packet.get("timeout") or 600) + 60)
         result = final.get("result") or {}
         if final.get("state") == "finished" and result.get("ok", True):
@@ -608,6 +647,7 @@ class Supervisor:
             "duration_ms": result.get("duration_ms"),
             "stderr_tail": (result.get("stderr_tail") or "")[-600:],
             "stdout_tail": (result.get("stdout_tail") or "")[-600:],
+            "message": (result.get("message") or "")[-300:],
         }
         failure["summary"] = summarize(failure)
         self.emit("TASK_FAILED", failure, task_id=tid, worker_id=wid, durable=True)
@@ -889,7 +929,8 @@ class Supervisor:
             asks = []
             for t in waiting:
                 kind = t.waiting_for or "escalation"
-                what = {"manual": "done", "trust": "trust"}.get(kind, "retry|skip|abort")
+                options = "|".join(str(o) for o in self.recovery.recipe(t.failure_type).options) if t.failure_type else "retry|skip|abort"
+                what = {"manual": "done", "trust": "trust"}.get(kind, options)
                 asks.append({"task_id": t.id, "kind": kind, "how": f"harness decide {self.run_id} {t.id} {what}"})
             self.ui.summary(self.state, str(self.log_path))
             for a in asks:
