@@ -67,6 +67,7 @@ class TaskState:
     failure_type: str | None = None
     retries: int = 0  # recovery retries consumed
     recovered: bool = False
+    retry_at: float = 0.0  # unix time before which a scheduled retry must not start (backoff)
     skip_reason: str | None = None
     started_unix: float | None = None
     finished_unix: float | None = None
@@ -354,6 +355,7 @@ def _recovery_applied(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None
         t.retries += 1
         t.status = TaskStatus.pending
         t.decision = None
+        t.retry_at = float(e.get("unix", 0.0)) + float(d.get("delay") or 0.0)
 
 
 def _escalation(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:

@@ -79,7 +79,6 @@ class Supervisor:
         self._prompt_lock = threading.Lock()
         self.services: dict[str, SupervisedService] = {}
         self._done: queue.Queue[tuple[str, str, Any]] = queue.Queue()
-        self._not_before: dict[str, float] = {}
         self._lock_fd: int | None = None
         self._stderr: Any = None
         self._interrupted = False
@@ -507,20 +506,20 @@ class Supervisor:
                 self._drain(running)
                 return self._finish(aborted=True)
             self._skip_dependents()
-            now = time.monotonic()
+            now = time.time()  # backoff deadlines come from the log (RECOVERY_APPLIED), so they survive a resume
             if not self._halted():
                 for tid in self._ready():
                     if len(running) >= parallel:
                         break
-                    if tid in running or self._not_before.get(tid, 0) > now:
+                    if tid in running or self.state.tasks[tid].retry_at > now:
                         continue  # launched already (its TASK_STARTED may not be logged yet), or backing off
                     running.add(tid)
                     threading.Thread(target=self._task_thread, args=(tid,), name=f"task-{tid}", daemon=True).start()
             if not running:
-                delayed = [t for t in self._ready() if self._not_before.get(t, 0) > now]
+                delayed = [t for t in self._ready() if self.state.tasks[t].retry_at > now]
                 if delayed and not self._halted():
                     try:  # wait out the backoff, awake for an interrupt
-                        self._done.get(timeout=max(0.0, min(self._not_before[t] for t in delayed) - now))
+                        self._done.get(timeout=max(0.0, min(self.state.tasks[t].retry_at for t in delayed) - now))
                     except queue.Empty:
                         pass
                     continue
@@ -788,7 +787,6 @@ class Supervisor:
                 task_id=tid,
                 durable=True,
             )
-            self._not_before[tid] = time.monotonic() + delay
             return
         if recipe.permission_required:
             step = failure.get("failed_step") or {}
