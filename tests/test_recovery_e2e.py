@@ -254,12 +254,10 @@ def test_a_vanished_scope_is_unrecoverable_retry_is_refused_and_abort_ends_the_r
     assert (classified["failure_type"], classified["rule"]) == ("unrecoverable", "scope-missing")
     escalation = first(evts, "RECOVERY_ESCALATION", "gone")["data"]
     assert escalation["options"] == ["skip", "abort"] and escalation["how"].endswith("gone skip|abort")
-    # retry is not on offer: refused in the log, and the task keeps waiting
-    ok(harness(ws, "decide", run_id, "gone", "retry"))
-    ok(harness(ws, "resume", run_id), 3)
-    refusal = [e for e in of(events(ws, run_id), "TASK_DECISION", "gone") if e["data"].get("refused")]
-    assert refusal and refusal[0]["data"]["refused"] == "retry"
-    assert "RECOVERY_APPLIED" not in types(events(ws, run_id), "gone")
+    # retry is not on offer: the CLI refuses it, naming the options, and records nothing
+    refused = harness(ws, "decide", run_id, "gone", "retry")
+    assert refused.returncode == 2 and "skip, abort" in refused.stderr
+    assert "TASK_DECISION" not in types(events(ws, run_id), "gone")
     # abort: exit 1, RUN_ABORTED, nothing else started
     ok(harness(ws, "decide", run_id, "gone", "abort", "--note", "the module was removed upstream"))
     ok(harness(ws, "resume", run_id), 1)

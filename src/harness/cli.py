@@ -156,12 +156,20 @@ DECISIONS = ("done", "trust", "retry", "skip", "abort")
 
 def cmd_decide(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
-    _, state, _ = _load_state(workspace, args.run_id)
+    _, state, result = _load_state(workspace, args.run_id)
     task = state.tasks.get(args.task_id)
     if task is None:
         raise UsageError(f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
     if task.status.value in ("completed", "skipped"):
         raise UsageError(f"task {args.task_id} is already {task.status.value}")
+    if args.decision in ("retry", "skip") and task.failure_type:
+        escalations = [e for e in result.events if e["type"] == "RECOVERY_ESCALATION" and e.get("task_id") == args.task_id]
+        options = (escalations[-1]["data"].get("options") if escalations else None) or []
+        if options and args.decision not in options:
+            raise UsageError(
+                f"'{args.decision}' is not an option for {args.task_id} ({task.failure_type} failure)",
+                [f"options: {', '.join(options)} (abort is always possible)"],
+            )
     data: dict[str, Any] = {"decision": args.decision, "source": "cli", "approver": _user()}
     if args.note:
         data["note"] = args.note
@@ -286,7 +294,12 @@ def _describe(event: dict[str, Any], titles: dict[str, str]) -> str:
     elif etype == "RECOVERY_ESCALATION":
         parts.append(f"{d.get('reason')}: " + (f"decided {d['decision']} via {d.get('source')}" if d.get("decision") else f"waiting: {d.get('how')}"))
     elif etype in ("TASK_DECISION",):
-        parts.append(f"{d.get('decision')} via {d.get('source')}")
+        if d.get("decision"):
+            parts.append(f"{d.get('decision')} via {d.get('source')}")
+        elif d.get("refused"):
+            parts.append(f"refused {d['refused']}: {d.get('reason', '')}")
+        elif d.get("consumed"):
+            parts.append(f"consumed {d['consumed']}: {d.get('reason', '')}")
     elif etype.startswith("BOOTSTRAP_PHASE"):
         parts.append(str(d.get("phase")) + (f" {d.get('status')}" if d.get("status") else ""))
     elif etype.startswith("WORKER_"):

@@ -62,11 +62,15 @@ class UI:
         elif etype == "TASK_SKIPPED" and tid:
             self.say(f"{self._label(state, tid)} {SKIP} {state.tasks[tid].title}: skipped ({d.get('reason')})")
         elif etype == "RECOVERY_APPLIED" and tid and d.get("outcome") == "retry":
-            delay = d.get("delay", 0)
-            self.say(
-                f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('failure_type')}, "
-                f"retrying in {delay:g} s (retry {d.get('attempt')})"
-            )
+            delay = d.get("delay") or 0
+            recipe = d.get("recipe")
+            if recipe == "rerun_interrupted":
+                why = "interrupted, running it again"
+            elif recipe == "retry_after_decision":
+                why = f"{d.get('failure_type')}, retrying as decided"
+            else:
+                why = f"{d.get('failure_type')}, retrying in {delay:g} s (retry {d.get('attempt')})"
+            self.say(f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {why}")
         elif etype == "BOOTSTRAP_FAILED":
             self.say(f"Bootstrap failed in {d.get('phase')}:")
             for line in d.get("diagnostics", []):
