@@ -185,6 +185,16 @@ def process_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+def gone_within(pid: int, seconds: float = 3.0) -> bool:
+    """A SIGKILL is delivered asynchronously: wait (bounded) for the process to be gone."""
+    deadline = time.monotonic() + seconds
+    while not process_gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def dead_pid() -> int:
     """The pid of a process that has exited and been reaped."""
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -492,7 +502,7 @@ def test_mcp_probe_with_one_good_and_one_bad_server_is_degraded(svc: Bootstrap, 
     assert probe["ok"] is True
     assert probe["server_info"] == {"name": "tiny", "version": "1.0"}
     assert probe["capabilities"] == ["resources", "tools"]
-    assert probe["stopped_by"] == "eof" and process_gone(probe["pid"])
+    assert probe["stopped_by"] == "eof" and gone_within(probe["pid"])
     assert art["servers"]["broken"]["valid"] is False
 
 
@@ -567,8 +577,8 @@ def test_an_mcp_probe_that_never_answers_is_bounded_by_the_timeout_and_reaped(
     assert probe["ok"] is False
     assert probe["stopped_by"] == "SIGKILL"  # it ignored stdin EOF and SIGTERM
     assert timeout <= elapsed < timeout + 2.5
-    assert process_gone(probe["pid"])
-    assert process_gone(int(child_file.read_text()))  # its process group went with it
+    assert gone_within(probe["pid"])
+    assert gone_within(int(child_file.read_text()))  # its process group went with it
 
 
 # -- daemon_worker_fastpath ----------------------------------------------------------------------
