@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -29,6 +29,47 @@ def harness(workspace: Path, *args: str, timeout: float = 90, env: dict[str, str
         env=full_env,
         cwd=workspace,
     )
+
+
+def start_cli(workspace: Path, *args: str) -> subprocess.Popen[str]:
+    """The harness CLI started in the background (to be interrupted or killed by the test)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", *args, "--workspace", str(workspace)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "CI": "true"},
+        cwd=workspace,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Wait (bounded) for a background CLI; a hang fails the test after killing it."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        raise AssertionError(f"the supervisor did not finish:\n{out}\n{err}")
+    return proc.returncode, out, err
+
+
+def wait_for_log(workspace: Path, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0) -> list[dict[str, Any]]:
+    """Poll the latest run's log (bounded) until ``predicate(events)`` holds; returns those events."""
+    from harness import eventlog
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = workspace / ".harness" / "runs"
+        if runs.is_dir() and any(runs.iterdir()):
+            log = eventlog.run_dir(workspace, latest_run(workspace)) / "events.jsonl"  # made just after its folder
+            if log.is_file():
+                evts = eventlog.read_events(log).events
+                if predicate(evts):
+                    return evts
+        time.sleep(0.01)
+    raise AssertionError("the run never reached the expected point")
 
 
 def write_plan(workspace: Path, tasks: list[dict[str, Any]], objective: str = "Exercise the harness end to end", **extra: Any) -> Path:

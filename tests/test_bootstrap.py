@@ -24,16 +24,9 @@ from harness.rpc import INVALID_PARAMS, RPCError, ServiceProcess
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = yaml.safe_load((ROOT / "contracts" / "bootstrap.yaml").read_text(encoding="utf-8"))
 PHASES = ["cli_entry", "system_prompt_fastpath", "mcp_fastpath", "daemon_worker_fastpath", "main_runtime"]
-WORKER_MANAGER_METHODS = [
-    "spawn_worker",
-    "check_trust",
-    "mark_trusted",
-    "run_worker",
-    "get_worker",
-    "list_workers",
-    "cancel_worker",
-    "replay",
-]
+from harness.services.bootstrap._models import WORKER_MANAGER_METHODS as _REQUIRED  # noqa: E402
+
+WORKER_MANAGER_METHODS = list(_REQUIRED)  # what daemon_worker_fastpath requires, as JSON sends it
 PRESENT_VAR = "HARNESS_BOOTSTRAP_TEST_PRESENT"
 REQUEST_TIMEOUT = 20.0
 

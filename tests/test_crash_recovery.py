@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,19 @@ from hypothesis import strategies as st
 from harness import eventlog
 from harness.state import TaskStatus, fold
 
-from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
+from e2e_support import (
+    assert_no_processes_left,
+    events,
+    finish,
+    first,
+    harness,
+    latest_run,
+    start_cli,
+    types,
+    wait_for_log,
+    write_config,
+    write_plan,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,39 +35,7 @@ SERVICE_RESTART = {"max_restarts": 3, "within_seconds": 30, "backoff": [0.02, 0.
 
 
 def start_run(ws: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "--plan", str(ws / "plan.yaml"), "--approve", "--workspace", str(ws), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CI": "true"},
-        cwd=ws,
-    )
-
-
-def wait_for(ws: Path, predicate, timeout: float = 30.0) -> list[dict]:
-    """Poll the run's log (bounded) until ``predicate(events)`` holds; returns those events."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = ws / ".harness" / "runs"
-        log = eventlog.run_dir(ws, latest_run(ws)) / "events.jsonl" if runs.is_dir() and any(runs.iterdir()) else None
-        if log is not None and log.is_file():
-            evts = eventlog.read_events(log).events
-            if predicate(evts):
-                return evts
-        time.sleep(0.01)
-    raise AssertionError("the run never reached the expected point")
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"the supervisor did not finish: {out}\n{err}")
-    return proc.returncode, out, err
+    return start_cli(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve", *args)
 
 
 def service_pid(evts: list[dict], name: str) -> int:
@@ -108,7 +87,7 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     write_plan(ws, [{"id": "t", "title": "Hangs on attempt 1", "commands": [hang_first], "acceptance_tests": ["true"]}])
     write_config(ws, services={"worker-manager": {"restart": SERVICE_RESTART}})
     proc = start_run(ws)
-    evts = wait_for(ws, lambda ev: "WORKER_STARTED" in types(ev))
+    evts = wait_for_log(ws, lambda ev: "WORKER_STARTED" in types(ev))
     sleeper = first(evts, "WORKER_STARTED")["data"]["data"]["pid"]
     os.kill(service_pid(evts, "worker-manager"), signal.SIGKILL)
     code, out, err = finish(proc)
@@ -131,7 +110,7 @@ def test_a_worker_killed_by_a_signal_is_classified_and_retried(ws: Path) -> None
     write_plan(ws, [{"id": "t", "title": "Killed once", "commands": [hang_first], "acceptance_tests": ["true"]}])
     write_config(ws)
     proc = start_run(ws)
-    evts = wait_for(ws, lambda ev: "WORKER_STARTED" in types(ev))
+    evts = wait_for_log(ws, lambda ev: "WORKER_STARTED" in types(ev))
     os.killpg(first(evts, "WORKER_STARTED")["data"]["data"]["pid"], signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0, out + err
@@ -189,7 +168,7 @@ def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str]
         supervisor.kill()
         return evts
     if target == "worker":
-        evts = wait_for(ws, lambda ev: len([e for e in ev if e["type"] == "WORKER_STARTED"]) > len([e for e in evts if e["type"] == "WORKER_STARTED"]) or "EXECUTION_COMPLETE" in types(ev))
+        evts = wait_for_log(ws, lambda ev: len([e for e in ev if e["type"] == "WORKER_STARTED"]) > len([e for e in evts if e["type"] == "WORKER_STARTED"]) or "EXECUTION_COMPLETE" in types(ev))
         started = [e for e in evts if e["type"] == "WORKER_STARTED"]
         if started:
             try:
@@ -212,7 +191,7 @@ def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(tmp_path_facto
     ids = chaos_plan(ws)
     proc = start_run(ws, "--parallel", "2")
     try:
-        at_kill = wait_for(ws, lambda ev: types(ev).count(trigger) >= min(occurrence, 4 if trigger.startswith(("TASK", "WORKER")) else 1) or "EXECUTION_COMPLETE" in types(ev))
+        at_kill = wait_for_log(ws, lambda ev: types(ev).count(trigger) >= min(occurrence, 4 if trigger.startswith(("TASK", "WORKER")) else 1) or "EXECUTION_COMPLETE" in types(ev))
         at_kill = kill_target(target, at_kill, proc, ws)
         done_before = {e["task_id"] for e in at_kill if e["type"] == "TASK_COMPLETED"}
         code, out, err = finish(proc)

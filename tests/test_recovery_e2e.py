@@ -7,20 +7,29 @@ count executions by side effect, not by trusting the log. Backoff is configured 
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from harness import eventlog
 
-from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
+from e2e_support import (
+    assert_no_processes_left,
+    events,
+    finish,
+    first,
+    harness,
+    latest_run,
+    start_cli,
+    types,
+    wait_for_log,
+    write_config,
+    write_plan,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -305,42 +314,8 @@ def test_stop_on_error_holds_new_starts_while_a_running_sibling_finishes_and_is_
     assert (runs(ws, "broken"), runs(ws, "sibling"), runs(ws, "queued")) == (1, 1, 1)
 
 
-def start_cli(ws: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", *args, "--workspace", str(ws)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "CI": "true"},
-        cwd=ws,
-    )
-
-
-def wait_for_log(ws: Path, predicate: Callable[[list[dict]], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs_dir = ws / ".harness" / "runs"
-        if runs_dir.is_dir() and any(runs_dir.iterdir()):
-            log = eventlog.run_dir(ws, latest_run(ws)) / "events.jsonl"  # made just after its folder
-            if log.is_file() and predicate(eventlog.read_events(log).events):
-                return
-        time.sleep(0.02)
-    raise AssertionError("the run never reached the expected point")
-
-
 def started(tid: str, attempt: int = 1) -> Callable[[list[dict]], bool]:
     return lambda evts: any(e["type"] == "TASK_STARTED" and e.get("task_id") == tid and e["data"]["attempt"] == attempt for e in evts)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"the supervisor did not finish:\n{out}\n{err}")
-    return proc.returncode, out, err
 
 
 def test_amend_skip_while_the_run_is_running_is_confirmed_and_logged_as_requested_by_the_user(ws: Path) -> None:

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .. import eventlog
 from ..config import SERVICE_NAMES, Config
@@ -242,49 +242,53 @@ class Supervisor:
     def start(self) -> int:
         """A new run: record it, start the services, then plan (or load), gate and execute."""
         self.run_id = eventlog.new_run_id()
+        return self._session(self._begin)
+
+    def resume(self, run_id: str) -> int:
+        """Continue a run from its log alone."""
+        self.run_id = run_id
+        if not self.log_path.is_file():
+            raise FileNotFoundError(f"no run {run_id} in {self.workspace / '.harness' / 'runs'}")
+        return self._session(self._continue)
+
+    def _session(self, body: Callable[[], int]) -> int:
+        """Hold the run's lock, drive it, and always stop the services; a fatal service pauses."""
         self._lock_run()
         try:
-            self._open_log(create=True)
-            data: dict[str, Any] = {
-                "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
-                "workspace": str(self.workspace),
-                "options": {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name},
-                "supervisor_pid": os.getpid(),
-            }
-            if self.options.plan is not None:
-                data["plan_file"] = self.options.plan
-            self.emit("RUN_STARTED", data, durable=True)
-            self._start_services()
-            return self._drive()
+            return body()
         except ServiceFatal as exc:
             self.ui.note(f"error: {exc}")
             return self._wait("service_fatal", {"service": exc.service, "message": str(exc)})
         finally:
             self._shutdown()
 
-    def resume(self, run_id: str) -> int:
-        self.run_id = run_id
-        if not self.log_path.is_file():
-            raise FileNotFoundError(f"no run {run_id} in {self.workspace / '.harness' / 'runs'}")
-        self._lock_run()
-        try:
-            self._open_log(create=False)
-            self.state = fold(eventlog.read_events(self.log_path).events)
-            if self.state.plan is None and self.state.problems:
-                raise PlanRejected(self.state.problems, f"run {run_id} ended with an invalid plan; start a new run")
-            if self.state.status is RunStatus.completed:
-                self.ui.say(f"Run {run_id} is already complete.")
-                self.ui.summary(self.state, str(self.log_path))
-                return EXIT_OK
-            self._kill_stale()
-            self.emit("RUN_RESUMED", {"supervisor_pid": os.getpid()}, durable=True)
-            self._start_services()
-            return self._drive()
-        except ServiceFatal as exc:
-            self.ui.note(f"error: {exc}")
-            return self._wait("service_fatal", {"service": exc.service, "message": str(exc)})
-        finally:
-            self._shutdown()
+    def _begin(self) -> int:
+        self._open_log(create=True)
+        data: dict[str, Any] = {
+            "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
+            "workspace": str(self.workspace),
+            "options": {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name},
+            "supervisor_pid": os.getpid(),
+        }
+        if self.options.plan is not None:
+            data["plan_file"] = self.options.plan
+        self.emit("RUN_STARTED", data, durable=True)
+        self._start_services()
+        return self._drive()
+
+    def _continue(self) -> int:
+        self._open_log(create=False)
+        self.state = fold(eventlog.read_events(self.log_path).events)
+        if self.state.plan is None and self.state.problems:
+            raise PlanRejected(self.state.problems, f"run {self.run_id} ended with an invalid plan; start a new run")
+        if self.state.status is RunStatus.completed:
+            self.ui.say(f"Run {self.run_id} is already complete.")
+            self.ui.summary(self.state, str(self.log_path))
+            return EXIT_OK
+        self._kill_stale()
+        self.emit("RUN_RESUMED", {"supervisor_pid": os.getpid()}, durable=True)
+        self._start_services()
+        return self._drive()
 
     def _shutdown(self) -> None:
         self._stop_services()
