@@ -382,3 +382,24 @@ def test_fixture_can_be_piped_without_initialize(rpc_fixture_cmd: Callable[..., 
 def only_line(lines: list[bytes]) -> bytes:
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def test_the_line_size_limit_is_configurable_per_service_process() -> None:
+    import json as _json
+    import os as _os
+    import subprocess as _subprocess
+    import sys as _sys
+
+    lines = _json.dumps({"id": 1, "method": "ping", "params": {"pad": "x" * 300}}) + "\n" + '{"id":2,"method":"ping"}\n'
+    out = _subprocess.run(
+        [_sys.executable, "-m", "harness.services.planning"],
+        input=lines,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**_os.environ, "HARNESS_MAX_LINE": "200"},
+    )
+    replies = [_json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["id"] for r in replies] == [1, 2]
+    assert replies[0]["error"]["code"] == -32600 and replies[0]["error"]["data"]["limit"] == 200
+    assert replies[1]["result"] == {}

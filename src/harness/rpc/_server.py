@@ -45,6 +45,12 @@ def _log(message: str) -> None:
         pass
 
 
+def _max_line_from_env() -> int:
+    """The line size limit: ``HARNESS_MAX_LINE`` (bytes) when set to a positive integer."""
+    raw = os.environ.get("HARNESS_MAX_LINE", "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_LINE
+
+
 def dump_result(value: Any) -> Any:
     """Turn a handler's return value into plain JSON data."""
     if isinstance(value, BaseModel):
@@ -102,14 +108,14 @@ class Server:
         *,
         contract: str | None = None,
         notifications: list[str] | None = None,
-        max_line: int = DEFAULT_MAX_LINE,
+        max_line: int | None = None,
         max_threads: int = 32,
     ) -> None:
         self.name = name
         self.version = version
         self.contract = contract or name
         self.notifications = list(notifications or [])
-        self.max_line = max_line
+        self.max_line = max_line or _max_line_from_env()
         self._max_threads = max_threads
         self._methods: dict[str, _Method] = {}
         self._writer: LineWriter | None = None
