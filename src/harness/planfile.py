@@ -115,9 +115,10 @@ def _duplicate_keys(node: Any, path: str = "") -> list[PlanFileProblem]:
 def _read_yaml(text: str) -> tuple[Any, _Lines, list[PlanFileProblem]]:
     import yaml
 
+    loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~15x faster
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=loader_cls)
+        data = loader_cls(text).construct_document(node) if node is not None else None  # parse once
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import subprocess
 from typing import IO, Any, Sequence
@@ -97,6 +98,21 @@ class ServiceProcess:
         return self.proc.returncode
 
     def _wait(self, timeout: float) -> int | None:
+        """Wait (bounded) for the exit. On a pidfd the wait wakes the moment the child exits;
+        ``Popen.wait(timeout)`` would poll with growing sleeps (up to tens of milliseconds late)."""
+        if self.proc.returncode is None and timeout > 0 and hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(self.proc.pid)
+            except OSError:
+                fd = None
+            if fd is not None:
+                try:
+                    poller = select.poll()
+                    poller.register(fd, select.POLLIN)
+                    poller.poll(int(timeout * 1000))
+                finally:
+                    os.close(fd)
+                return self.proc.poll()
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -103,14 +103,18 @@ class Supervisor:
         worker_id: str | None = None,
         durable: bool = False,
     ) -> dict[str, Any]:
+        """Append one event and fold it. Returns once it is durable when ``durable`` is set;
+        the fsync happens after the lock is released, so other threads keep appending."""
         with self._lock:
             assert self.log is not None, "the run's log is opened before anything happens"
-            event = self.log.append(etype, data or {}, task_id=task_id, worker_id=worker_id, durable=durable)
+            event = self.log.append(etype, data or {}, task_id=task_id, worker_id=worker_id, durable=False)
             for foreign in self.log.take_foreign():
                 self.state.apply(foreign)
             self.state.apply(event)
             self.ui.on_event(event, self.state)
-            return event
+        if durable:
+            self.log.sync()
+        return event
 
     def _absorb_foreign(self) -> None:
         """Fold events other processes appended (``harness decide``/``approve``/``amend``)."""
@@ -162,15 +166,26 @@ class Supervisor:
             self.emit("SERVICE_NOTIFICATION", {"service": service, "method": method, "params": params})
 
     def _replay_source(self, service: str):
+        """A restarted service's own events, read from the log (the only state).
+
+        The worker manager gets the workers it can still be asked about: a worker that ended and
+        whose task outcome is logged is settled for good (retries use new attempts and keys), so
+        its events stay out and the replay stays small however long the run grows.
+        """
+
         def events() -> list[dict[str, Any]]:
             if self.log is None:
                 return []
-            with self._lock:
-                if hasattr(self.log, "sync"):
-                    self.log.sync()
             all_events = eventlog.read_events(self.log_path).events
             if service == "worker-manager":
-                return [e["data"] for e in all_events if e["type"].startswith("WORKER_") and "event" in e.get("data", {})]
+                ended = {e.get("worker_id") for e in all_events if e["type"] in ("WORKER_FINISHED", "WORKER_FAILED")}
+                settled = {e.get("worker_id") for e in all_events if e["type"] in ("TASK_COMPLETED", "TASK_FAILED")}
+                done = (ended & settled) - {None}
+                return [
+                    e["data"]
+                    for e in all_events
+                    if e["type"].startswith("WORKER_") and "event" in e.get("data", {}) and e.get("worker_id") not in done
+                ]
             if service == "bootstrap":
                 return [e["data"] for e in all_events if e["type"] == "BOOTSTRAP_PHASE_COMPLETED"]
             return []
@@ -628,7 +643,8 @@ class Supervisor:
         with self._lock:  # stop on error: a sibling that failed for good while we set up holds us
             if self._halted():
                 return "held", None
-            self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid, durable=True)
+            self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid)
+        self.log.sync()  # TASK_STARTED is durable before the worker's process starts
         final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=float(packet.get("timeout") or 600) + 60)
         result = final.get("result") or {}
         if final.get("state") == "finished" and result.get("ok", True):

@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, TextIO
 
 from ..config import ServiceSpec
-from ..rpc import ClientClosed, ConnectionClosed, RequestTimeout, ServiceProcess
+from ..rpc import ClientClosed, ConnectionClosed, RequestTimeout, RPCError, ServiceProcess
 from ..state import ServiceState
 
 Emit = Callable[..., Any]
@@ -129,8 +129,8 @@ class SupervisedService:
                 )
             try:
                 self._replay()
-            except (ConnectionClosed, RequestTimeout) as exc:
-                reason = f"died during replay: {exc}"
+            except RPCError as exc:  # died, timed out, or refused its events: one more failed start
+                reason = f"replay failed: {type(exc).__name__}: {exc.message}"
                 self._emit("SERVICE_CRASHED", {"service": self.name, "pid": self.proc.pid, "exit": reason, "in_flight": ["replay"], "phase": "replay"}, durable=True)
                 self.proc.kill()
                 self._backoff_or_fatal(reason)
