@@ -293,3 +293,25 @@ def test_validate_prints_every_schema_error_with_its_json_path(ws: Path) -> None
     assert "$.objective" in proc.stdout
     assert "$.tasks[0].timeout" in proc.stdout
     assert "$.tasks[1]" in proc.stdout
+
+
+def test_log_follow_streams_a_live_run_to_an_outside_observer_until_it_stops(ws: Path) -> None:
+    from e2e_support import finish, start_cli
+
+    write_plan(ws, chain(["a", "b"]))
+    assert harness(ws, "run", "--plan", str(ws / "plan.yaml")).returncode == 3
+    run_id = latest_run(ws)
+    follower = start_cli(ws, "log", run_id, "--follow", "--until-end")
+    try:
+        assert harness(ws, "approve", run_id).returncode == 0
+        assert harness(ws, "resume", run_id).returncode == 0
+        code, out, err = finish(follower, timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate(timeout=10)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(" TASK_COMPLETED b " in f" {line} " for line in lines)
+    assert lines[-1].split()[2] == "EXECUTION_COMPLETE"
+    assert len(lines) == len(events(ws, run_id)) - 3  # everything but the services' stop events after the end

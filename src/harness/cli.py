@@ -347,12 +347,16 @@ def cmd_log(args: argparse.Namespace) -> int:
     import threading
 
     stop = threading.Event()
+    stops = ("EXECUTION_COMPLETE", "RUN_WAITING", "RUN_ABORTED")
+    # --until-end: the run's next stop. A run that has already ended ends the output at once.
+    finished = bool(result.events) and result.events[-1]["type"] == "EXECUTION_COMPLETE"
+    known = 0 if finished else (result.events[-1]["seq"] if result.events else 0)
     try:
         for event in eventlog.follow(path, stop=stop):
             if event["type"] == "PLAN_CREATED":
                 titles.update({t["id"]: t.get("title", t["id"]) for t in event["data"]["plan"].get("tasks", [])})
             show(event)
-            if args.until_end and event["type"] in ("EXECUTION_COMPLETE", "RUN_WAITING", "RUN_ABORTED"):
+            if args.until_end and event["type"] in stops and event["seq"] > known:
                 break
     except KeyboardInterrupt:
         pass
