@@ -34,8 +34,16 @@ def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_a
     ]
     for etype, wid, tid, state in script:
         data = {} if state is None else _worker_event(etype.lower(), wid, tid, state)
-        log.append(etype, data, task_id=tid, worker_id=wid)
+        sup._index(log.append(etype, data, task_id=tid, worker_id=wid))
     handed = sup._replay_source("worker-manager")()
     assert sorted({e["worker_id"] for e in handed}) == ["w2", "w3"]
     assert [e["worker_id"] for e in handed] == ["w2", "w2", "w3", "w3"]  # in log order
+    # The index is a fold of the log: rebuilding it from the file gives the same hand-back.
+    again = Supervisor(tmp_path, Config(), UI(io.StringIO()))
+    for event in eventlog.read_events(sup.log_path).events:
+        again._index(event)
+    assert again._replay_source("worker-manager")() == handed
+    # A late event of a settled worker does not bring back a partial history.
+    sup._index(log.append("WORKER_FAILED", _worker_event("worker_failed", "w1", "a", "failed"), task_id="a", worker_id="w1"))
+    assert "w1" not in {e["worker_id"] for e in sup._replay_source("worker-manager")()}
     log.close()

@@ -83,6 +83,12 @@ class Supervisor:
         self._stderr: Any = None
         self._interrupted = False
         self._executing = False
+        # What restarted services are handed back (see _index): derived from the log, never more.
+        self._worker_events: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._ended_workers: set[str] = set()
+        self._outcome_workers: set[str] = set()
+        self._settled_workers: set[str] = set()
+        self._phase_events: list[dict[str, Any]] = []
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -110,7 +116,9 @@ class Supervisor:
             event = self.log.append(etype, data or {}, task_id=task_id, worker_id=worker_id, durable=False)
             for foreign in self.log.take_foreign():
                 self.state.apply(foreign)
+                self._index(foreign)
             self.state.apply(event)
+            self._index(event)
             self.ui.on_event(event, self.state)
         if durable:
             self.log.sync()
@@ -126,6 +134,7 @@ class Supervisor:
                 refresh()
             for foreign in self.log.take_foreign():
                 self.state.apply(foreign)
+                self._index(foreign)
                 self.ui.on_event(foreign, self.state)
 
     def _open_log(self, create: bool) -> None:
@@ -165,30 +174,39 @@ class Supervisor:
         else:
             self.emit("SERVICE_NOTIFICATION", {"service": service, "method": method, "params": params})
 
-    def _replay_source(self, service: str):
-        """A restarted service's own events, read from the log (the only state).
+    def _index(self, event: dict[str, Any]) -> None:
+        """Keep, as a fold of the log, what a restarted service must be handed back.
 
         The worker manager gets the workers it can still be asked about: a worker that ended and
         whose task outcome is logged is settled for good (retries use new attempts and keys), so
-        its events stay out and the replay stays small however long the run grows.
+        its events are dropped and a replay stays small however long the run grows. Bootstrap
+        gets its completed phases.
         """
+        etype = event["type"]
+        if etype == "BOOTSTRAP_PHASE_COMPLETED":
+            self._phase_events.append(event["data"])
+            return
+        wid = event.get("worker_id")
+        if not wid or wid in self._settled_workers:
+            return
+        if etype.startswith("WORKER_") and "event" in (event.get("data") or {}):
+            self._worker_events.setdefault(wid, []).append((event["seq"], event["data"]))
+            if etype in ("WORKER_FINISHED", "WORKER_FAILED"):
+                self._ended_workers.add(wid)
+        elif etype in ("TASK_COMPLETED", "TASK_FAILED"):
+            self._outcome_workers.add(wid)
+        if wid in self._ended_workers and wid in self._outcome_workers:
+            self._settled_workers.add(wid)
+            self._worker_events.pop(wid, None)
 
+    def _replay_source(self, service: str):
         def events() -> list[dict[str, Any]]:
-            if self.log is None:
+            with self._lock:
+                if service == "worker-manager":  # in log order
+                    return [data for _, data in sorted(e for evs in self._worker_events.values() for e in evs)]
+                if service == "bootstrap":
+                    return list(self._phase_events)
                 return []
-            all_events = eventlog.read_events(self.log_path).events
-            if service == "worker-manager":
-                ended = {e.get("worker_id") for e in all_events if e["type"] in ("WORKER_FINISHED", "WORKER_FAILED")}
-                settled = {e.get("worker_id") for e in all_events if e["type"] in ("TASK_COMPLETED", "TASK_FAILED")}
-                done = (ended & settled) - {None}
-                return [
-                    e["data"]
-                    for e in all_events
-                    if e["type"].startswith("WORKER_") and "event" in e.get("data", {}) and e.get("worker_id") not in done
-                ]
-            if service == "bootstrap":
-                return [e["data"] for e in all_events if e["type"] == "BOOTSTRAP_PHASE_COMPLETED"]
-            return []
 
         return events
 
@@ -293,7 +311,10 @@ class Supervisor:
 
     def _continue(self) -> int:
         self._open_log(create=False)
-        self.state = fold(eventlog.read_events(self.log_path).events)
+        past = eventlog.read_events(self.log_path).events
+        self.state = fold(past)
+        for event in past:
+            self._index(event)
         if self.state.plan is None and self.state.problems:
             raise PlanRejected(self.state.problems, f"run {self.run_id} ended with an invalid plan; start a new run")
         if self.state.status is RunStatus.completed:
