@@ -15,7 +15,6 @@ from harness.recovery import (
     FailureType,
     Recovery,
     decide_command,
-    decision_record,
     escalation_reason,
     summarize,
     transitive_dependents,
@@ -190,20 +189,6 @@ def test_summarize_names_the_step_its_exit_and_the_last_output_line() -> None:
 
 def _event(seq: int, etype: str, tid: str | None = None, **data) -> dict:
     return {"seq": seq, "type": etype, "task_id": tid, "data": data}
-
-
-def test_decision_record_is_the_last_decision_and_knows_whether_it_ended_a_run() -> None:
-    log = [
-        _event(1, "TASK_DECISION", "a", decision="retry"),
-        _event(2, "TASK_DECISION", "b", decision="abort"),
-        _event(3, "TASK_DECISION", "a", decision="skip", keep_dependents=True),
-        _event(4, "RUN_ABORTED", None, task_id="b"),
-    ]
-    a = decision_record(log, "a")
-    assert (a.seq, a.data["decision"], a.data["keep_dependents"], a.ended_a_run) == (3, "skip", True, False)
-    assert decision_record(log, "b").ended_a_run
-    assert not decision_record(log + [_event(5, "TASK_DECISION", "b", decision="abort")], "b").ended_a_run
-    assert decision_record(log, "c").seq == 0
 
 
 def test_transitive_dependents_follow_the_dag_in_plan_order() -> None:

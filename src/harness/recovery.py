@@ -27,7 +27,7 @@ import random
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -339,31 +339,6 @@ def decide_command(run_id: str, task_id: str, options: Sequence[str], *, needs_i
     """The command line that answers an escalation."""
     note = " --note 'what you corrected'" if needs_input and Decision.retry in options else ""
     return f"harness decide {run_id} {task_id} {'|'.join(str(o) for o in options)}{note}"
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    """The last TASK_DECISION of a task, as logged."""
-
-    seq: int  # 0 when there is none
-    data: dict[str, Any]
-    ended_a_run: bool  # a RUN_ABORTED naming the task followed it: the decision was acted on
-
-
-def decision_record(events: Iterable[Mapping[str, Any]], task_id: str) -> DecisionRecord:
-    """The last TASK_DECISION recorded for a task and whether an abort of the run followed it.
-
-    The fold keeps only the decision itself; what came with it (``keep_dependents``, the note,
-    who decided) is read back from the log when the decision is acted on.
-    """
-    seq, data, ended = 0, {}, False
-    for event in events:
-        etype = event.get("type")
-        if etype == "TASK_DECISION" and event.get("task_id") == task_id:
-            seq, data, ended = int(event.get("seq", 0)), dict(event.get("data") or {}), False
-        elif etype == "RUN_ABORTED" and seq and (event.get("data") or {}).get("task_id") == task_id:
-            ended = True
-    return DecisionRecord(seq, data, ended)
 
 
 def transitive_dependents(depends_on: Mapping[str, Sequence[str]], task_id: str) -> list[str]:

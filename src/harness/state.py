@@ -60,6 +60,8 @@ class TaskState:
     waiting_for: str | None = None  # manual | trust | escalation
     decision: str | None = None  # latest unconsumed human decision (done, trust, retry, skip, abort)
     decision_note: str | None = None
+    decision_keep_dependents: bool = False  # with a skip decision: its dependents still run
+    decision_source: str | None = None
     manual_done: bool = False
     confirmed_by: str | None = None  # a human's (or policy's) explicit trust confirmation
     keep_dependents: bool = False  # when skipped: its dependents still run
@@ -308,6 +310,8 @@ def _task_decision(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
     decision = d.get("decision")
     t.decision = decision
     t.decision_note = d.get("note")
+    t.decision_keep_dependents = bool(d.get("keep_dependents"))
+    t.decision_source = d.get("source")
     if decision == "done":
         t.manual_done = True
     elif decision == "trust":
@@ -382,6 +386,9 @@ def _run_resumed(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
 def _run_aborted(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
     s.status = RunStatus.aborted
     s.outcome = dict(d)
+    t = s.tasks.get(d.get("task_id") or "")
+    if t is not None and t.decision == "abort":
+        t.decision = None  # it ended this run; a resume asks again
 
 
 def _execution_complete(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:

@@ -129,9 +129,6 @@ class Supervisor:
         with self._lock:
             if self.log is None:
                 return
-            refresh = getattr(self.log, "refresh", None)
-            if refresh is not None:
-                refresh()
             for foreign in self.log.take_foreign():
                 self.state.apply(foreign)
                 self._index(foreign)
@@ -139,7 +136,7 @@ class Supervisor:
 
     def _open_log(self, create: bool) -> None:
         self.log = eventlog.EventLog.open(self.log_path, self.run_id, create=create)
-        torn = getattr(self.log, "torn", None)
+        torn = self.log.torn
         if torn is not None:
             self.ui.note(f"warning: the log ended in a torn line ({torn.size} bytes at offset {torn.offset}); it was truncated")
 
@@ -758,12 +755,11 @@ class Supervisor:
           re-runs it as a new attempt (recipe rerun_interrupted), never a completed one.
         * A failure it logged but never classified is classified now, so no task stays failed
           without a recipe or a question.
-        * An abort decision that already ended a run is history: it is marked consumed and the
-          task is asked again, so a resume after an abort does not abort at once.
+        * An abort decision that already ended a run is history (RUN_ABORTED cleared it in the
+          fold), so a resume after an abort asks again instead of aborting at once.
         """
-        from ..recovery import INTERRUPTED, decision_record
+        from ..recovery import INTERRUPTED
 
-        log_events: list[dict[str, Any]] | None = None
         for tid in list(self.state.order):
             t = self.state.tasks.get(tid)
             if t is None:
@@ -777,20 +773,6 @@ class Supervisor:
                 }
                 self.emit("TASK_FAILED", failure, task_id=tid, worker_id=t.worker_id, durable=True)
                 self._recover(tid, failure)
-            elif t.decision == "abort":
-                if log_events is None:
-                    log_events = eventlog.read_events(self.log_path).events
-                record = decision_record(log_events, tid)
-                if not record.ended_a_run:
-                    continue
-                self.emit(
-                    "TASK_DECISION",
-                    {"decision": None, "consumed": "abort", "source": "supervisor", "reason": f"the abort decided at event {record.seq} ended the run; decide again"},
-                    task_id=tid,
-                    durable=True,
-                )
-                if t.status is TaskStatus.failed and t.failure is not None:
-                    self._recover(tid, dict(t.failure))
             elif t.status is TaskStatus.failed and t.decision is None and t.failure is not None:
                 self._recover(tid, dict(t.failure))
 
@@ -888,7 +870,7 @@ class Supervisor:
         failure's recipe does not offer (retry of an unrecoverable failure) is refused, in the log,
         and the task keeps waiting.
         """
-        from ..recovery import RecipeName, decision_record, transitive_dependents
+        from ..recovery import RecipeName, transitive_dependents
 
         for tid in list(self.state.order):
             t = self.state.tasks[tid]
@@ -907,12 +889,7 @@ class Supervisor:
                 self.emit("RUN_ABORTED", {"task_id": tid, "reason": f"abort decided for {tid}", "note": t.decision_note}, durable=True)
                 return True
             if decision == "skip":
-                with self._lock:
-                    sync = getattr(self.log, "sync", None)
-                    if sync is not None:
-                        sync()
-                data = decision_record(eventlog.read_events(self.log_path).events, tid).data
-                keep = bool(data.get("keep_dependents"))
+                keep = t.decision_keep_dependents
                 graph = {x: self.state.tasks[x].depends_on for x in self.state.order}
                 waiting = [d for d in transitive_dependents(graph, tid) if self.state.tasks[d].status not in TERMINAL_TASK]
                 what = "" if not waiting else f"; dependents {'still run' if keep else 'skipped too'}: {', '.join(waiting)}"
@@ -920,7 +897,7 @@ class Supervisor:
                     "TASK_SKIPPED",
                     {
                         "reason": f"skipped by decision{what}",
-                        "source": data.get("source"),
+                        "source": t.decision_source,
                         "note": t.decision_note,
                         "keep_dependents": keep,
                         "dependents": waiting,
