@@ -10,6 +10,8 @@ and ``phase_completed``. The contract is ``contracts/bootstrap.yaml``.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from typing import TYPE_CHECKING, Any
 
 from ._models import SCHEMAS
@@ -52,6 +54,6 @@ def build_server() -> Server:
     return server
 
 
-def main() -> int:
+def main() -> "NoReturn":
     """Serve on stdin/stdout until EOF or ``shutdown``."""
-    return build_server().run_stdio()
+    build_server().run_stdio_and_exit()

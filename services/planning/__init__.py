@@ -12,6 +12,8 @@ Everything it does is also available as pure functions, for the supervisor and f
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +110,8 @@ __all__ = [
 ]
 
 
-def main() -> int:
+def main() -> "NoReturn":
     """Console entry point: serve on stdin/stdout until EOF or ``shutdown``."""
     from .service import build_server
 
-    return build_server().run_stdio()
+    build_server().run_stdio_and_exit()

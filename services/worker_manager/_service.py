@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import os
 import signal
 from types import FrameType
@@ -44,7 +46,7 @@ def _die_with_workers(manager: WorkerManager) -> None:
         signal.signal(sig, handler)
 
 
-def main() -> int:
+def main() -> "NoReturn":
     server, manager = build_server()
     _die_with_workers(manager)
-    return server.run_stdio()
+    server.run_stdio_and_exit()

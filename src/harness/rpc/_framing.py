@@ -36,9 +36,14 @@ def encode(obj: Any) -> bytes:
         return _dumps_ascii(obj).encode("ascii") + b"\n"
 
 
+def _no_constants(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
 def decode(line: bytes) -> Any:
-    """Decode one line (bytes, without or with its newline). Raises ValueError when not JSON."""
-    return json.loads(line)
+    """Decode one line (bytes, without or with its newline). Raises ValueError when not JSON,
+    including Python's extensions NaN, Infinity and -Infinity, which no other peer would accept."""
+    return json.loads(line, parse_constant=_no_constants)
 
 
 def sniff_id(head: bytes) -> int | str | None:

@@ -15,7 +15,7 @@ import threading
 import typing
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, NoReturn
 
 from pydantic import BaseModel
 
@@ -337,3 +337,16 @@ class Server:
             if self._writer is not None:
                 self._writer.close()
         return 0
+
+    def run_stdio_and_exit(self) -> NoReturn:
+        """``run_stdio``, then end the process at once: everything was answered and the wire is
+        closed, so the interpreter's teardown (module cleanup, a last GC) would only delay the
+        supervisor waiting for this exit."""
+        code = self.run_stdio()
+        for stream in (sys.stderr, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
