@@ -21,7 +21,17 @@ from typing import Any, Callable
 
 from .. import eventlog
 from ..config import SERVICE_NAMES, Config
-from ..recovery import FailureType, Recovery, summarize
+from ..recovery import (
+    INTERRUPTED,
+    FailureType,
+    RecipeName,
+    Recovery,
+    decide_command,
+    escalation_reason,
+    summarize,
+    transitive_dependents,
+    was_interrupted,
+)
 from ..rpc import ClientClosed, InvalidPlan, RPCError, kill_group
 from ..state import TERMINAL_TASK, RunState, RunStatus, TaskStatus, fold
 from ._service import ServiceFatal, SupervisedService
@@ -758,7 +768,6 @@ class Supervisor:
         * An abort decision that already ended a run is history (RUN_ABORTED cleared it in the
           fold), so a resume after an abort asks again instead of aborting at once.
         """
-        from ..recovery import INTERRUPTED
 
         for tid in list(self.state.order):
             t = self.state.tasks.get(tid)
@@ -784,7 +793,6 @@ class Supervisor:
         there is nothing to wait out, but the re-run still counts, so a task that keeps taking its
         supervisor down ends up in front of a person.
         """
-        from ..recovery import RecipeName, escalation_reason, was_interrupted
 
         t = self.state.tasks[tid]
         detected = {k: failure.get(k) for k in ("attempt", "reason", "exit_code", "signal", "timed_out", "summary")}
@@ -828,7 +836,6 @@ class Supervisor:
 
         A policy's 'retry' is bounded by the recipe's ``policy_retries``: past it, a person is asked.
         """
-        from ..recovery import decide_command
 
         packet = self._packet(tid)
         how = decide_command(self.run_id, tid, options, needs_input=needs_input)
@@ -870,7 +877,6 @@ class Supervisor:
         failure's recipe does not offer (retry of an unrecoverable failure) is refused, in the log,
         and the task keeps waiting.
         """
-        from ..recovery import RecipeName, transitive_dependents
 
         for tid in list(self.state.order):
             t = self.state.tasks[tid]
