@@ -315,3 +315,25 @@ def test_log_follow_streams_a_live_run_to_an_outside_observer_until_it_stops(ws:
     assert any(" TASK_COMPLETED b " in f" {line} " for line in lines)
     assert lines[-1].split()[2] == "EXECUTION_COMPLETE"
     assert len(lines) == len(events(ws, run_id)) - 3  # everything but the services' stop events after the end
+
+
+def test_without_a_config_file_the_default_services_start_early_and_are_adopted(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"  # no harness.yaml: the CLI starts the services before its imports
+    bare.mkdir()
+    write_plan(bare, chain(["a", "b"]))
+    proc = harness(bare, "run", "--plan", str(bare / "plan.yaml"), "--approve")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    started = [e for e in events(bare) if e["type"] == "SERVICE_STARTED"]
+    assert sorted(e["data"]["service"] for e in started) == ["bootstrap", "planning", "worker-manager"]
+    assert "SERVICE_CRASHED" not in types(events(bare))
+    assert_no_processes_left(bare)
+
+
+def test_services_started_early_are_stopped_when_the_run_never_begins(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "plan.yaml").write_text("objective: broken\ntasks:\n  - {id: a, title: [not, a, string]}\n")
+    proc = harness(bare, "run", "--plan", str(bare / "plan.yaml"), "--approve")
+    assert proc.returncode == 2 and "tasks[0].title" in proc.stderr
+    assert not (bare / ".harness" / "runs").exists()
+    assert_no_processes_left(bare, grace=0.5)

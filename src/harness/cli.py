@@ -9,6 +9,7 @@ lazy so that ``harness --help`` stays cheap.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import Any, NoReturn
@@ -87,36 +88,53 @@ def _make_ui(args: argparse.Namespace):
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from .supervisor import RunOptions, Supervisor
-
     workspace = _workspace(args)
     if args.parallel < 1:
         raise UsageError("--parallel must be at least 1")
-    plan = None
-    if args.plan:
-        from .planfile import load_plan_file
-
-        plan = load_plan_file(args.plan).model_dump(mode="json")
-        if args.objective:
-            plan["objective"] = args.objective
-    elif not args.objective or not args.objective.strip():
+    if not args.plan and (not args.objective or not args.objective.strip()):
         raise UsageError('give an objective (harness run "add dark mode") or a plan file (--plan FILE)')
-    config = _config(args, workspace)
-    options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel, interactive=_interactive())
-    ui = _make_ui(args)
-    options.interactive = ui.interactive
-    return Supervisor(workspace, config, ui, options).start()
+    if args.plan and not os.path.isfile(args.plan):
+        raise UsageError(f"no plan file {args.plan}")
+    with _early_services(workspace, args) as early:
+        from .supervisor import RunOptions, Supervisor
+
+        plan = None
+        if args.plan:
+            from .planfile import load_plan_file
+
+            plan = load_plan_file(args.plan).model_dump(mode="json")
+            if args.objective:
+                plan["objective"] = args.objective
+        config = _config(args, workspace)
+        ui = _make_ui(args)
+        options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
+        return Supervisor(workspace, config, ui, options, prespawned=early).start()
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .supervisor import RunOptions, Supervisor
-
     workspace = _workspace(args)
-    _load_state(workspace, args.run_id)  # a clear error for an unknown run
-    config = _config(args, workspace)
-    ui = _make_ui(args)
-    options = RunOptions(approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
-    return Supervisor(workspace, config, ui, options).resume(args.run_id)
+    if not os.path.isfile(os.path.join(workspace, ".harness", "runs", args.run_id, "events.jsonl")):
+        _load_state(workspace, args.run_id)  # a clear error for an unknown run
+    with _early_services(workspace, args) as early:
+        from .supervisor import RunOptions, Supervisor
+
+        config = _config(args, workspace)
+        ui = _make_ui(args)
+        options = RunOptions(approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
+        return Supervisor(workspace, config, ui, options, prespawned=early).resume(args.run_id)
+
+
+@contextlib.contextmanager
+def _early_services(workspace: str, args: argparse.Namespace):
+    """Start the default services before the heavy imports, so their start-up overlaps ours;
+    whatever the supervisor does not adopt is stopped on the way out."""
+    from ._spawn import discard, prespawn
+
+    early = prespawn(workspace, getattr(args, "config", None))
+    try:
+        yield early
+    finally:
+        discard(early)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:

@@ -26,12 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SERVICE_NAMES = ("planning", "bootstrap", "worker-manager")
-_MODULES = {
-    "planning": "harness.services.planning",
-    "bootstrap": "harness.services.bootstrap",
-    "worker-manager": "harness.services.worker_manager",
-}
+from ._spawn import DEFAULT_MODULES, default_command
+
+SERVICE_NAMES = tuple(DEFAULT_MODULES)
 
 
 class ConfigError(Exception):
@@ -138,7 +135,7 @@ class Config(_Strict):
 
     def service_spec(self, name: str) -> ServiceSpec:
         """The spec for a service: the embedded default, overridden by the config file."""
-        spec = ServiceSpec(name=name, command=[sys.executable, "-m", _MODULES[name]])
+        spec = ServiceSpec(name=name, command=default_command(name))
         override = self.services.get(name)
         if override is None:
             return spec

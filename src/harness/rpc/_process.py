@@ -14,6 +14,7 @@ import signal
 import subprocess
 from typing import IO, Any, Sequence
 
+from .._spawn import spawn_child
 from ._client import CloseCallback, NotificationCallback, Peer
 from ._framing import DEFAULT_MAX_LINE
 
@@ -41,19 +42,12 @@ class ServiceProcess:
         on_notification: NotificationCallback | None = None,
         on_close: CloseCallback | None = None,
         max_line: int = DEFAULT_MAX_LINE,
+        started: subprocess.Popen[bytes] | None = None,
     ) -> None:
+        """Spawn ``argv``, or adopt ``started``, a child already spawned with the same pipes."""
         self.argv = list(argv)
         self.name = name or os.path.basename(self.argv[0])
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-            cwd=cwd,
-            bufsize=0,
-            start_new_session=True,
-        )
+        self.proc = started if started is not None else spawn_child(self.argv, env=env, cwd=cwd, stderr=stderr)
         assert self.proc.stdin is not None and self.proc.stdout is not None
         # Replies are read through a buffer (one read per chunk, not per byte); requests are
         # written unbuffered, each line in one write.

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import eventlog
+from .._spawn import services_log
 from ..config import SERVICE_NAMES, Config
 from ..recovery import (
     INTERRUPTED,
@@ -75,8 +76,19 @@ def worker_event_type(event: str) -> str:
 
 
 class Supervisor:
-    def __init__(self, workspace: str | os.PathLike[str], config: Config, ui: UI, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str],
+        config: Config,
+        ui: UI,
+        options: RunOptions | None = None,
+        *,
+        prespawned: dict[str, Any] | None = None,
+    ) -> None:
         self.workspace = Path(workspace).resolve()
+        # Default services the CLI started early (harness._spawn.prespawn): adopted, then removed
+        # from this dict, so the caller can stop whatever was not adopted.
+        self._prespawned = prespawned if prespawned is not None else {}
         self.config = config
         self.ui = ui
         self.options = options or RunOptions()
@@ -219,19 +231,23 @@ class Supervisor:
 
     def _start_services(self) -> None:
         """Start the three services concurrently; each counts as started once it answers initialize."""
-        log_dir = self.workspace / ".harness" / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._stderr = open(log_dir / "services.log", "ab")
+        self._stderr = services_log(str(self.workspace))
         errors: list[BaseException] = []
 
         def start(name: str) -> None:
+            spec = self.config.service_spec(name)
+            early = self._prespawned.pop(name, None)
+            if early is not None and early.args != spec.command:
+                self._prespawned[name] = early  # not what the spec runs: leave it to be stopped
+                early = None
             svc = SupervisedService(
-                self.config.service_spec(name),
+                spec,
                 emit=self.emit,
                 on_notification=self._on_notification,
                 replay_source=self._replay_source(name),
                 stderr=self._stderr,
                 cwd=str(self.workspace),
+                prespawned=early,
             )
             self.services[name] = svc
             try:

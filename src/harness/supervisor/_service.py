@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import subprocess
 import os
 import threading
 import time
@@ -49,8 +50,10 @@ class SupervisedService:
         replay_source: ReplaySource | None = None,
         stderr: TextIO | None = None,
         cwd: str | None = None,
+        prespawned: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.spec = spec
+        self._prespawned = prespawned  # adopted as the first start (see harness._spawn)
         self.name = spec.name
         self._emit = emit
         self._on_notification = on_notification
@@ -86,12 +89,14 @@ class SupervisedService:
         env = dict(os.environ)
         env.update(self.spec.env)
         gen = self.generation + 1
+        started, self._prespawned = self._prespawned, None
         proc = ServiceProcess(
             self.spec.command,
             name=self.name,
             env=env,
             cwd=self._cwd,
             stderr=self._stderr,
+            started=started,
             on_notification=lambda method, params: self._on_notification(self.name, method, params),
             on_close=lambda error: self._watch_exit(gen),
         )
