@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness import eventlog
@@ -142,7 +142,9 @@ def test_a_torn_last_line_is_reported_truncated_and_the_chain_still_verifies(ws:
 # -- chaos ------------------------------------------------------------------------------------------
 
 TARGETS = ["planning", "bootstrap", "worker-manager", "worker", "supervisor"]
-TRIGGERS = ["GATE_APPROVED", "BOOTSTRAP_PHASE_STARTED", "TASK_STARTED", "WORKER_STARTED", "TASK_COMPLETED"]
+#: The stages, and how many times a run of the chaos plan (4 tasks, 5 bootstrap phases) reaches each.
+TRIGGER_COUNTS = {"GATE_APPROVED": 1, "BOOTSTRAP_PHASE_STARTED": 5, "TASK_STARTED": 4, "WORKER_STARTED": 4, "TASK_COMPLETED": 4}
+TRIGGERS = list(TRIGGER_COUNTS)
 
 
 def chaos_plan(ws: Path) -> list[str]:
@@ -185,13 +187,20 @@ def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str]
 
 @pytest.mark.parametrize("target", TARGETS)
 @given(trigger=st.sampled_from(TRIGGERS), occurrence=st.integers(1, 3))
-@settings(max_examples=3, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Every stage for every process, then a couple of drawn ones.
+@example(trigger="GATE_APPROVED", occurrence=1)
+@example(trigger="BOOTSTRAP_PHASE_STARTED", occurrence=3)
+@example(trigger="TASK_STARTED", occurrence=2)
+@example(trigger="WORKER_STARTED", occurrence=3)
+@example(trigger="TASK_COMPLETED", occurrence=2)
+@settings(max_examples=2, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(tmp_path_factory, target: str, trigger: str, occurrence: int) -> None:
     ws = tmp_path_factory.mktemp("chaos")
     ids = chaos_plan(ws)
     proc = start_run(ws, "--parallel", "2")
     try:
-        at_kill = wait_for_log(ws, lambda ev: types(ev).count(trigger) >= min(occurrence, 4 if trigger.startswith(("TASK", "WORKER")) else 1) or "EXECUTION_COMPLETE" in types(ev))
+        wanted = min(occurrence, TRIGGER_COUNTS[trigger])  # the n-th time the run reaches that stage
+        at_kill = wait_for_log(ws, lambda ev: types(ev).count(trigger) >= wanted or "EXECUTION_COMPLETE" in types(ev))
         at_kill = kill_target(target, at_kill, proc, ws)
         done_before = {e["task_id"] for e in at_kill if e["type"] == "TASK_COMPLETED"}
         code, out, err = finish(proc)
