@@ -65,19 +65,19 @@ def by_title(plan, prefix: str):
 
 def test_a_python_workspace_is_verified_with_pytest_from_its_root(tmp_path):
     profile = detect(python_ws(tmp_path))
-    assert [c.text for c in profile.test_commands] == ["python -m pytest -q"]
+    assert [c.text for c in profile.test_commands] == ["python3 -m pytest -q"]
     assert (profile.source_dir, profile.tests_dir, profile.readme) == ("src", "tests", "README.md")
 
 
 @pytest.mark.parametrize("marker", ["setup.cfg", "pytest.ini", "tox.ini", "setup.py"])
 def test_any_python_project_marker_gives_pytest(tmp_path, marker):
     write(tmp_path, {marker: ""})
-    assert [c.text for c in detect(tmp_path).test_commands] == ["python -m pytest -q"]
+    assert [c.text for c in detect(tmp_path).test_commands] == ["python3 -m pytest -q"]
 
 
 def test_a_tests_directory_of_python_files_alone_gives_pytest(tmp_path):
     write(tmp_path, {"tests/test_a.py": ""})
-    assert [c.text for c in detect(tmp_path).test_commands] == ["python -m pytest -q"]
+    assert [c.text for c in detect(tmp_path).test_commands] == ["python3 -m pytest -q"]
 
 
 def test_a_node_workspace_uses_its_package_scripts(tmp_path):
@@ -141,12 +141,12 @@ def test_a_feature_in_a_python_workspace_becomes_locate_change_tests_docs_verify
     assert (tests.scope, tests.scope_path) == (Scope.module, "tests")
     assert change.objective == "Add dark mode."
     assert "add dark mode" in locate.objective and "add dark mode" in tests.objective
-    assert "cd .. && python -m pytest -q" in tests.acceptance_tests
+    assert "cd .. && python3 -m pytest -q" in tests.acceptance_tests
     assert docs.acceptance_tests == ["grep -qiF -- 'dark mode' README.md"]
-    assert verify.commands == ["python -m pytest -q"] and verify.acceptance_tests == ["python -m pytest -q"]
+    assert verify.commands == ["python3 -m pytest -q"] and verify.acceptance_tests == ["python3 -m pytest -q"]
     assert all(not t.commands for t in plan.tasks[:-1]), "only verification runs by itself"
     assert all(t.acceptance_tests for t in plan.tasks)
-    assert plan.requires.tools == ["python"]
+    assert plan.requires.tools == ["python3"]
     assert any("pytest" in n for n in notes)
 
 
@@ -305,3 +305,11 @@ def test_every_concrete_objective_gives_the_same_valid_dag_of_three_to_max_tasks
     assert [t.id for t in tasks] == [f"t{i}" for i in range(1, len(tasks) + 1)]
     assert topological_order(tasks) == [t.id for t in tasks]
     assert all(t.acceptance_tests and all(c.strip() for c in t.acceptance_tests) for t in tasks)
+
+
+def test_a_workspace_with_its_own_virtualenv_runs_its_tests_with_that_interpreter(tmp_path):
+    ws = python_ws(tmp_path)
+    interpreter = ws / ".venv" / "bin" / "python"
+    interpreter.parent.mkdir(parents=True)
+    interpreter.write_text("#!/bin/sh\n")
+    assert [c.text for c in detect(ws).test_commands] == [".venv/bin/python -m pytest -q"]

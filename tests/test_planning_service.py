@@ -162,7 +162,7 @@ def test_the_contract_examples_run_in_order_and_every_reply_matches_its_schema(p
 def test_decompose_reads_the_workspace_for_its_test_command(planning, python_ws):
     result = call(planning, "decompose", {"objective": "add dark mode", "context": {"workspace": str(python_ws)}})
     tasks = result["plan"]["tasks"]
-    assert tasks[-1]["commands"] == ["python -m pytest -q"]
+    assert tasks[-1]["commands"] == ["python3 -m pytest -q"]
     assert [t["scope_path"] for t in tasks[:3]] == ["src", "src", "tests"]
     assert result["report"]["valid"] is True
     assert any("pytest" in note for note in result["notes"])

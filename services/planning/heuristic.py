@@ -155,7 +155,7 @@ class _Builder:
     def _compile_check(self) -> list[str]:
         """Python sources must still compile (real, no extra tools; only with a source directory)."""
         if "python" in self.p.ecosystems and self.src != ".":
-            return ["python -m compileall -q ."]
+            return ["python3 -m compileall -q ."]
         return []
 
     def _or_fallback(self, checks: list[str]) -> list[str]:
@@ -181,8 +181,10 @@ class _Builder:
 
     def regression(self) -> _Task:
         checks = self._changed()
-        if "python" in self.p.ecosystems and any("pytest" in c.text for c in self.p.test_commands):
-            checks.append(Command("python -m pytest -q --collect-only", "", rooted=True).from_dir(self.tests_dir))
+        pytest = next((c.text for c in self.p.test_commands if "-m pytest" in c.text), None)
+        if "python" in self.p.ecosystems and pytest is not None:
+            interpreter = pytest.split()[0]  # the one the workspace's tests run with
+            checks.append(Command(f"{interpreter} -m pytest -q --collect-only", "", rooted=True).from_dir(self.tests_dir))
         return _Task(
             "regression",
             f"Reproduce with a failing test: {self.short}",

@@ -7,7 +7,8 @@ workspace always gives the same profile. Precedence, documented because it decid
   only test command (it usually wraps the others). ``all:`` gives ``make``, else ``build:`` gives
   ``make build``.
 * Otherwise every ecosystem found contributes, in this order: Python (pyproject.toml, setup.cfg,
-  setup.py, pytest.ini, tox.ini, or a tests directory holding .py files -> ``python -m pytest -q``),
+  setup.py, pytest.ini, tox.ini, or a tests directory holding .py files -> ``python3 -m pytest -q``,
+  or the workspace's ``.venv/bin/python``),
   Node (package.json ``scripts.test`` -> ``npm test``, ``scripts.build`` -> ``npm run build``; npm's
   placeholder test script is ignored), Rust (Cargo.toml -> ``cargo test`` / ``cargo build``), Go
   (go.mod -> ``go test ./...`` / ``go build ./...``).
@@ -160,7 +161,16 @@ class _Finder:
             return
         self.ecosystems.append("python")
         if take_tests:
-            self.tests.append(Command("python -m pytest -q", marker or f"the Python files in {tests_dir}/", rooted=True))
+            self.tests.append(Command(f"{self.python_cmd} -m pytest -q", marker or f"the Python files in {tests_dir}/", rooted=True))
+
+    @property
+    def python_cmd(self) -> str:
+        """The workspace's own virtualenv interpreter when it has one, else ``python3`` (the name
+        every Python 3 install has; a bare ``python`` is missing on many systems)."""
+        for venv in (".venv", "venv"):
+            if (self.root / venv / "bin" / "python").is_file():
+                return f"{venv}/bin/python"
+        return "python3"
 
     def node(self, *, take_tests: bool) -> None:
         if not (self.root / "package.json").is_file():
