@@ -239,6 +239,16 @@ def test_check_trust_does_not_trust_a_sibling_whose_name_starts_with_the_root(wm
     assert wm.events_of(wid) == ["worker_spawned"]
 
 
+def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risky_task(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    safe = wm.spawn(tmp_path, packet(id="safe"), trusted_roots=[str(ws)])
+    assert (safe["state"], safe["trusted"], safe["trust_source"]) == ("ready_for_prompt", True, "trusted_root")
+    assert wm.events_of(safe["worker_id"]) == ["worker_spawned", "trust_resolved"]
+    risky = wm.spawn(tmp_path, packet(id="risky", risk="high", risk_reasons=["deploy"]), trusted_roots=[str(ws)])
+    assert (risky["state"], risky["trusted"]) == ("trust_required", False)
+    outside = wm.spawn(tmp_path, packet(id="outside"), trusted_roots=[str(tmp_path / "w")])
+    assert (outside["state"], outside["trusted"]) == ("trust_required", False)
+
+
 def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(wm: Manager, ws: Path, tmp_path: Path) -> None:
     wid = wm.spawn(tmp_path, packet(risk="high", risk_reasons=["deploy"]))["worker_id"]
     answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(ws)]})

@@ -196,6 +196,8 @@ class WorkerManager:
                 "env_allow": list(p.env_allow),
             }
             rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), WorkerState.trust_required, data)
+            if p.trusted_roots:
+                self._trust_decision(rec, p.trusted_roots)
             return self._info(rec)
 
     def check_trust(self, p: CheckTrustParams) -> dict[str, Any]:

@@ -44,6 +44,11 @@ class SpawnWorkerParams(_Params):
     attempt: int = Field(default=1, ge=1, le=100_000)
     idempotency_key: str | None = Field(default=None, description="Same key twice returns the same worker.")
     env_allow: list[str] = Field(default_factory=list, description="Extra variable names passed through from the manager's environment.")
+    trusted_roots: list[str] = Field(
+        default_factory=list,
+        description="As in check_trust: when given, the trust gate is tried at once (saving a round trip); "
+        "a worker it does not resolve stays in trust_required.",
+    )
 
 
 class CheckTrustParams(_Params):

@@ -93,6 +93,7 @@ class Supervisor:
         self.ui = ui
         self.options = options or RunOptions()
         self.policy = config.policy
+        self._trusted_roots = self.policy.resolved_roots(self.workspace)
         self.recovery = Recovery(config.recovery)
         self.state = RunState()
         self.run_id = ""
@@ -679,7 +680,14 @@ class Supervisor:
         wm = self.svc("worker-manager")
         info = wm.call(
             "spawn_worker",
-            {"task_packet": packet, "workspace": str(self.workspace), "run_dir": str(self.run_dir), "attempt": attempt, "idempotency_key": key},
+            {
+                "task_packet": packet,
+                "workspace": str(self.workspace),
+                "run_dir": str(self.run_dir),
+                "attempt": attempt,
+                "idempotency_key": key,
+                "trusted_roots": self._trusted_roots,  # the trust gate tried at once by policy
+            },
         )
         wid = info["worker_id"]
         if not info.get("trusted") and not self._resolve_trust(tid, packet, wid):
@@ -745,7 +753,7 @@ class Supervisor:
     def _resolve_trust(self, tid: str, packet: dict[str, Any], wid: str) -> bool:
         wm = self.svc("worker-manager")
         risky = packet.get("risk") == "high"
-        check = wm.call("check_trust", {"worker_id": wid, "trusted_roots": self.policy.resolved_roots(self.workspace)})
+        check = wm.call("check_trust", {"worker_id": wid, "trusted_roots": self._trusted_roots})
         if check.get("trusted"):
             return True
         rule = self.policy.rule_for("trust", task_id=tid, risky=risky)
