@@ -12,6 +12,9 @@ from typing import Any, Callable
 
 import yaml
 
+#: Retry waits long enough to measure in a test (the gap before a retry is asserted), short enough to be quick.
+MEASURABLE_BACKOFF = [0.2, 0.4]
+MEASURABLE_RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": MEASURABLE_BACKOFF}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
 FAST_RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": [0.05, 0.1]}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
 
 

@@ -18,6 +18,8 @@ import pytest
 
 
 from e2e_support import (
+    MEASURABLE_BACKOFF,
+    MEASURABLE_RECOVERY,
     assert_no_processes_left,
     events,
     finish,
@@ -33,8 +35,8 @@ from e2e_support import (
 
 pytestmark = pytest.mark.slow
 
-BACKOFF = [0.2, 0.4]
-RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": BACKOFF}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
+BACKOFF = MEASURABLE_BACKOFF
+RECOVERY = MEASURABLE_RECOVERY
 #: The recovery trail of a task: what the tests compare, in order.
 TRAIL = (
     "TASK_STARTED", "TASK_FAILED", "FAILURE_DETECTED", "FAILURE_CLASSIFIED", "PERMISSION_REQUIRED",

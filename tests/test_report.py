@@ -11,9 +11,9 @@ import pytest
 from harness import eventlog
 from harness.report import Section, render, task_reports, write_report
 
-from e2e_support import assert_no_processes_left, events, harness, latest_run, write_config, write_plan
+from e2e_support import MEASURABLE_RECOVERY, assert_no_processes_left, events, harness, latest_run, write_config, write_plan
 
-RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": [0.2, 0.4]}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
+RECOVERY = MEASURABLE_RECOVERY
 
 
 def sections(markdown: str) -> dict[str, str]:

@@ -45,13 +45,15 @@ def spawn_child(
     )
 
 
+#: Where a workspace keeps its own config file, in the order they are looked for.
+WORKSPACE_CONFIG_FILES = ("harness.yaml", os.path.join(".harness", "config.yaml"))
+
+
 def config_may_override(workspace: str, config_path: str | None) -> bool:
     """True when a config file could change the service commands (then nothing is prespawned)."""
     if config_path:
         return True
-    return any(
-        os.path.isfile(os.path.join(workspace, rel)) for rel in ("harness.yaml", os.path.join(".harness", "config.yaml"))
-    )
+    return any(os.path.isfile(os.path.join(workspace, rel)) for rel in WORKSPACE_CONFIG_FILES)
 
 
 def services_log(workspace: str) -> IO[bytes]:

@@ -42,15 +42,23 @@ def _interactive() -> bool:
         return False
 
 
-def _load_state(workspace: str, run_id: str):
+def _require_run(workspace: str, run_id: str):
+    """The run's log path; a clear usage error naming the latest run when there is no such run."""
     from . import eventlog
-    from .state import fold
 
     path = eventlog.run_dir(workspace, run_id) / "events.jsonl"
     if not path.is_file():
         runs = eventlog.list_runs(workspace)
         hint = f" (latest: {runs[-1]})" if runs else " (no runs in this workspace)"
         raise UsageError(f"no run {run_id!r} in {workspace}{hint}")
+    return path
+
+
+def _load_state(workspace: str, run_id: str):
+    from . import eventlog
+    from .state import fold
+
+    path = _require_run(workspace, run_id)
     result = eventlog.read_events(path)
     return path, fold(result.events), result
 
@@ -113,8 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
-    if not os.path.isfile(os.path.join(workspace, ".harness", "runs", args.run_id, "events.jsonl")):
-        _load_state(workspace, args.run_id)  # a clear error for an unknown run
+    _require_run(workspace, args.run_id)
     with _early_services(workspace, args) as early:
         from .supervisor import RunOptions, Supervisor
 
@@ -422,7 +429,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
     workspace = _workspace(args)
-    _load_state(workspace, args.run_id)  # a clear error for an unknown run
+    _require_run(workspace, args.run_id)
     text = write_report(workspace, args.run_id, args.output)
     if args.output:
         print(f"Report written to {args.output}")

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._spawn import DEFAULT_MODULES, default_command
+from ._spawn import DEFAULT_MODULES, WORKSPACE_CONFIG_FILES, default_command
 
 SERVICE_NAMES = tuple(DEFAULT_MODULES)
 
@@ -189,7 +189,7 @@ def load_config(workspace: str | os.PathLike[str], config_path: str | None = Non
     """Read the config (explicit file, or the workspace's own) and the policy file."""
     path: Path | None = Path(config_path) if config_path else None
     if path is None:
-        for candidate in (Path(workspace) / "harness.yaml", Path(workspace) / ".harness" / "config.yaml"):
+        for candidate in (Path(workspace) / rel for rel in WORKSPACE_CONFIG_FILES):
             if candidate.is_file():
                 path = candidate
                 break
