@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 plan["objective"] = args.objective
         config = _config(args, workspace)
         ui = _make_ui(args)
-        options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
+        options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel)
         return Supervisor(workspace, config, ui, options, prespawned=early).start()
 
 
@@ -127,7 +127,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
         config = _config(args, workspace)
         ui = _make_ui(args)
-        options = RunOptions(approve=args.approve, parallel=args.parallel, interactive=ui.interactive)
+        options = RunOptions(approve=args.approve, parallel=args.parallel)
         return Supervisor(workspace, config, ui, options, prespawned=early).resume(args.run_id)
 
 

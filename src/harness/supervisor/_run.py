@@ -59,7 +59,6 @@ class RunOptions:
     plan: dict[str, Any] | None = None  # a plan file, already loaded
     approve: bool = False
     parallel: int = 1
-    interactive: bool = False
     approver: str = field(default_factory=lambda: _user())
 
 
