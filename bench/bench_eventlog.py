@@ -53,9 +53,7 @@ def ours_grouped(path: Path, n: int, group: int) -> float:
     with EventLog.open(path, RUN) as log:
         start = time.perf_counter()
         for base in range(0, n, group):
-            log.append_many(
-                [("TASK_STARTED", DATA, f"t{i}", None) for i in range(base, min(n, base + group))]
-            )
+            log.append_many([("TASK_STARTED", DATA, f"t{i}", None) for i in range(base, min(n, base + group))])
         return time.perf_counter() - start
 
 
@@ -113,21 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("EventLog.append durable", n, ours_d, f"{ours_d / bare_d:.2f}x bare"))
         for group in (10, 100):
             t = statistics.median(ours_grouped(fresh(), n, group) for _ in range(args.rounds))
-            rows.append((f"append_many durable, groups of {group}", n, t,
-                         f"{bare_d / t:.1f}x faster than bare"))
+            rows.append((f"append_many durable, groups of {group}", n, t, f"{bare_d / t:.1f}x faster than bare"))
         bare_nd = best(lambda: bare_loop(fresh(), line, n, durable=False), args.rounds)
         ours_nd = best(lambda: ours_one_by_one(fresh(), n, durable=False), args.rounds)
         rows.append(("bare os.write, no fsync", n, bare_nd, "baseline"))
-        rows.append(("EventLog.append durable=False", n, ours_nd,
-                     f"+{(ours_nd - bare_nd) / n * 1e6:.1f} us/event over bare"))
+        rows.append(
+            ("EventLog.append durable=False", n, ours_nd, f"+{(ours_nd - bare_nd) / n * 1e6:.1f} us/event over bare")
+        )
 
         # Reading.
         big = fresh()
         with EventLog.open(big, RUN) as log:
             for base in range(0, args.read, 1000):
                 log.append_many(
-                    [("TASK_STARTED", DATA, f"t{i}", None)
-                     for i in range(base, min(args.read, base + 1000))],
+                    [("TASK_STARTED", DATA, f"t{i}", None) for i in range(base, min(args.read, base + 1000))],
                     durable=False,
                 )
         size = big.stat().st_size
@@ -144,12 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    print(f"event log bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
-          f"{len(line)} B lines, read file {size / 1e6:.1f} MB")
+    print(
+        f"event log bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+        f"{len(line)} B lines, read file {size / 1e6:.1f} MB"
+    )
     print(f"{'measurement':40} {'events':>7} {'seconds':>8} {'us/event':>9} {'events/s':>10}  note")
     for name, count, secs, note in rows:
-        print(f"{name:40} {count:>7} {secs:>8.3f} {secs / count * 1e6:>9.1f} "
-              f"{count / secs:>10,.0f}  {note}")
+        print(f"{name:40} {count:>7} {secs:>8.3f} {secs / count * 1e6:>9.1f} {count / secs:>10,.0f}  {note}")
     return 0
 
 

@@ -47,8 +47,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,14 @@ FOLD_TARGET_MS = 200.0  # 100k events
 
 HANG_FIRST = '[ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60'
 TEMPLATE_TASK = "tmpl-task-0001"
-MARK_EVENTS = ("SERVICE_CRASHED", "SERVICE_RESTARTED", "WORKER_FAILED", "TASK_FAILED", "RECOVERY_APPLIED", "TASK_STARTED")
+MARK_EVENTS = (
+    "SERVICE_CRASHED",
+    "SERVICE_RESTARTED",
+    "WORKER_FAILED",
+    "TASK_FAILED",
+    "RECOVERY_APPLIED",
+    "TASK_STARTED",
+)
 
 
 def median(values: list[float]) -> float:
@@ -112,7 +120,9 @@ def pick_root(arg: str | None) -> Path:
     base = Path(arg) if arg else REPO.parent
     base.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-recovery-", dir=base)).resolve()
-    print(f"scratch: {root} ({'same device as the repository' if root.stat().st_dev == REPO.stat().st_dev else 'another device'})")
+    print(
+        f"scratch: {root} ({'same device as the repository' if root.stat().st_dev == REPO.stat().st_dev else 'another device'})"
+    )
     return root
 
 
@@ -133,9 +143,12 @@ def write_workspace(ws: Path, service_backoff: float) -> Path:
     import yaml
 
     ws.mkdir(parents=True)
-    plan = {"objective": "Recover a killed worker manager", "tasks": [
-        {"id": "t", "title": "Hangs on attempt 1", "commands": [HANG_FIRST], "acceptance_tests": ["true"]},
-    ]}
+    plan = {
+        "objective": "Recover a killed worker manager",
+        "tasks": [
+            {"id": "t", "title": "Hangs on attempt 1", "commands": [HANG_FIRST], "acceptance_tests": ["true"]},
+        ],
+    }
     (ws / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False))
     write_config(ws, service_backoff, lifted=False)
     return ws / "plan.yaml"
@@ -145,7 +158,10 @@ def write_config(ws: Path, service_backoff: float, *, lifted: bool) -> None:
     """No recovery backoff, the chosen restart backoff; ``lifted`` runs the wrapper manager."""
     import yaml
 
-    wm: dict[str, Any] = {"restart": {"max_restarts": 5, "within_seconds": 60, "backoff": [service_backoff]}, "request_timeout": 120}
+    wm: dict[str, Any] = {
+        "restart": {"max_restarts": 5, "within_seconds": 60, "backoff": [service_backoff]},
+        "request_timeout": 120,
+    }
     if lifted:
         wm["env"] = dict(LIFTED_ENV)
     config = {"recovery": {"recipes": {"transient": {"backoff": [0]}}}, "services": {"worker-manager": wm}}
@@ -156,10 +172,17 @@ def waiting_run(ws: Path, plan: Path) -> tuple[str, Path]:
     """A real run left at the plan gate (exit 3); returns its id and log path."""
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--plan", str(plan), "--workspace", str(ws)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, env={**os.environ, "CI": "true"}, cwd=ws,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "CI": "true"},
+        cwd=ws,
     )
     if proc.returncode != 3:
-        raise RuntimeError(f"expected the run to wait for approval (exit 3), got {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        raise RuntimeError(
+            f"expected the run to wait for approval (exit 3), got {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     from harness import eventlog
 
     run_id = eventlog.list_runs(ws)[-1]
@@ -182,12 +205,26 @@ def real_worker_events(ws: Path, run_id: str) -> list[dict[str, Any]]:
             if params.get("event") in ("worker_finished", "worker_failed"):
                 done.set()
 
-    packet = TaskPacket.model_validate({"id": TEMPLATE_TASK, "title": "Template worker", "commands": ["true"], "acceptance_tests": ["true"]}).model_dump(mode="json")
+    packet = TaskPacket.model_validate(
+        {"id": TEMPLATE_TASK, "title": "Template worker", "commands": ["true"], "acceptance_tests": ["true"]}
+    ).model_dump(mode="json")
     key = f"{run_id}:{TEMPLATE_TASK}:1"
-    wm = ServiceProcess(wm_argv(), name="worker-manager", stderr=subprocess.DEVNULL, on_notification=on_note, cwd=str(ws))
+    wm = ServiceProcess(
+        wm_argv(), name="worker-manager", stderr=subprocess.DEVNULL, on_notification=on_note, cwd=str(ws)
+    )
     try:
         wm.request("initialize", {"client": "bench"}, timeout=30)
-        info = wm.request("spawn_worker", {"task_packet": packet, "workspace": str(ws), "run_dir": str(eventlog.run_dir(ws, run_id)), "attempt": 1, "idempotency_key": key}, timeout=30)
+        info = wm.request(
+            "spawn_worker",
+            {
+                "task_packet": packet,
+                "workspace": str(ws),
+                "run_dir": str(eventlog.run_dir(ws, run_id)),
+                "attempt": 1,
+                "idempotency_key": key,
+            },
+            timeout=30,
+        )
         wm.request("check_trust", {"worker_id": info["worker_id"], "trusted_roots": [str(ws)]}, timeout=30)
         wm.request("run_worker", {"worker_id": info["worker_id"], "idempotency_key": key}, timeout=60)
         if not done.wait(10):
@@ -301,7 +338,7 @@ def recover_once(template: Path, run_id: str, ws: Path, service_backoff: float, 
     """Copy the template workspace, resume its run, kill the manager mid-task; the stamps."""
     from harness import eventlog
     from harness.config import load_config
-    from harness.supervisor import SupervisedService, RunOptions, Supervisor
+    from harness.supervisor import RunOptions, SupervisedService, Supervisor
 
     shutil.copytree(template, ws, symlinks=True)
     write_config(ws, service_backoff, lifted=lifted)
@@ -359,7 +396,9 @@ def spawn_initialize_ms(reps: int) -> float:
     return median(times) * 1e3
 
 
-def replay_round_trip(worker_events: list[dict[str, Any]], reps: int, cwd: Path, lifted: bool = False) -> tuple[float | None, str]:
+def replay_round_trip(
+    worker_events: list[dict[str, Any]], reps: int, cwd: Path, lifted: bool = False
+) -> tuple[float | None, str]:
     """Median ms of ``replay`` into a fresh manager (spawned and initialized untimed)."""
     from harness.rpc import RPCError, ServiceProcess
 
@@ -398,12 +437,16 @@ def components(ws: Path, run_id: str, replay_events: list[dict[str, Any]], reps:
     fold_s, _ = timed(lambda: fold(events), reps)
     worker_events = replay_events
     line = encode({"jsonrpc": "2.0", "id": 1, "method": "replay", "params": {"events": worker_events}})
-    encode_s, _ = timed(lambda: encode({"jsonrpc": "2.0", "id": 1, "method": "replay", "params": {"events": worker_events}}), reps)
+    encode_s, _ = timed(
+        lambda: encode({"jsonrpc": "2.0", "id": 1, "method": "replay", "params": {"events": worker_events}}), reps
+    )
     line_file = ws / "replay-request.json"
     line_file.write_bytes(line)
     side = []
     for _ in range(max(1, min(reps, 3))):
-        proc = subprocess.run([sys.executable, "-c", MANAGER_SIDE, str(line_file)], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", MANAGER_SIDE, str(line_file)], capture_output=True, text=True, timeout=600
+        )
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr)
         side.append(json.loads(proc.stdout))
@@ -441,14 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each component (median)")
     parser.add_argument("--spawns", type=int, default=10, help="spawn-to-initialize baseline runs (median)")
     parser.add_argument("--service-backoff", type=float, default=0.0, help="the worker manager's restart backoff (s)")
-    parser.add_argument("--dir", default=None, help="where the scratch workspaces go (default: the repository's parent; not tmpfs)")
+    parser.add_argument(
+        "--dir", default=None, help="where the scratch workspaces go (default: the repository's parent; not tmpfs)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
 
     from harness.rpc import DEFAULT_MAX_LINE
 
-    print(f"bench_recovery: python {sys.version.split()[0]} on {os.cpu_count()} cores; load average "
-          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(
+        f"bench_recovery: python {sys.version.split()[0]} on {os.cpu_count()} cores; load average "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+    )
     root = pick_root(args.dir)
     results: list[Result] = []
     try:
@@ -457,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             template, run_id, replay_events = build_template(root, size, args.service_backoff)
             print(f"  built a log of {size:,} events in {time.perf_counter() - t:.1f} s", flush=True)
-            res = Result(size, components(template, run_id, replay_events, args.reps if size < 100_000 else max(1, min(args.reps, 3))))
+            res = Result(
+                size,
+                components(template, run_id, replay_events, args.reps if size < 100_000 else max(1, min(args.reps, 3))),
+            )
             del replay_events
             for lifted in (False, True):
                 if lifted and (all(r["code"] == 0 for r in res.runs[False]) or not lift_supported()):
@@ -472,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                         break  # it fails the same way every time
             results.append(res)
             shutil.rmtree(template, ignore_errors=True)
-        print(f"  load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+        print("  load average at end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -498,9 +548,13 @@ def _cells(results: list[Result], fn: Callable[[Result], str]) -> str:
 
 
 def report(results: list[Result], base_ms: float, max_line: int, args: argparse.Namespace) -> None:
-    print(f"\nbaseline: spawn -> answered initialize of a fresh worker manager, no replay: {base_ms:.1f} ms (median of {args.spawns})")
-    print(f"request line limit of the services (harness.rpc.DEFAULT_MAX_LINE): {max_line / 2**20:.0f} MiB;"
-          " 'lifted' = the same manager started with HARNESS_MAX_LINE=1 GiB")
+    print(
+        f"\nbaseline: spawn -> answered initialize of a fresh worker manager, no replay: {base_ms:.1f} ms (median of {args.spawns})"
+    )
+    print(
+        f"request line limit of the services (harness.rpc.DEFAULT_MAX_LINE): {max_line / 2**20:.0f} MiB;"
+        " 'lifted' = the same manager started with HARNESS_MAX_LINE=1 GiB"
+    )
 
     print(f"\n== components (median ms){'':<22}" + _cells(results, lambda r: f"{r.size:,}"))
     rows = [
@@ -535,24 +589,41 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         if not any(r.runs[lifted] for r in results):
             continue
         which = "limit lifted (HARNESS_MAX_LINE)" if lifted else "shipped worker manager"
-        print(f"\n== kill -> recovered, {which}: median ms after the SIGKILL{'':<4}" + _cells(results, lambda r: f"{r.size:,}"))
+        print(
+            f"\n== kill -> recovered, {which}: median ms after the SIGKILL{'':<4}"
+            + _cells(results, lambda r: f"{r.size:,}")
+        )
         for mark, label in marks:
+
             def cell(r: Result, mark: str = mark) -> str:
                 vals = [x["marks"][mark] for x in r.runs[lifted] if mark in x.get("marks", {})]
                 return f"{median(vals):.1f}" if vals else "-"
+
             print(f"{label:<58}" + _cells(results, cell))
 
         def replay_cell(r: Result) -> str:
             vals = [x["replay_ms"] for x in r.runs[lifted] if x.get("replay_ms") is not None]
             return f"{median(vals):.1f}" if vals else "-"
+
         print(f"{'  of which SupervisedService._replay (source + request)':<58}" + _cells(results, replay_cell))
-        print(f"{'runs recovered and finished (exit 0, attempts [1, 2])':<58}" + _cells(
-            results, lambda r: f"{sum(1 for x in r.runs[lifted] if x['code'] == 0 and x['attempts'] == [1, 2])}/{len(r.runs[lifted])}"))
+        print(
+            f"{'runs recovered and finished (exit 0, attempts [1, 2])':<58}"
+            + _cells(
+                results,
+                lambda r: (
+                    f"{sum(1 for x in r.runs[lifted] if x['code'] == 0 and x['attempts'] == [1, 2])}/{len(r.runs[lifted])}"
+                ),
+            )
+        )
         for r in results:
             bad = next((x for x in r.runs[lifted] if x["code"] != 0 or x["attempts"] != [1, 2]), None)
             if bad is not None:
                 err = bad["error"]
-                what = f"{type(err).__name__}: {str(err)[:140]}" if err is not None else f"exit {bad['code']}, attempts {bad['attempts']}"
+                what = (
+                    f"{type(err).__name__}: {str(err)[:140]}"
+                    if err is not None
+                    else f"exit {bad['code']}, attempts {bad['attempts']}"
+                )
                 print(f"  {r.size:,} events: {what}")
 
     print("\ntargets:")
@@ -563,8 +634,13 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         for lifted in (False, True):
             ms = r.recovery_ms(lifted)
             if r.runs[lifted]:
-                checks.append((f"recovery at 10k events < {RECOVERY_TARGET_MS:.0f} ms ({'lifted' if lifted else 'shipped'})",
-                               "failed" if ms is None else f"{ms:.0f}", ms is not None and ms < RECOVERY_TARGET_MS))
+                checks.append(
+                    (
+                        f"recovery at 10k events < {RECOVERY_TARGET_MS:.0f} ms ({'lifted' if lifted else 'shipped'})",
+                        "failed" if ms is None else f"{ms:.0f}",
+                        ms is not None and ms < RECOVERY_TARGET_MS,
+                    )
+                )
     if 100_000 in by_size:
         comp = by_size[100_000].comp
         # What a recovery really does with a 100k-event log: hand the restarted manager the
@@ -572,19 +648,39 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         vals = [x["replay_ms"] for x in by_size[100_000].runs[False] if x.get("replay_ms") is not None]
         if vals:
             rp = median(vals)
-            checks.append((f"replay in a recovery, 100k-event log < {REPLAY_TARGET_MS:.0f} ms", f"{rp:.1f}", rp < REPLAY_TARGET_MS))
+            checks.append(
+                (
+                    f"replay in a recovery, 100k-event log < {REPLAY_TARGET_MS:.0f} ms",
+                    f"{rp:.1f}",
+                    rp < REPLAY_TARGET_MS,
+                )
+            )
         # For comparison: one request carrying every worker event of the log (the whole history).
         for key, label in (("replay_ms", "shipped"), ("lifted_ms", "lifted")):
             if key == "lifted_ms" and comp["replay_ms"] is not None:
                 continue
             rp = comp[key]
-            checks.append((f"whole-history replay request, 100k events ({label})", "refused" if rp is None else f"{rp:.0f}", None))
-        checks.append((f"fold of 100k events < {FOLD_TARGET_MS:.0f} ms", f"{comp['fold_ms']:.0f}", comp["fold_ms"] < FOLD_TARGET_MS))
+            checks.append(
+                (f"whole-history replay request, 100k events ({label})", "refused" if rp is None else f"{rp:.0f}", None)
+            )
+        checks.append(
+            (
+                f"fold of 100k events < {FOLD_TARGET_MS:.0f} ms",
+                f"{comp['fold_ms']:.0f}",
+                comp["fold_ms"] < FOLD_TARGET_MS,
+            )
+        )
     for r in results:
         for lifted in (False, True):
             ms = r.recovery_ms(lifted)
             if ms is not None:
-                checks.append((f"recovery at {r.size:,} events / spawn+initialize ({'lifted' if lifted else 'shipped'})", f"{ms / base_ms:.1f}x", None))
+                checks.append(
+                    (
+                        f"recovery at {r.size:,} events / spawn+initialize ({'lifted' if lifted else 'shipped'})",
+                        f"{ms / base_ms:.1f}x",
+                        None,
+                    )
+                )
     for label, value, ok in checks:
         print(f"  {label:<66} {value:>9}  {'' if ok is None else verdict(ok)}")
 

@@ -53,9 +53,10 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SH = "/bin/sh"
@@ -71,9 +72,18 @@ SINGLE_RUN_TARGET_MS = 200.0
 HELP_TARGET_MS = 60.0
 
 #: One line per task in the bare loops: about the size of a TASK_COMPLETED event.
-BARE_LINE = (json.dumps({"seq": 1, "type": "TASK_COMPLETED", "task_id": "t0", "data": {"pad": "x" * 300}}) + "\n").encode()
+BARE_LINE = (
+    json.dumps({"seq": 1, "type": "TASK_COMPLETED", "task_id": "t0", "data": {"pad": "x" * 300}}) + "\n"
+).encode()
 
-TASK_CHAIN = ("WORKER_SPAWNED", "WORKER_TRUST_RESOLVED", "TASK_STARTED", "WORKER_STARTED", "WORKER_FINISHED", "TASK_COMPLETED")
+TASK_CHAIN = (
+    "WORKER_SPAWNED",
+    "WORKER_TRUST_RESOLVED",
+    "TASK_STARTED",
+    "WORKER_STARTED",
+    "WORKER_FINISHED",
+    "TASK_COMPLETED",
+)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -118,8 +128,10 @@ def pick_root(arg: str | None) -> Path:
     if kind in ("tmpfs", "ramfs"):
         print("warning: tmpfs makes fsync free; the durable figures below are optimistic")
     mk, cr, sync = metadata_costs(root)
-    print(f"scratch folder costs: mkdir {mk:.0f} µs, file create {cr:.0f} µs, fdatasync {sync:.0f} µs (medians;"
-          " a worker creates 1 folder + 3 files, a task fdatasyncs twice)")
+    print(
+        f"scratch folder costs: mkdir {mk:.0f} µs, file create {cr:.0f} µs, fdatasync {sync:.0f} µs (medians;"
+        " a worker creates 1 folder + 3 files, a task fdatasyncs twice)"
+    )
     return root
 
 
@@ -153,7 +165,12 @@ def metadata_costs(root: Path, n: int = 50) -> tuple[float, float, float]:
 def noop_tasks(n: int, deps: Callable[[int], list[str]] | None = None) -> list[dict[str, Any]]:
     tasks = []
     for i in range(n):
-        task: dict[str, Any] = {"id": f"t{i}", "title": f"No-op {i}", "commands": ["true"], "acceptance_tests": ["true"]}
+        task: dict[str, Any] = {
+            "id": f"t{i}",
+            "title": f"No-op {i}",
+            "commands": ["true"],
+            "acceptance_tests": ["true"],
+        }
         if deps is not None and deps(i):
             task["depends_on"] = deps(i)
         tasks.append(task)
@@ -190,7 +207,9 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return read_events(path).events
 
 
-def timed_cmd(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+def timed_cmd(
+    argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     t = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
     return time.perf_counter() - t, proc
@@ -244,14 +263,25 @@ class RunResult:
 
 def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600) -> RunResult:
     env = {**os.environ, "CI": "true"}
-    argv = harness_argv() + ["run", "--plan", str(plan), "--approve", "--workspace", str(ws), "--parallel", str(parallel)]
+    argv = harness_argv() + [
+        "run",
+        "--plan",
+        str(plan),
+        "--approve",
+        "--workspace",
+        str(ws),
+        "--parallel",
+        str(parallel),
+    ]
     spawn_unix = time.time()
     cpu0 = cpu_seconds(resource.RUSAGE_CHILDREN)
     wall, proc = timed_cmd(argv, cwd=ws, env=env, timeout=timeout)
     cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu0
     exit_unix = time.time()
     if proc.returncode != 0:
-        raise RuntimeError(f"harness run exited {proc.returncode}:\n{proc.stdout.decode()[-2000:]}\n{proc.stderr.decode()[-2000:]}")
+        raise RuntimeError(
+            f"harness run exited {proc.returncode}:\n{proc.stdout.decode()[-2000:]}\n{proc.stderr.decode()[-2000:]}"
+        )
     path = log_of(ws)
     return RunResult(wall, cpu, spawn_unix, exit_unix, read_log(path), path.stat().st_size, path)
 
@@ -375,8 +405,12 @@ def section_startup(root: Path, args: argparse.Namespace) -> dict[str, float]:
     print(f"\n== startup (medians; {n} runs each, {args.single} one-task runs, each in a fresh workspace)")
     print(f"{'command':<44} {'ms':>8} {'vs python -c pass':>18} {'target':>10}")
     print(f"{'python -c pass (baseline)':<44} {py_ms:>8.1f} {'1.0x':>18} {'':>10}")
-    print(f"{'harness --help':<44} {help_ms:>8.1f} {help_ms / py_ms:>17.1f}x {f'< {HELP_TARGET_MS:.0f}':>10}  {verdict(help_ms < HELP_TARGET_MS)}")
-    print(f"{'harness run (1 task, 2 processes)':<44} {single_ms:>8.1f} {single_ms / py_ms:>17.1f}x {f'< {SINGLE_RUN_TARGET_MS:.0f}':>10}  {verdict(single_ms < SINGLE_RUN_TARGET_MS)}")
+    print(
+        f"{'harness --help':<44} {help_ms:>8.1f} {help_ms / py_ms:>17.1f}x {f'< {HELP_TARGET_MS:.0f}':>10}  {verdict(help_ms < HELP_TARGET_MS)}"
+    )
+    print(
+        f"{'harness run (1 task, 2 processes)':<44} {single_ms:>8.1f} {single_ms / py_ms:>17.1f}x {f'< {SINGLE_RUN_TARGET_MS:.0f}':>10}  {verdict(single_ms < SINGLE_RUN_TARGET_MS)}"
+    )
     print("   where the 1-task run's time goes (median ms):")
     names = list(singles[0].phases())
     for name in names:
@@ -462,18 +496,44 @@ def section_throughput(root: Path, args: argparse.Namespace) -> dict[str, Row]:
     print("\n   log bytes by event type (sequential run):")
     total = seq.runs[0].log_bytes
     for etype, count, size in bytes_by_type(seq.runs[0].log_path)[:12]:
-        print(f"     {etype:<28} {count:>5} x {size / count:>7,.0f} B = {size / n:>6,.0f} B/task ({size / total:>4.0%})")
+        print(
+            f"     {etype:<28} {count:>5} x {size / count:>7,.0f} B = {size / n:>6,.0f} B/task ({size / total:>4.0%})"
+        )
 
     print("\ntargets:")
     checks = [
         (f"end to end >= {E2E_TARGET:.0f} tasks/s (--parallel 1)", f"{seq_rate:,.0f}", seq_rate >= E2E_TARGET),
         (f"end to end >= {E2E_TARGET:.0f} tasks/s (--parallel 2)", f"{par_rate:,.0f}", par_rate >= E2E_TARGET),
-        (f"within {BARE_FACTOR_TARGET:.0f}x of the 1-process bare loop, end to end", f"{bare1 / seq_rate:.1f}x", bare1 / seq_rate <= BARE_FACTOR_TARGET),
-        (f"within {BARE_FACTOR_TARGET:.0f}x of the 2-process bare loop, end to end", f"{bare2 / seq_rate:.1f}x", bare2 / seq_rate <= BARE_FACTOR_TARGET),
-        (f"within {BARE_FACTOR_TARGET:.0f}x of the 2-process bare loop, execution phase", f"{bare2 / seq_exec:.1f}x", bare2 / seq_exec <= BARE_FACTOR_TARGET),
-        (f"execution phase >= {EXEC_SEQ_HOPE:.0f} tasks/s sequential (design hope)", f"{seq_exec:,.0f}", seq_exec >= EXEC_SEQ_HOPE),
-        (f"execution phase >= {EXEC_PAR2_HOPE:.0f} tasks/s at --parallel 2 (design hope)", f"{par_exec:,.0f}", par_exec >= EXEC_PAR2_HOPE),
-        (f"log < {LOG_PER_TASK_TARGET:.0f} B per task", f"{median(seq.bytes_per_task):,.0f}", median(seq.bytes_per_task) < LOG_PER_TASK_TARGET),
+        (
+            f"within {BARE_FACTOR_TARGET:.0f}x of the 1-process bare loop, end to end",
+            f"{bare1 / seq_rate:.1f}x",
+            bare1 / seq_rate <= BARE_FACTOR_TARGET,
+        ),
+        (
+            f"within {BARE_FACTOR_TARGET:.0f}x of the 2-process bare loop, end to end",
+            f"{bare2 / seq_rate:.1f}x",
+            bare2 / seq_rate <= BARE_FACTOR_TARGET,
+        ),
+        (
+            f"within {BARE_FACTOR_TARGET:.0f}x of the 2-process bare loop, execution phase",
+            f"{bare2 / seq_exec:.1f}x",
+            bare2 / seq_exec <= BARE_FACTOR_TARGET,
+        ),
+        (
+            f"execution phase >= {EXEC_SEQ_HOPE:.0f} tasks/s sequential (design hope)",
+            f"{seq_exec:,.0f}",
+            seq_exec >= EXEC_SEQ_HOPE,
+        ),
+        (
+            f"execution phase >= {EXEC_PAR2_HOPE:.0f} tasks/s at --parallel 2 (design hope)",
+            f"{par_exec:,.0f}",
+            par_exec >= EXEC_PAR2_HOPE,
+        ),
+        (
+            f"log < {LOG_PER_TASK_TARGET:.0f} B per task",
+            f"{median(seq.bytes_per_task):,.0f}",
+            median(seq.bytes_per_task) < LOG_PER_TASK_TARGET,
+        ),
     ]
     for label, value, ok in checks:
         print(f"  {label:<66} {value:>9}  {verdict(ok)}")
@@ -498,7 +558,9 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
     print(f"\n== DAG set-up: {n} tasks, medians of {max(3, args.rounds)} (ms total, then ms per task)")
     print(f"{'step':<58} {'shape':<28} {'ms':>8} {'ms/task':>9}")
     reps = max(3, args.rounds)
-    planning = ServiceProcess([sys.executable, "-m", "harness.services.planning"], name="planning", stderr=subprocess.DEVNULL)
+    planning = ServiceProcess(
+        [sys.executable, "-m", "harness.services.planning"], name="planning", stderr=subprocess.DEVNULL
+    )
     try:
         planning.request("initialize", {"client": "bench"}, timeout=30)
         for shape, deps in shapes.items():
@@ -515,7 +577,11 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
                     times.append(time.perf_counter() - t)
                 return median(times) * 1e3
 
-            baseline = med(lambda: list(graphlib.TopologicalSorter({t["id"]: t.get("depends_on", []) for t in tasks}).static_order()))
+            baseline = med(
+                lambda: list(
+                    graphlib.TopologicalSorter({t["id"]: t.get("depends_on", []) for t in tasks}).static_order()
+                )
+            )
             for fmt in ("yaml", "json"):
                 path = write_plan(ws, tasks, fmt)
                 rows.append((f"load_plan_file ({fmt}: parse + Plan model)", med(lambda: load_plan_file(path))))
@@ -524,19 +590,38 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
             report = planning.request("validate", params, timeout=60)
             if not report.get("valid"):
                 raise RuntimeError(f"the bench plan is invalid: {report.get('problems')}")
-            rows.append(("planning validate (round trip)", med(lambda: planning.request("validate", params, timeout=60))))
-            created = {"seq": 1, "unix": 0.0, "type": "PLAN_CREATED", "run_id": "r", "data": {"plan": plan, "revision": 1, "report": report}}
+            rows.append(
+                ("planning validate (round trip)", med(lambda: planning.request("validate", params, timeout=60)))
+            )
+            created = {
+                "seq": 1,
+                "unix": 0.0,
+                "type": "PLAN_CREATED",
+                "run_id": "r",
+                "data": {"plan": plan, "revision": 1, "report": report},
+            }
             rows.append(("fold PLAN_CREATED (RunState)", med(lambda: fold([created]))))
-            rows.append(("scheduler scans (ready/skip/halted per completion)", med(lambda: _scheduler_scans(fold([created]), TaskStatus))))
+            rows.append(
+                (
+                    "scheduler scans (ready/skip/halted per completion)",
+                    med(lambda: _scheduler_scans(fold([created]), TaskStatus)),
+                )
+            )
             for name, ms in rows:
                 print(f"{name:<58} {shape:<28} {ms:>8.2f} {ms / n:>9.4f}")
             setup = sum(ms for name, ms in rows if not name.startswith(("load_plan_file (yaml", "scheduler")))
             yaml_setup = setup - rows[1][1] + rows[0][1]
-            print(f"{'graphlib.TopologicalSorter static_order (baseline)':<58} {shape:<28} {baseline:>8.2f} {baseline / n:>9.4f}")
-            print(f"{'  set-up total, JSON plan (load + validate + fold)':<58} {shape:<28} {setup:>8.2f} {setup / n:>9.4f}  "
-                  f"target < {DAG_SETUP_TARGET_MS} ms/task: {verdict(setup / n < DAG_SETUP_TARGET_MS)}")
-            print(f"{'  set-up total, YAML plan':<58} {shape:<28} {yaml_setup:>8.2f} {yaml_setup / n:>9.4f}  "
-                  f"{verdict(yaml_setup / n < DAG_SETUP_TARGET_MS)}")
+            print(
+                f"{'graphlib.TopologicalSorter static_order (baseline)':<58} {shape:<28} {baseline:>8.2f} {baseline / n:>9.4f}"
+            )
+            print(
+                f"{'  set-up total, JSON plan (load + validate + fold)':<58} {shape:<28} {setup:>8.2f} {setup / n:>9.4f}  "
+                f"target < {DAG_SETUP_TARGET_MS} ms/task: {verdict(setup / n < DAG_SETUP_TARGET_MS)}"
+            )
+            print(
+                f"{'  set-up total, YAML plan':<58} {shape:<28} {yaml_setup:>8.2f} {yaml_setup / n:>9.4f}  "
+                f"{verdict(yaml_setup / n < DAG_SETUP_TARGET_MS)}"
+            )
     finally:
         planning.stop(grace=2.0, term_grace=1.0)
 
@@ -687,7 +772,7 @@ class _Profiling:
         self.threads = ThreadProfiles()
         self.main = cProfile.Profile()
 
-    def __enter__(self) -> "_Profiling":
+    def __enter__(self) -> _Profiling:
         self.threads.install()
         self.main.enable()
         return self
@@ -700,7 +785,7 @@ class _Profiling:
 def section_profile(root: Path, args: argparse.Namespace) -> None:
     from harness import eventlog
     from harness.state import RunState
-    from harness.supervisor import UI, Supervisor, SupervisedService
+    from harness.supervisor import UI, SupervisedService, Supervisor
 
     n = args.tasks
     print(f"\n== profile: {n} tasks sequential, in-process Supervisor.start() (plan loaded beforehand)")
@@ -712,8 +797,10 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
         end = next(e for e in events if e["type"] == "EXECUTION_COMPLETE")["unix"]
         walls.append(wall)
         execs.append(end - start)
-    print(f"   uninstrumented (median of {len(walls)}): {median(walls) * 1e3:.0f} ms in start(), execution phase "
-          f"{median(execs) * 1e3:.0f} ms ({n / median(execs):,.0f} tasks/s, {median(execs) / n * 1e6:,.0f} µs/task)")
+    print(
+        f"   uninstrumented (median of {len(walls)}): {median(walls) * 1e3:.0f} ms in start(), execution phase "
+        f"{median(execs) * 1e3:.0f} ms ({n / median(execs):,.0f} tasks/s, {median(execs) / n * 1e6:,.0f} µs/task)"
+    )
 
     timers = Timers()
     timers.wrap(SupervisedService, "call", lambda self, method, *a, **kw: f"rpc {self.name}.{method} (round trip)")
@@ -728,17 +815,31 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     timers.wrap(Supervisor, "_start_services", "Supervisor._start_services (3 concurrently)")
     timers.wrap(Supervisor, "_shutdown", "Supervisor._shutdown (stop services, close log)")
     timers.wrap(Supervisor, "_task_thread", "Supervisor._task_thread (one task, all of it)")
-    for meth in ("_ready", "_skip_dependents", "_halted", "_apply_decisions", "_absorb_foreign", "_packet", "_check_services"):
+    for meth in (
+        "_ready",
+        "_skip_dependents",
+        "_halted",
+        "_apply_decisions",
+        "_absorb_foreign",
+        "_packet",
+        "_check_services",
+    ):
         timers.wrap(Supervisor, meth, f"scheduler Supervisor.{meth}")
     try:
         wall, sup = _inprocess_run(root, "inproc-timed", n, args.format)
     finally:
         timers.restore()
-    print(f"   with perf_counter timers: {wall * 1e3:.0f} ms in start(). Inclusive times; rpc rows include the manager's"
-          " work; rows overlap (append_many includes its fdatasync)")
+    print(
+        f"   with perf_counter timers: {wall * 1e3:.0f} ms in start(). Inclusive times; rpc rows include the manager's"
+        " work; rows overlap (append_many includes its fdatasync)"
+    )
     print(f"   {'what':<62} {'calls/task':>10} {'µs/call':>8} {'µs/task':>8} {'ms total':>9}")
-    group = {"EventLog.append_many (all of it)": 1, "  of which fdatasync": 1.1, "  of which encode + sha256": 1.2,
-             "  of which parse back (one per event)": 1.3}
+    group = {
+        "EventLog.append_many (all of it)": 1,
+        "  of which fdatasync": 1.1,
+        "  of which encode + sha256": 1.2,
+        "  of which parse back (one per event)": 1.3,
+    }
 
     def order(label: str) -> tuple[float, float]:
         if label in group:
@@ -759,9 +860,13 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     wm_out = root / "wm.prof"
     wm_cmd = [sys.executable, str(Path(__file__).resolve()), "--wm-child", str(wm_out)]
     prof = _Profiling()
-    wall, sup = _inprocess_run(root, "inproc-cprofile", n, args.format, {"services": {"worker-manager": {"command": wm_cmd}}}, prof)
-    print(f"\n   cProfile of the supervisor (all its threads; {prof.threads.unfinished} still running, left out):"
-          f" {wall * 1e3:.0f} ms in start() under the profiler")
+    wall, sup = _inprocess_run(
+        root, "inproc-cprofile", n, args.format, {"services": {"worker-manager": {"command": wm_cmd}}}, prof
+    )
+    print(
+        f"\n   cProfile of the supervisor (all its threads; {prof.threads.unfinished} still running, left out):"
+        f" {wall * 1e3:.0f} ms in start() under the profiler"
+    )
     stats = prof.threads.stats(prof.main)
     assert stats is not None
     _print_top(stats, n, args.top)
@@ -776,8 +881,16 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
 
 
 #: Functions whose own time is waiting (for a reply, a lock, a process, a queue), not work.
-WAITS = ("acquire' of '_thread.lock", "readline' of '_io.BufferedReader", "time.sleep", "get' of '_queue.SimpleQueue",
-         "poll' of 'select.poll", "posix.waitpid", "wait' of 'threading.Condition", "posix.read>")
+WAITS = (
+    "acquire' of '_thread.lock",
+    "readline' of '_io.BufferedReader",
+    "time.sleep",
+    "get' of '_queue.SimpleQueue",
+    "poll' of 'select.poll",
+    "posix.waitpid",
+    "wait' of 'threading.Condition",
+    "posix.read>",
+)
 
 
 def _print_top(stats: pstats.Stats, n: int, top: int) -> None:
@@ -788,7 +901,11 @@ def _print_top(stats: pstats.Stats, n: int, top: int) -> None:
         short = file
         for mark in ("/src/harness/", "/services/"):  # our code, wherever it was imported from
             if mark in short and "site-packages" not in short:
-                short = mark.strip("/").split("/")[0] + "/" + short.split(mark, 1)[1] if mark == "/services/" else "src/harness/" + short.split(mark, 1)[1]
+                short = (
+                    mark.strip("/").split("/")[0] + "/" + short.split(mark, 1)[1]
+                    if mark == "/services/"
+                    else "src/harness/" + short.split(mark, 1)[1]
+                )
                 break
         if "site-packages/" in short:
             short = "<site>/" + short.split("site-packages/", 1)[1]
@@ -798,12 +915,17 @@ def _print_top(stats: pstats.Stats, n: int, top: int) -> None:
     rows.sort(reverse=True)
     waits = [r for r in rows if any(w in r[3] for w in WAITS)]
     work = [r for r in rows if r not in waits]
-    print(f"   waiting (own µs/task): " + ", ".join(f"{r[3].split('<')[-1].rstrip('>)')} {r[0] / n * 1e6:,.0f}" for r in waits[:5]))
+    print(
+        "   waiting (own µs/task): "
+        + ", ".join(f"{r[3].split('<')[-1].rstrip('>)')} {r[0] / n * 1e6:,.0f}" for r in waits[:5])
+    )
     print(f"   {'own µs/task':>11} {'cum µs/task':>11} {'calls/task':>10}  function (by own time, waits excluded)")
     for tt, ct, nc, name in work[:top]:
         print(f"   {tt / n * 1e6:>11.1f} {ct / n * 1e6:>11.1f} {nc / n:>10.1f}  {name[:110]}")
     ours = sorted((r for r in rows if r[3].startswith(("src/", "services/"))), key=lambda r: -r[1])
-    print(f"   {'own µs/task':>11} {'cum µs/task':>11} {'calls/task':>10}  our functions (by cumulative time, waits included)")
+    print(
+        f"   {'own µs/task':>11} {'cum µs/task':>11} {'calls/task':>10}  our functions (by cumulative time, waits included)"
+    )
     for tt, ct, nc, name in ours[:top]:
         print(f"   {tt / n * 1e6:>11.1f} {ct / n * 1e6:>11.1f} {nc / n:>10.1f}  {name[:110]}")
 
@@ -818,7 +940,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=10, help="1-task runs (median)")
     parser.add_argument("--startup", type=int, default=20, help="python -c pass / harness --help runs (median)")
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml", help="plan file format of the runs")
-    parser.add_argument("--dir", default=None, help="where the scratch workspaces go (default: the repository's parent; not tmpfs)")
+    parser.add_argument(
+        "--dir", default=None, help="where the scratch workspaces go (default: the repository's parent; not tmpfs)"
+    )
     parser.add_argument("--dag-sizes", type=int, nargs="*", default=[2000], help="more plan sizes for the DAG section")
     parser.add_argument("--only", nargs="+", choices=("startup", "throughput", "dag"), default=None)
     parser.add_argument("--profile", action="store_true", help="also profile the sequential run in-process")
@@ -830,9 +954,15 @@ def main(argv: list[str] | None = None) -> int:
         return wm_child(args.wm_child)
 
     sections = args.only or ["startup", "throughput", "dag"]
-    print(f"bench_run: python {sys.version.split()[0]} on {os.cpu_count()} cores; {args.tasks} tasks; {' '.join(harness_argv())}")
+    print(
+        f"bench_run: python {sys.version.split()[0]} on {os.cpu_count()} cores; {args.tasks} tasks; {' '.join(harness_argv())}"
+    )
     root = pick_root(args.dir)
-    print("load average at start: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (other work on the machine skews every figure)")
+    print(
+        "load average at start: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        + " (other work on the machine skews every figure)"
+    )
     try:
         if "startup" in sections:
             section_startup(root, args)

@@ -7,18 +7,28 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 #: Retry waits long enough to measure in a test (the gap before a retry is asserted), short enough to be quick.
 MEASURABLE_BACKOFF = [0.2, 0.4]
-MEASURABLE_RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": MEASURABLE_BACKOFF}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
-FAST_RECOVERY = {"recipes": {"transient": {"retries": 2, "backoff": [0.05, 0.1]}, "logic_error": {"retries": 1, "backoff": [0.0]}}}
+MEASURABLE_RECOVERY = {
+    "recipes": {
+        "transient": {"retries": 2, "backoff": MEASURABLE_BACKOFF},
+        "logic_error": {"retries": 1, "backoff": [0.0]},
+    }
+}
+FAST_RECOVERY = {
+    "recipes": {"transient": {"retries": 2, "backoff": [0.05, 0.1]}, "logic_error": {"retries": 1, "backoff": [0.0]}}
+}
 
 
-def harness(workspace: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def harness(
+    workspace: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the harness CLI as a user would, without a terminal (CI=true), bounded."""
     full_env = {**os.environ, "CI": "true", **(env or {})}
     where = [] if args and args[0] in ("validate", "conformance") else ["--workspace", str(workspace)]
@@ -58,7 +68,9 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, 
     return proc.returncode, out, err
 
 
-def wait_for_log(workspace: Path, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0) -> list[dict[str, Any]]:
+def wait_for_log(
+    workspace: Path, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 30.0
+) -> list[dict[str, Any]]:
     """Poll the latest run's log (bounded) until ``predicate(events)`` holds; returns those events."""
     from harness import eventlog
 
@@ -75,7 +87,9 @@ def wait_for_log(workspace: Path, predicate: Callable[[list[dict[str, Any]]], bo
     raise AssertionError("the run never reached the expected point")
 
 
-def write_plan(workspace: Path, tasks: list[dict[str, Any]], objective: str = "Exercise the harness end to end", **extra: Any) -> Path:
+def write_plan(
+    workspace: Path, tasks: list[dict[str, Any]], objective: str = "Exercise the harness end to end", **extra: Any
+) -> Path:
     path = workspace / "plan.yaml"
     path.write_text(yaml.safe_dump({"objective": objective, "tasks": tasks, **extra}, sort_keys=False))
     return path

@@ -11,9 +11,10 @@ import subprocess
 import sys
 import threading
 import time
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import pytest
@@ -69,7 +70,7 @@ raise SystemExit(server.run_stdio())
 # -- schemas and the service ---------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     schema = json.loads((ROOT / "schemas" / f"{name}.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
@@ -352,9 +353,7 @@ def test_system_prompt_reports_truncation_of_a_long_file(svc: Bootstrap, tmp_pat
     assert result["diagnostics"]
 
 
-def test_system_prompt_keeps_within_its_total_limit_and_says_what_was_left_out(
-    svc: Bootstrap, tmp_path: Path
-) -> None:
+def test_system_prompt_keeps_within_its_total_limit_and_says_what_was_left_out(svc: Bootstrap, tmp_path: Path) -> None:
     write(tmp_path / "AGENTS.md", "a" * 400)
     write(tmp_path / "CLAUDE.md", "c" * 400)
     result = svc.phase("system_prompt_fastpath", {"workspace": str(tmp_path), "prompt_max_chars": 450})
@@ -499,9 +498,7 @@ def test_mcp_probe_with_one_good_and_one_bad_server_is_degraded(svc: Bootstrap, 
     assert art["servers"]["broken"]["valid"] is False
 
 
-def test_an_mcp_server_that_exits_before_answering_is_reported_with_its_stderr(
-    svc: Bootstrap, tmp_path: Path
-) -> None:
+def test_an_mcp_server_that_exits_before_answering_is_reported_with_its_stderr(svc: Bootstrap, tmp_path: Path) -> None:
     crash = [sys.executable, "-c", "import sys; sys.stderr.write('boom: no token'); sys.exit(3)"]
     mcp_config(tmp_path, {"crashy": {"command": crash[0], "args": crash[1:]}})
     result = svc.phase("mcp_fastpath", {"workspace": str(tmp_path), "mcp_probe": True, "mcp_timeout": 5.0})
@@ -549,9 +546,7 @@ def test_mcp_config_syntax_error_is_reported_with_its_location(svc: Bootstrap, t
     assert required["status"] == "failed"
 
 
-def test_an_mcp_probe_that_never_answers_is_bounded_by_the_timeout_and_reaped(
-    svc: Bootstrap, tmp_path: Path
-) -> None:
+def test_an_mcp_probe_that_never_answers_is_bounded_by_the_timeout_and_reaped(svc: Bootstrap, tmp_path: Path) -> None:
     server = write(tmp_path / "mute_mcp.py", MUTE_MCP_SERVER)
     child_file = tmp_path / "child.pid"
     mcp_config(tmp_path, {"mute": {"command": sys.executable, "args": [str(server), str(child_file)]}})

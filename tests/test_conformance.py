@@ -121,7 +121,9 @@ def test_a_program_that_cannot_start_fails_lifecycle_start() -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
-def test_main_prints_one_line_per_check_and_a_summary_and_exits_1_when_a_check_fails(capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_prints_one_line_per_check_and_a_summary_and_exits_1_when_a_check_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     code = main(["planning", "--timeout", "10", "--", *fixture("stdout_log")])
     out = capsys.readouterr().out.splitlines()
     assert code == 1
@@ -135,7 +137,9 @@ def test_main_json_report_lists_every_check_and_exits_0_when_all_pass(capsys: py
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["service"] == "planning" and report["command"] == python_service("planning")
-    assert report["failed"] == 0 and report["passed"] == sum(1 for c in report["checks"] if c["passed"] and not c["skipped"])
+    assert report["failed"] == 0 and report["passed"] == sum(
+        1 for c in report["checks"] if c["passed"] and not c["skipped"]
+    )
     assert set(report["checks"][0]) == {"name", "passed", "skipped", "detail"}
 
 
@@ -151,7 +155,9 @@ def test_main_json_report_lists_every_check_and_exits_0_when_all_pass(capsys: py
         ["planning", "--bogus", "--", "true"],
     ],
 )
-def test_bad_usage_returns_2_with_a_message_on_stderr_and_runs_nothing(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_usage_returns_2_with_a_message_on_stderr_and_runs_nothing(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -163,9 +169,21 @@ def test_bad_usage_returns_2_with_a_message_on_stderr_and_runs_nothing(argv: lis
 
 def test_placeholders_take_fields_of_earlier_results_and_the_kits_workspace() -> None:
     results: dict[str, Any] = {"decompose": {"plan": {"tasks": [{"id": "t1"}, {"id": "t2"}]}}}
-    example = {"plan": "$decompose.plan", "id": "$decompose.plan.tasks.1.id", "where": f"{WORKSPACE}/run", "root": WORKSPACE, "price": "$5"}
+    example = {
+        "plan": "$decompose.plan",
+        "id": "$decompose.plan.tasks.1.id",
+        "where": f"{WORKSPACE}/run",
+        "root": WORKSPACE,
+        "price": "$5",
+    }
     filled = substitute(example, results, "/ws")
-    assert filled == {"plan": results["decompose"]["plan"], "id": "t2", "where": "/ws/run", "root": "/ws", "price": "$5"}
+    assert filled == {
+        "plan": results["decompose"]["plan"],
+        "id": "t2",
+        "where": "/ws/run",
+        "root": "/ws",
+        "price": "$5",
+    }
     assert example["root"] == WORKSPACE  # the contract's data is not modified
 
 
@@ -198,7 +216,9 @@ def test_protocol_md_is_what_the_generator_makes_from_contracts_and_schemas() ->
     assert protocol_doc.main(["--check"]) == 0, "docs/PROTOCOL.md is stale: run `python -m harness.protocol_doc`"
 
 
-def test_protocol_doc_check_reports_drift_and_writing_fixes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_protocol_doc_check_reports_drift_and_writing_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = tmp_path / "PROTOCOL.md"
     target.write_text("# hand-edited\n", encoding="utf-8")
     assert protocol_doc.main(["--check", "--output", str(target)]) == 1

@@ -9,12 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
-
-from harness import eventlog
-from harness.state import TaskStatus, fold
-
 from e2e_support import (
     assert_no_processes_left,
     events,
@@ -28,6 +22,11 @@ from e2e_support import (
     write_config,
     write_plan,
 )
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from harness import eventlog
+from harness.state import TaskStatus, fold
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +65,15 @@ def ws(tmp_path: Path):
 
 def test_a_service_that_dies_on_every_start_goes_fatal_and_the_run_waits_naming_it(ws: Path) -> None:
     write_plan(ws, [{"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["true"]}])
-    write_config(ws, services={"bootstrap": {"command": [sys.executable, "-c", "import sys; sys.exit(4)"], "restart": {"max_restarts": 2, "within_seconds": 30, "backoff": [0.01]}}})
+    write_config(
+        ws,
+        services={
+            "bootstrap": {
+                "command": [sys.executable, "-c", "import sys; sys.exit(4)"],
+                "restart": {"max_restarts": 2, "within_seconds": 30, "backoff": [0.01]},
+            }
+        },
+    )
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "bootstrap" in proc.stdout + proc.stderr
@@ -123,7 +130,13 @@ def test_a_worker_killed_by_a_signal_is_classified_and_retried(ws: Path) -> None
 
 
 def test_a_torn_last_line_is_reported_truncated_and_the_chain_still_verifies(ws: Path) -> None:
-    write_plan(ws, [{"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["true"]}, {"id": "b", "title": "B", "depends_on": ["a"], "acceptance_tests": ["true"]}])
+    write_plan(
+        ws,
+        [
+            {"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["true"]},
+            {"id": "b", "title": "B", "depends_on": ["a"], "acceptance_tests": ["true"]},
+        ],
+    )
     write_config(ws)
     assert harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve").returncode == 3  # b is manual
     run_id = latest_run(ws)
@@ -143,7 +156,13 @@ def test_a_torn_last_line_is_reported_truncated_and_the_chain_still_verifies(ws:
 
 TARGETS = ["planning", "bootstrap", "worker-manager", "worker", "supervisor"]
 #: The stages, and how many times a run of the chaos plan (4 tasks, 5 bootstrap phases) reaches each.
-TRIGGER_COUNTS = {"GATE_APPROVED": 1, "BOOTSTRAP_PHASE_STARTED": 5, "TASK_STARTED": 4, "WORKER_STARTED": 4, "TASK_COMPLETED": 4}
+TRIGGER_COUNTS = {
+    "GATE_APPROVED": 1,
+    "BOOTSTRAP_PHASE_STARTED": 5,
+    "TASK_STARTED": 4,
+    "WORKER_STARTED": 4,
+    "TASK_COMPLETED": 4,
+}
 TRIGGERS = list(TRIGGER_COUNTS)
 
 
@@ -170,7 +189,14 @@ def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str]
         supervisor.kill()
         return evts
     if target == "worker":
-        evts = wait_for_log(ws, lambda ev: len([e for e in ev if e["type"] == "WORKER_STARTED"]) > len([e for e in evts if e["type"] == "WORKER_STARTED"]) or "EXECUTION_COMPLETE" in types(ev))
+        evts = wait_for_log(
+            ws,
+            lambda ev: (
+                len([e for e in ev if e["type"] == "WORKER_STARTED"])
+                > len([e for e in evts if e["type"] == "WORKER_STARTED"])
+                or "EXECUTION_COMPLETE" in types(ev)
+            ),
+        )
         started = [e for e in evts if e["type"] == "WORKER_STARTED"]
         if started:
             try:
@@ -194,7 +220,9 @@ def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str]
 @example(trigger="WORKER_STARTED", occurrence=3)
 @example(trigger="TASK_COMPLETED", occurrence=2)
 @settings(max_examples=2, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(tmp_path_factory, target: str, trigger: str, occurrence: int) -> None:
+def test_chaos_a_run_survives_sigkill_of_any_process_at_any_stage(
+    tmp_path_factory, target: str, trigger: str, occurrence: int
+) -> None:
     ws = tmp_path_factory.mktemp("chaos")
     ids = chaos_plan(ws)
     proc = start_run(ws, "--parallel", "2")

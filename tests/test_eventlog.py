@@ -73,9 +73,7 @@ def test_stored_line_is_compact_json_in_key_order_hashed_without_its_hash_field(
     line = log_path.read_bytes()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     body = line[:-1]
-    assert list(json.loads(body)) == [
-        "seq", "time", "unix", "type", "run_id", "task_id", "data", "prev", "hash"
-    ]
+    assert list(json.loads(body)) == ["seq", "time", "unix", "type", "run_id", "task_id", "data", "prev", "hash"]
     without_hash = body[: body.rindex(b',"hash":"')] + b"}"
     assert hashlib.sha256(without_hash).hexdigest() == event["hash"]
     assert "Build é".encode() in body  # UTF-8, not \u escapes
@@ -89,9 +87,7 @@ def test_stored_line_is_compact_json_in_key_order_hashed_without_its_hash_field(
 def test_appended_events_are_what_read_events_returns_later(log_path):
     with EventLog.open(log_path, RUN) as log:
         appended = [log.append("RUN_STARTED", {"pair": (1, 2)}, durable=False)]
-        appended += log.append_many(
-            [("TASK_READY", {"n": 1}, "t1"), ("TASK_STARTED", None, "t1", "w1")], durable=False
-        )
+        appended += log.append_many([("TASK_READY", {"n": 1}, "t1"), ("TASK_STARTED", None, "t1", "w1")], durable=False)
     assert appended[0]["data"] == {"pair": [1, 2]}  # normalised as JSON, like a later read
     assert read_events(log_path).events == appended
     assert list(iter_events(log_path)) == appended

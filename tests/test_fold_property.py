@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import pytest
+from e2e_support import assert_no_processes_left, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,8 +14,6 @@ from harness import eventlog
 from harness.config import load_config
 from harness.state import fold
 from harness.supervisor import UI, RunOptions, Supervisor
-
-from e2e_support import assert_no_processes_left, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,9 @@ class RecordingUI(UI):
         self.snapshots.append((event["seq"], state.snapshot()))
 
 
-def _record_run(workspace: Path, tasks: list[dict], parallel: int = 1) -> tuple[list[dict], list[tuple[int, dict]], int]:
+def _record_run(
+    workspace: Path, tasks: list[dict], parallel: int = 1
+) -> tuple[list[dict], list[tuple[int, dict]], int]:
     write_config(workspace)
     ui = RecordingUI()
     plan = {"objective": "Record a run for the fold property", "tasks": tasks}
@@ -41,7 +42,9 @@ def _record_run(workspace: Path, tasks: list[dict], parallel: int = 1) -> tuple[
     return evts, ui.snapshots, code
 
 
-FLAKY = "n=$(cat n 2>/dev/null || echo 0); echo $((n+1)) > n; [ $n -ge 1 ] || { echo 'Connection timed out' >&2; exit 1; }"
+FLAKY = (
+    "n=$(cat n 2>/dev/null || echo 0); echo $((n+1)) > n; [ $n -ge 1 ] || { echo 'Connection timed out' >&2; exit 1; }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,13 @@ def recorded(tmp_path_factory):
         {"id": "flaky", "title": "Flaky", "depends_on": ["a"], "commands": [FLAKY], "acceptance_tests": ["true"]},
         {"id": "b", "title": "B", "depends_on": ["a"], "commands": ["echo b"], "acceptance_tests": ["true"]},
         {"id": "review", "title": "Review by hand", "depends_on": ["b"], "acceptance_tests": ["true"]},
-        {"id": "broken", "title": "Broken", "depends_on": ["flaky"], "commands": ["echo 'flux capacitor misaligned' >&2; exit 7"], "acceptance_tests": ["true"]},
+        {
+            "id": "broken",
+            "title": "Broken",
+            "depends_on": ["flaky"],
+            "commands": ["echo 'flux capacitor misaligned' >&2; exit 7"],
+            "acceptance_tests": ["true"],
+        },
     ]
     return _record_run(ws, tasks, parallel=2)
 
@@ -92,7 +101,9 @@ def test_any_plan_shape_folds_to_the_recorded_states(tmp_path_factory, shape, pa
     for i, (fails, back) in enumerate(shape):
         deps = [f"t{i - 1 - back}"] if i and i - 1 - back >= 0 else []
         cmd = "echo 'novel failure' >&2; exit 3" if fails else f"echo t{i} >> out.txt"
-        tasks.append({"id": f"t{i}", "title": f"T{i}", "depends_on": deps, "commands": [cmd], "acceptance_tests": ["true"]})
+        tasks.append(
+            {"id": f"t{i}", "title": f"T{i}", "depends_on": deps, "commands": [cmd], "acceptance_tests": ["true"]}
+        )
     evts, snapshots, _ = _record_run(ws, tasks, parallel=parallel)
     for n, (_, snapshot) in enumerate(snapshots, 1):
         assert fold(evts[:n]).snapshot() == snapshot

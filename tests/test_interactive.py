@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_support import assert_no_processes_left, events, first, types, write_config, write_plan
 
 pytestmark = pytest.mark.slow
@@ -23,7 +22,9 @@ class Terminal:
     def __init__(self, argv: list[str], cwd: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("CI", "HARNESS_NONINTERACTIVE")}
         self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, start_new_session=True
+        )
         os.close(slave)
         self.seen = ""
 
@@ -72,13 +73,20 @@ def test_a_person_rejects_with_feedback_then_approves_with_a_skip_and_confirms_a
     write_plan(
         ws,
         [
-            {"id": "a", "title": "First", "commands": ["echo a >> order.txt"], "acceptance_tests": ["test -s order.txt"]},
+            {
+                "id": "a",
+                "title": "First",
+                "commands": ["echo a >> order.txt"],
+                "acceptance_tests": ["test -s order.txt"],
+            },
             {"id": "b", "title": "Optional", "commands": ["echo b >> order.txt"], "acceptance_tests": ["true"]},
             {"id": "c", "title": "Unwanted", "commands": ["echo c >> order.txt"], "acceptance_tests": ["true"]},
             {"id": "check", "title": "Look at it", "depends_on": ["a"], "acceptance_tests": ["grep -q a order.txt"]},
         ],
     )
-    term = Terminal([sys.executable, "-m", "harness.cli", "run", "--plan", str(ws / "plan.yaml"), "--workspace", str(ws)], ws)
+    term = Terminal(
+        [sys.executable, "-m", "harness.cli", "run", "--plan", str(ws / "plan.yaml"), "--workspace", str(ws)], ws
+    )
     try:
         term.expect("Approve this plan?")
         term.send("r")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from e2e_support import assert_no_processes_left, events, harness, latest_run, write_config, write_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +37,9 @@ def node_planner(node: str) -> list[str]:
 def exchange(command: list[str], requests: list[dict[str, Any]], cwd: Path | None = None) -> dict[Any, dict[str, Any]]:
     """Send requests (ids 1..n) to a fresh service, close stdin, and return its replies by id."""
     lines = "".join(json.dumps({"jsonrpc": "2.0", "id": i, **r}) + "\n" for i, r in enumerate(requests, start=1))
-    proc = subprocess.run(command, input=lines, capture_output=True, text=True, timeout=WAIT, cwd=cwd, start_new_session=True)
+    proc = subprocess.run(
+        command, input=lines, capture_output=True, text=True, timeout=WAIT, cwd=cwd, start_new_session=True
+    )
     assert proc.returncode == 0, proc.stderr
     replies = [json.loads(line) for line in proc.stdout.splitlines()]
     assert all(r["jsonrpc"] == "2.0" for r in replies)
@@ -50,7 +51,13 @@ def call(command: list[str], method: str, params: dict[str, Any], cwd: Path | No
 
 
 def task(tid: str, *deps: str, **fields: Any) -> dict[str, Any]:
-    return {"id": tid, "title": f"Build the {tid} module", "depends_on": list(deps), "acceptance_tests": [f"test -f {tid}.txt"], **fields}
+    return {
+        "id": tid,
+        "title": f"Build the {tid} module",
+        "depends_on": list(deps),
+        "acceptance_tests": [f"test -f {tid}.txt"],
+        **fields,
+    }
 
 
 # -- decompose ----------------------------------------------------------------------------------
@@ -70,7 +77,11 @@ def test_decompose_finds_the_workspaces_test_command_and_verifies_with_it(
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "src").mkdir()
-    result = call(node_planner, "decompose", {"objective": "add a --verbose flag to the CLI", "context": {"workspace": str(tmp_path)}})["result"]
+    result = call(
+        node_planner,
+        "decompose",
+        {"objective": "add a --verbose flag to the CLI", "context": {"workspace": str(tmp_path)}},
+    )["result"]
     tasks = result["plan"]["tasks"]
     assert 3 <= len(tasks) <= 7
     assert [t["id"] for t in tasks] == [f"t{i}" for i in range(1, len(tasks) + 1)]
@@ -83,7 +94,10 @@ def test_decompose_finds_the_workspaces_test_command_and_verifies_with_it(
 
 
 def test_decompose_is_deterministic_and_respects_max_tasks(node_planner: list[str], tmp_path: Path) -> None:
-    params = {"objective": "add dark mode and fix the login redirect", "context": {"workspace": str(tmp_path), "max_tasks": 3}}
+    params = {
+        "objective": "add dark mode and fix the login redirect",
+        "context": {"workspace": str(tmp_path), "max_tasks": 3},
+    }
     replies = exchange(node_planner, [{"method": "decompose", "params": params}] * 2)
     assert replies[1]["result"] == replies[2]["result"]
     assert len(replies[1]["result"]["plan"]["tasks"]) == 3
@@ -98,7 +112,14 @@ def test_decompose_refuses_a_vague_objective_with_every_problem(node_planner: li
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"objective": 5}, {"objective": "   "}, {"objective": "add x", "extra": 1}, {"objective": "add x", "context": {"max_tasks": 2}}, {"objective": "add x", "context": {"backend": "llm"}}],
+    [
+        {},
+        {"objective": 5},
+        {"objective": "   "},
+        {"objective": "add x", "extra": 1},
+        {"objective": "add x", "context": {"max_tasks": 2}},
+        {"objective": "add x", "context": {"backend": "llm"}},
+    ],
 )
 def test_decompose_with_bad_params_is_invalid_params(node_planner: list[str], params: dict[str, Any]) -> None:
     assert call(node_planner, "decompose", params)["error"]["code"] == -32602
@@ -107,7 +128,9 @@ def test_decompose_with_bad_params_is_invalid_params(node_planner: list[str], pa
 # -- validate -----------------------------------------------------------------------------------
 
 
-def test_validate_reports_every_problem_at_once_and_names_the_cycle_in_order(node_planner: list[str], tmp_path: Path) -> None:
+def test_validate_reports_every_problem_at_once_and_names_the_cycle_in_order(
+    node_planner: list[str], tmp_path: Path
+) -> None:
     outside = tmp_path.parent / f"{tmp_path.name}-outside"
     outside.mkdir()
     (tmp_path / "escape").symlink_to(outside)
@@ -123,7 +146,14 @@ def test_validate_reports_every_problem_at_once_and_names_the_cycle_in_order(nod
     ]
     report = call(node_planner, "validate", {"packets": packets, "workspace": str(tmp_path)})["result"]
     codes = sorted(p["code"] for p in report["problems"] if p["severity"] == "error")
-    assert codes == ["cycle", "duplicate_id", "missing_acceptance_tests", "scope_outside_workspace", "scope_outside_workspace", "unknown_dependency"]
+    assert codes == [
+        "cycle",
+        "duplicate_id",
+        "missing_acceptance_tests",
+        "scope_outside_workspace",
+        "scope_outside_workspace",
+        "unknown_dependency",
+    ]
     assert report["valid"] is False
     cycle = next(p for p in report["problems"] if p["code"] == "cycle")
     assert cycle["message"] == "dependency cycle: a -> c -> b -> a"
@@ -148,7 +178,10 @@ def test_validate_finds_the_same_problems_as_the_python_service(node_planner: li
         found = []
         for command in (node_planner, PYTHON_PLANNING):
             report = call(command, "validate", params)["result"]
-            problems = sorted((p["code"], p["task_id"] or "", p["severity"], p["message"] if p["code"] == "cycle" else "") for p in report["problems"])
+            problems = sorted(
+                (p["code"], p["task_id"] or "", p["severity"], p["message"] if p["code"] == "cycle" else "")
+                for p in report["problems"]
+            )
             found.append((report["valid"], problems, report["risky"]))
         assert found[0] == found[1], strictness
 
@@ -160,7 +193,9 @@ def test_refine_skips_a_task_rewires_its_dependents_and_adds_a_task_after_the_la
     plan = call(node_planner, "decompose", {"objective": "add dark mode"})["result"]["plan"]
     before = {t["id"]: t for t in plan["tasks"]}
     assert before["t3"]["depends_on"] == ["t2"]
-    result = call(node_planner, "refine", {"plan": plan, "feedback": "skip t2; add task: write the dark mode changelog entry"})["result"]
+    result = call(
+        node_planner, "refine", {"plan": plan, "feedback": "skip t2; add task: write the dark mode changelog entry"}
+    )["result"]
     after = {t["id"]: t for t in result["plan"]["tasks"]}
     last = plan["tasks"][-1]["id"]
     new_id = f"t{len(plan['tasks']) + 1}"
@@ -183,7 +218,11 @@ def test_refine_that_makes_a_cycle_is_invalid_plan_with_what_was_applied(node_pl
 
 def test_refine_turns_unknown_feedback_into_a_clarification_of_every_task(node_planner: list[str]) -> None:
     packets = [task("a"), task("b", "a"), task("c", "b")]
-    result = call(node_planner, "refine", {"packets": packets, "objective": "build the modules", "feedback": "use tabs, not spaces"})["result"]
+    result = call(
+        node_planner,
+        "refine",
+        {"packets": packets, "objective": "build the modules", "feedback": "use tabs, not spaces"},
+    )["result"]
     assert all(t["objective"].endswith("Clarification: use tabs, not spaces") for t in result["plan"]["tasks"])
     assert result["applied"] == ["clarification added to a, b, c: 'use tabs, not spaces'"]
 
@@ -192,16 +231,29 @@ def test_refine_turns_unknown_feedback_into_a_clarification_of_every_task(node_p
 
 
 @pytest.mark.parametrize("planner", ["python", "node"])
-def test_the_node_client_plans_and_runs_one_worker_through_the_trust_gate(node: str, node_planner: list[str], tmp_path: Path, planner: str) -> None:
+def test_the_node_client_plans_and_runs_one_worker_through_the_trust_gate(
+    node: str, node_planner: list[str], tmp_path: Path, planner: str
+) -> None:
     env = {
         **os.environ,
         "HARNESS_PLANNING_CMD": json.dumps(PYTHON_PLANNING if planner == "python" else node_planner),
         "HARNESS_WORKER_MANAGER_CMD": json.dumps(PYTHON_WM),
     }
-    proc = subprocess.run([node, str(NODE_DIR / "client.js"), str(tmp_path)], capture_output=True, text=True, timeout=WAIT, env=env, start_new_session=True)
+    proc = subprocess.run(
+        [node, str(NODE_DIR / "client.js"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=env,
+        start_new_session=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
-    notes = [json.loads(line.split(" ", 3)[3]) for line in lines if line.startswith("notification worker-manager worker_event ")]
+    notes = [
+        json.loads(line.split(" ", 3)[3])
+        for line in lines
+        if line.startswith("notification worker-manager worker_event ")
+    ]
     assert [n["event"] for n in notes] == ["worker_spawned", "trust_resolved", "worker_started", "worker_finished"]
     assert [n["state"] for n in notes] == ["trust_required", "ready_for_prompt", "running", "finished"]
     result = json.loads(next(line for line in lines if line.startswith("result "))[len("result ") :])
@@ -212,8 +264,19 @@ def test_the_node_client_plans_and_runs_one_worker_through_the_trust_gate(node: 
 
 
 def test_the_node_client_fails_cleanly_when_a_service_cannot_start(node: str, tmp_path: Path) -> None:
-    env = {**os.environ, "HARNESS_PLANNING_CMD": json.dumps(["/nonexistent/harness-planning"]), "HARNESS_WORKER_MANAGER_CMD": json.dumps(PYTHON_WM)}
-    proc = subprocess.run([node, str(NODE_DIR / "client.js"), str(tmp_path)], capture_output=True, text=True, timeout=WAIT, env=env, start_new_session=True)
+    env = {
+        **os.environ,
+        "HARNESS_PLANNING_CMD": json.dumps(["/nonexistent/harness-planning"]),
+        "HARNESS_WORKER_MANAGER_CMD": json.dumps(PYTHON_WM),
+    }
+    proc = subprocess.run(
+        [node, str(NODE_DIR / "client.js"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=env,
+        start_new_session=True,
+    )
     assert proc.returncode == 1
     assert "error -32007: planning is gone (not started" in proc.stderr
     assert "stopped worker-manager: exit 0" in proc.stdout
@@ -233,9 +296,26 @@ def ws(tmp_path: Path, node_planner: list[str]):
 
 def greeting_tasks() -> list[dict[str, Any]]:
     return [
-        {"id": "greet", "title": "Write greeting.txt", "commands": ["echo hello > greeting.txt"], "acceptance_tests": ["grep -qx hello greeting.txt"]},
-        {"id": "shout", "title": "Write shout.txt", "depends_on": ["greet"], "commands": ["tr a-z A-Z < greeting.txt > shout.txt"], "acceptance_tests": ["grep -qx HELLO shout.txt"]},
-        {"id": "count", "title": "Count the words", "depends_on": ["shout"], "commands": ["wc -w < shout.txt > words.txt"], "acceptance_tests": ['test "$(cat words.txt)" -eq 1']},
+        {
+            "id": "greet",
+            "title": "Write greeting.txt",
+            "commands": ["echo hello > greeting.txt"],
+            "acceptance_tests": ["grep -qx hello greeting.txt"],
+        },
+        {
+            "id": "shout",
+            "title": "Write shout.txt",
+            "depends_on": ["greet"],
+            "commands": ["tr a-z A-Z < greeting.txt > shout.txt"],
+            "acceptance_tests": ["grep -qx HELLO shout.txt"],
+        },
+        {
+            "id": "count",
+            "title": "Count the words",
+            "depends_on": ["shout"],
+            "commands": ["wc -w < shout.txt > words.txt"],
+            "acceptance_tests": ['test "$(cat words.txt)" -eq 1'],
+        },
     ]
 
 

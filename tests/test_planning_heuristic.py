@@ -39,17 +39,42 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def python_ws(root: Path) -> Path:
-    return write(root, {"pyproject.toml": "[project]\nname='app'\n", "src/app/__init__.py": "", "tests/test_app.py": "def test_ok():\n    pass\n", "README.md": "# app\n"})
+    return write(
+        root,
+        {
+            "pyproject.toml": "[project]\nname='app'\n",
+            "src/app/__init__.py": "",
+            "tests/test_app.py": "def test_ok():\n    pass\n",
+            "README.md": "# app\n",
+        },
+    )
 
 
 def node_ws(root: Path) -> Path:
     scripts = {"test": "node --test", "build": "tsc -p ."}
-    return write(root, {"package.json": json.dumps({"name": "web", "scripts": scripts}), "lib/index.js": "", "test/index.test.js": "", "docs/usage.md": "x"})
+    return write(
+        root,
+        {
+            "package.json": json.dumps({"name": "web", "scripts": scripts}),
+            "lib/index.js": "",
+            "test/index.test.js": "",
+            "docs/usage.md": "x",
+        },
+    )
 
 
 def make_ws(root: Path) -> Path:
     makefile = "CC := gcc\nall: app\n\napp: main.c\n\t$(CC) -o app main.c\n\ntest: app\n\t./run-tests.sh\n"
-    return write(root, {"Makefile": makefile, "pyproject.toml": "", "src/main.c": "int main(){}", "tests/test_x.py": "", "CHANGELOG.md": "# Changes\n"})
+    return write(
+        root,
+        {
+            "Makefile": makefile,
+            "pyproject.toml": "",
+            "src/main.c": "int main(){}",
+            "tests/test_x.py": "",
+            "CHANGELOG.md": "# Changes\n",
+        },
+    )
 
 
 def ctx(workspace: Path | None = None, **extra) -> PlanningContext:
@@ -172,7 +197,9 @@ def test_a_node_workspace_plan_uses_npm_and_its_docs_directory(tmp_path):
 
 
 def test_several_clauses_become_parallel_change_tasks(tmp_path):
-    plan, _ = build_plan("add dark mode, fix the login crash and update README.md with the new flags", detect(python_ws(tmp_path)))
+    plan, _ = build_plan(
+        "add dark mode, fix the login crash and update README.md with the new flags", detect(python_ws(tmp_path))
+    )
     changes = [t for t in plan.tasks if t.depends_on == ["t1"]]
     assert [t.title for t in changes] == ["Add dark mode", "Fix the login crash", "Update README.md with the new flags"]
     assert len(plan.tasks) == 6
@@ -181,13 +208,18 @@ def test_several_clauses_become_parallel_change_tasks(tmp_path):
 
 def test_split_clauses_only_splits_before_a_verb():
     assert split_clauses("add search and filters") == ["add search and filters"]
-    assert split_clauses("add search and fix the footer; document it.") == ["add search", "fix the footer", "document it"]
+    assert split_clauses("add search and fix the footer; document it.") == [
+        "add search",
+        "fix the footer",
+        "document it",
+    ]
 
 
 def test_intents_and_key_phrases_are_read_from_the_words():
-    assert [intent(c) for c in ("add dark mode", "fix login bug", "update README.md", "add tests for the parser", "rename load_cfg")] == [
-        "feature", "bugfix", "docs", "tests", "refactor"
-    ]
+    assert [
+        intent(c)
+        for c in ("add dark mode", "fix login bug", "update README.md", "add tests for the parser", "rename load_cfg")
+    ] == ["feature", "bugfix", "docs", "tests", "refactor"]
     assert key_phrase("add a --top option to the report") == "--top"
     assert key_phrase("add dark mode to settings") == "dark mode"
 
@@ -262,7 +294,9 @@ def test_generated_checks_fail_before_the_work_and_pass_after(tmp_path):
     subprocess.run(["git", "init", "-q", str(ws)], check=True, timeout=20)
     subprocess.run(["git", "-C", str(ws), "add", "-A"], check=True, timeout=20)
     subprocess.run(
-        ["git", "-C", str(ws), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "init"], check=True, timeout=20
+        ["git", "-C", str(ws), "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "init"],
+        check=True,
+        timeout=20,
     )
     plan, _ = build_plan("add dark mode", detect(ws))
     change, docs = by_title(plan, "Add dark mode"), by_title(plan, "Document")
@@ -279,7 +313,18 @@ def test_generated_checks_fail_before_the_work_and_pass_after(tmp_path):
 # -- property: concrete objectives always give valid DAGs -------------------------------------------
 
 VERBS = ["add", "fix", "implement", "rename", "document", "write tests for", "support", "remove", "update"]
-THINGS = ["dark mode", "the login form", "CSV export", "parse_config", "the --verbose flag", "README.md", "the settings page", "retry on HTTP 503", "`load_user`", "the billing module"]
+THINGS = [
+    "dark mode",
+    "the login form",
+    "CSV export",
+    "parse_config",
+    "the --verbose flag",
+    "README.md",
+    "the settings page",
+    "retry on HTTP 503",
+    "`load_user`",
+    "the billing module",
+]
 clause = st.builds(lambda v, t: f"{v} {t}", st.sampled_from(VERBS), st.sampled_from(THINGS))
 objectives = st.lists(clause, min_size=1, max_size=5).flatmap(
     lambda cs: st.sampled_from([" and ", ", ", "; "]).map(lambda sep: sep.join(cs))
@@ -293,9 +338,13 @@ def workspaces():
         yield [None, str(python_ws(root / "py")), str(node_ws(root / "node")), str(make_ws(root / "make"))]
 
 
-@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(objective=objectives, max_tasks=st.integers(3, 7), which=st.integers(0, 3))
-def test_every_concrete_objective_gives_the_same_valid_dag_of_three_to_max_tasks(workspaces, objective, max_tasks, which):
+def test_every_concrete_objective_gives_the_same_valid_dag_of_three_to_max_tasks(
+    workspaces, objective, max_tasks, which
+):
     context = PlanningContext(workspace=workspaces[which], max_tasks=max_tasks)
     checked = decompose_objective(objective, context)
     assert decompose_objective(objective, context).plan == checked.plan

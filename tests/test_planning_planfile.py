@@ -60,7 +60,10 @@ def test_the_same_plan_in_json_loads_the_same(tmp_path):
 
 
 def test_defaults_apply_to_every_task_unless_the_task_says_otherwise(tmp_path):
-    text = "objective: Lint and test the src tree\ndefaults: {timeout: 60, scope: module, scope_path: src}\n" + RELEASE.split("\n", 1)[1]
+    text = (
+        "objective: Lint and test the src tree\ndefaults: {timeout: 60, scope: module, scope_path: src}\n"
+        + RELEASE.split("\n", 1)[1]
+    )
     plan = load_plan_file(write(tmp_path, "plan.yaml", text))
     assert [(t.timeout, t.scope_path) for t in plan.tasks] == [(60, "src"), (300, "tests")]
     assert plan.defaults == {"timeout": 60, "scope": "module", "scope_path": "src"}

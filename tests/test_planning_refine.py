@@ -150,7 +150,10 @@ def test_segments_split_only_where_a_directive_starts():
     assert segments("rename t2 to Build, test and ship", ids) == ["rename t2 to Build, test and ship"]
     assert segments("skip t3, t2 after t1 then timeout t1 5", ids) == ["skip t3", "t2 after t1", "timeout t1 5"]
     assert segments("timeout t1 5\nuse the system theme. keep it small; and tidy", ids) == [
-        "timeout t1 5", "use the system theme", "keep it small", "and tidy"
+        "timeout t1 5",
+        "use the system theme",
+        "keep it small",
+        "and tidy",
     ]
 
 

@@ -7,21 +7,21 @@ import json
 import shlex
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
-
 from conftest import service_cmd
+
 from harness.rpc import INVALID_PARAMS, INVALID_PLAN, InvalidParams, InvalidPlan, RPCError, ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CONSOLE_SCRIPT = Path(sys.executable).with_name("harness-planning")
 
 
-@lru_cache(maxsize=None)
+@cache
 def contract() -> dict[str, Any]:
     from harness import resources
 
@@ -33,7 +33,7 @@ def contract() -> dict[str, Any]:
         return yaml.safe_load((REPO / "contracts" / "planning.yaml").read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     from harness import resources
 
@@ -185,7 +185,13 @@ def test_a_vague_objective_is_an_invalid_plan_listing_every_problem(planning):
 
 @pytest.mark.parametrize(
     "params",
-    [{"objective": "   "}, {}, {"objective": "add x", "colour": "blue"}, {"objective": "add x", "context": {"max_tasks": 2}}, ["add x"]],
+    [
+        {"objective": "   "},
+        {},
+        {"objective": "add x", "colour": "blue"},
+        {"objective": "add x", "context": {"max_tasks": 2}},
+        ["add x"],
+    ],
 )
 def test_malformed_decompose_params_are_invalid_params(planning, params):
     with pytest.raises(InvalidParams) as info:
@@ -216,7 +222,11 @@ def test_refine_accepts_bare_packets_with_their_objective(planning):
         {"id": "a", "title": "Build the wheel", "acceptance_tests": ["ls dist/*.whl"]},
         {"id": "b", "title": "Run the unit tests", "depends_on": ["a"], "acceptance_tests": ["pytest -q"]},
     ]
-    result = call(planning, "refine", {"packets": packets, "objective": "Release the demo app", "feedback": "add task: deploy the docs"})
+    result = call(
+        planning,
+        "refine",
+        {"packets": packets, "objective": "Release the demo app", "feedback": "add task: deploy the docs"},
+    )
     assert result["plan"]["tasks"][-1]["depends_on"] == ["b"]
     assert result["report"]["risky"] == [result["plan"]["tasks"][-1]["id"]]
 
@@ -231,7 +241,11 @@ def test_a_refinement_that_breaks_the_plan_is_an_invalid_plan_with_what_was_appl
 
 @pytest.mark.parametrize(
     "params",
-    [{"feedback": "skip t1"}, {"packets": [], "feedback": "skip t1"}, {"plan": {"objective": "x"}, "feedback": "skip t1"}],
+    [
+        {"feedback": "skip t1"},
+        {"packets": [], "feedback": "skip t1"},
+        {"plan": {"objective": "x"}, "feedback": "skip t1"},
+    ],
 )
 def test_refine_needs_a_plan_or_packets_with_an_objective(planning, params):
     with pytest.raises(InvalidParams):
@@ -259,14 +273,26 @@ def test_validate_reports_every_problem_of_packets_at_once(planning, tmp_path):
 def test_validate_follows_strictness_and_config(planning):
     packets = [{"id": "a", "title": "Tidy up", "acceptance_tests": ["true"]}]
     generated = call(planning, "validate", {"packets": packets, "strictness": "generated"})
-    relaxed = call(planning, "validate", {"packets": packets, "strictness": "generated", "config": {"min_tasks": 1, "vague": "warning"}})
-    assert generated["valid"] is False and {p["code"] for p in generated["problems"]} == {"plan_size", "vague_objective"}
+    relaxed = call(
+        planning,
+        "validate",
+        {"packets": packets, "strictness": "generated", "config": {"min_tasks": 1, "vague": "warning"}},
+    )
+    assert generated["valid"] is False and {p["code"] for p in generated["problems"]} == {
+        "plan_size",
+        "vague_objective",
+    }
     assert relaxed["valid"] is True and [p["code"] for p in relaxed["problems"]] == ["vague_objective"]
 
 
 @pytest.mark.parametrize(
     "params",
-    [{}, {"packets": [{"id": "bad id!", "title": "x"}]}, {"packets": [], "strictness": "lenient"}, {"plan": None, "packets": None}],
+    [
+        {},
+        {"packets": [{"id": "bad id!", "title": "x"}]},
+        {"packets": [], "strictness": "lenient"},
+        {"plan": None, "packets": None},
+    ],
 )
 def test_malformed_validate_params_are_invalid_params(planning, params):
     with pytest.raises(InvalidParams):

@@ -17,9 +17,9 @@ from harness.services.planning import (
     is_vague,
     risk_reasons,
     topological_order,
+    vagueness,
     validate_packets,
     validate_plan,
-    vagueness,
 )
 
 
@@ -66,7 +66,7 @@ def test_the_shortest_cycle_through_the_first_task_is_named_when_cycles_overlap(
 
 def test_a_long_dependency_chain_is_checked_without_recursion_limits():
     n = 5000
-    packets = [task(f"t{i}", *( [f"t{i + 1}"] if i + 1 < n else ["t0"])) for i in range(n)]
+    packets = [task(f"t{i}", *([f"t{i + 1}"] if i + 1 < n else ["t0"])) for i in range(n)]
     [cycle] = find_cycles(packets)
     assert len(cycle) == n + 1 and cycle[0] == cycle[-1] == "t0"
 
@@ -139,9 +139,13 @@ def test_plan_size_is_an_error_for_generated_plans_and_a_warning_for_files():
 
 def test_config_overrides_the_size_limits_and_severity():
     eight = [task(f"t{i}") for i in range(8)]
-    assert errors(validate_packets(eight, strictness=Strictness.file, config=ValidationConfig(size=Level.error))) == ["plan_size"]
+    assert errors(validate_packets(eight, strictness=Strictness.file, config=ValidationConfig(size=Level.error))) == [
+        "plan_size"
+    ]
     assert codes(validate_packets(eight, strictness=Strictness.generated, config=ValidationConfig(max_tasks=8))) == []
-    assert codes(validate_packets(eight, strictness=Strictness.generated, config=ValidationConfig(size=Level.off))) == []
+    assert (
+        codes(validate_packets(eight, strictness=Strictness.generated, config=ValidationConfig(size=Level.off))) == []
+    )
 
 
 def test_a_config_with_min_above_max_is_refused():
@@ -201,7 +205,10 @@ def test_vague_objectives_are_errors_for_generated_plans_and_warnings_for_files(
     from_file = validate_packets(packets, strictness=Strictness.file)
     assert errors(generated) == ["vague_objective"] and generated.problems[0].path == "packets[0].objective"
     assert codes(from_file) == ["vague_objective"] and from_file.valid
-    assert codes(validate_packets(packets, strictness=Strictness.generated, config=ValidationConfig(vague=Level.off))) == []
+    assert (
+        codes(validate_packets(packets, strictness=Strictness.generated, config=ValidationConfig(vague=Level.off)))
+        == []
+    )
 
 
 def test_a_vague_plan_objective_is_reported_at_the_objective_path():
@@ -286,7 +293,14 @@ def test_risky_words_in_titles_are_flagged_with_a_reason(title, reason):
 
 @pytest.mark.parametrize(
     "command",
-    ["git push --force origin main", "git push -f", "rm -rf build", "rm -fr /tmp/x", "psql -c 'DROP TABLE users'", "kubectl delete pod x"],
+    [
+        "git push --force origin main",
+        "git push -f",
+        "rm -rf build",
+        "rm -fr /tmp/x",
+        "psql -c 'DROP TABLE users'",
+        "kubectl delete pod x",
+    ],
 )
 def test_risky_commands_are_flagged(command):
     assert risk_reasons(task("a", title="Publish the site", commands=[command]))
@@ -294,7 +308,14 @@ def test_risky_commands_are_flagged(command):
 
 @pytest.mark.parametrize(
     "title",
-    ["Add dark mode", "Write a migration guide", "Drop support for Python 3.8 in docs", "Push the branch", "Remove the unused import in cli.py", "Reproduce the login bug"],
+    [
+        "Add dark mode",
+        "Write a migration guide",
+        "Drop support for Python 3.8 in docs",
+        "Push the branch",
+        "Remove the unused import in cli.py",
+        "Reproduce the login bug",
+    ],
 )
 def test_ordinary_tasks_are_not_flagged(title):
     assert risk_reasons(task("a", title=title, commands=["git push origin feature", "rm build/x.o"])) == []
@@ -317,7 +338,9 @@ def test_flag_risks_never_lowers_a_risk_set_by_hand_and_is_idempotent():
 
 
 def test_validation_lists_risky_tasks_without_making_the_plan_invalid():
-    report = validate_packets([task("a"), task("b", "a", title="Deploy to production"), task("c", "b", commands=["rm -rf dist"])])
+    report = validate_packets(
+        [task("a"), task("b", "a", title="Deploy to production"), task("c", "b", commands=["rm -rf dist"])]
+    )
     assert report.valid
     assert report.risky == ["b", "c"]
     assert [p.code for p in report.problems] == ["risky_task", "risky_task"]

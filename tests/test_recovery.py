@@ -23,11 +23,19 @@ from harness.recovery import (
 
 def failed(stderr: str = "", *, reason: str = "command_failed", exit_code: int | None = 1, **extra) -> dict:
     """A failure as the supervisor records it from a worker's result."""
-    return {"reason": reason, "exit_code": exit_code, "signal": None, "timed_out": False, "stderr_tail": stderr, "stdout_tail": "", **extra}
+    return {
+        "reason": reason,
+        "exit_code": exit_code,
+        "signal": None,
+        "timed_out": False,
+        "stderr_tail": stderr,
+        "stdout_tail": "",
+        **extra,
+    }
 
 
 JSON_TRACEBACK = (
-    "Traceback (most recent call last):\n  File \"<string>\", line 1, in <module>\n"
+    'Traceback (most recent call last):\n  File "<string>", line 1, in <module>\n'
     "json.decoder.JSONDecodeError: Expecting value: line 1 column 7 (char 6)\n"
 )
 
@@ -45,8 +53,16 @@ JSON_TRACEBACK = (
         (failed("", reason="timeout", exit_code=None, timed_out=True), FailureType.transient, "timed-out"),
         (failed("", reason="signal", exit_code=None, signal=9), FailureType.transient, "killed-by-signal"),
         (failed("", reason="interrupted", exit_code=None), FailureType.transient, "interrupted"),
-        (failed("", reason="harness_error", exit_code=None, message="ClientClosed: closed by its owner"), FailureType.transient, "supervisor-stopped"),
-        (failed("", reason="harness_error", exit_code=None, message="InvalidParams: scope outside"), FailureType.unknown, NO_RULE),
+        (
+            failed("", reason="harness_error", exit_code=None, message="ClientClosed: closed by its owner"),
+            FailureType.transient,
+            "supervisor-stopped",
+        ),
+        (
+            failed("", reason="harness_error", exit_code=None, message="InvalidParams: scope outside"),
+            FailureType.unknown,
+            NO_RULE,
+        ),
         (failed("HTTP/1.1 403 Forbidden"), FailureType.permission, "permission-denied"),
         (failed("401 Unauthorized"), FailureType.permission, "permission-denied"),
         (failed("open /etc/shadow: permission denied"), FailureType.permission, "permission-denied"),
@@ -62,7 +78,9 @@ JSON_TRACEBACK = (
         (failed(""), FailureType.unknown, NO_RULE),
     ],
 )
-def test_default_rules_classify_each_kind_of_failure_and_name_the_rule(failure: dict, expected: FailureType, rule: str) -> None:
+def test_default_rules_classify_each_kind_of_failure_and_name_the_rule(
+    failure: dict, expected: FailureType, rule: str
+) -> None:
     found = Recovery().classify(failure)
     assert (found.failure_type, found.rule) == (expected, rule)
 
@@ -70,17 +88,26 @@ def test_default_rules_classify_each_kind_of_failure_and_name_the_rule(failure: 
 def test_the_classification_records_the_output_line_that_matched() -> None:
     found = Recovery().classify(failed("starting\nGET https://api.example/x\nHTTP/1.1 403 Forbidden\nbye"))
     assert found.evidence == "HTTP/1.1 403 Forbidden"
-    assert found.as_event() == {"failure_type": "permission", "rule": "permission-denied", "evidence": "HTTP/1.1 403 Forbidden"}
+    assert found.as_event() == {
+        "failure_type": "permission",
+        "rule": "permission-denied",
+        "evidence": "HTTP/1.1 403 Forbidden",
+    }
     assert "evidence" not in Recovery().classify(failed("", reason="acceptance_failed")).as_event()
 
 
 def test_rules_are_ordered_and_the_first_match_wins() -> None:
     # Both a network error and a 403 in the output: the network rule comes first.
-    assert Recovery().classify(failed("connection reset while fetching; later 403")).failure_type is FailureType.transient
+    assert (
+        Recovery().classify(failed("connection reset while fetching; later 403")).failure_type is FailureType.transient
+    )
 
 
 def test_stdout_and_the_workers_message_are_searched_too() -> None:
-    assert Recovery().classify(failed("", stdout_tail="HTTP 503 Service Unavailable")).failure_type is FailureType.transient
+    assert (
+        Recovery().classify(failed("", stdout_tail="HTTP 503 Service Unavailable")).failure_type
+        is FailureType.transient
+    )
     assert Recovery().classify(failed("", message="spawn: permission denied")).failure_type is FailureType.permission
 
 
@@ -153,7 +180,15 @@ def test_a_bad_recovery_section_is_a_config_error_listing_every_problem() -> Non
             "retry": 3,
         })  # fmt: skip
     text = "\n".join(info.value.problems)
-    for where in ("rules[0]", "rules[1]", "rules[2]", "recipes.transiant", "recipes.transient", "recipes.unknown", "recovery.retry"):
+    for where in (
+        "rules[0]",
+        "rules[1]",
+        "rules[2]",
+        "recipes.transiant",
+        "recipes.transient",
+        "recipes.unknown",
+        "recovery.retry",
+    ):
         assert where in text, (where, text)
     assert len(info.value.problems) >= 7
 
@@ -172,19 +207,23 @@ def test_a_policy_may_answer_retry_only_within_its_bound() -> None:
 def test_escalation_reason_and_decide_command_say_what_to_do() -> None:
     r = Recovery()
     assert escalation_reason("transient", r.recipe("transient"), 2).startswith("transient failure after 2 retries: ")
-    assert escalation_reason("logic_error", r.recipe("logic_error"), 1).startswith("logic_error failure after 1 retry: ")
+    assert escalation_reason("logic_error", r.recipe("logic_error"), 1).startswith(
+        "logic_error failure after 1 retry: "
+    )
     assert escalation_reason("unknown", r.recipe("unknown"), 0).startswith("unknown failure: ")
     assert decide_command("R1", "t", ["skip", "abort"]) == "harness decide R1 t skip|abort"
-    assert decide_command("R1", "t", ["retry", "skip", "abort"], needs_input=True).endswith("retry|skip|abort --note 'what you corrected'")
+    assert decide_command("R1", "t", ["retry", "skip", "abort"], needs_input=True).endswith(
+        "retry|skip|abort --note 'what you corrected'"
+    )
 
 
 def test_summarize_names_the_step_its_exit_and_the_last_output_line() -> None:
     step = {"kind": "command", "index": 0, "command": "make"}
     assert summarize(failed("one\nfatal: boom\n", failed_step=step)) == "command `make` exited 1: fatal: boom"
     assert summarize(failed("", reason="timeout", timed_out=True, exit_code=None)) == "timed out"
-    assert summarize(failed("", reason="scope_missing", exit_code=None, message="scope directory does not exist: /w/x")) == (
-        "scope_missing: scope directory does not exist: /w/x"
-    )
+    assert summarize(
+        failed("", reason="scope_missing", exit_code=None, message="scope directory does not exist: /w/x")
+    ) == ("scope_missing: scope directory does not exist: /w/x")
 
 
 def _event(seq: int, etype: str, tid: str | None = None, **data) -> dict:
@@ -202,7 +241,18 @@ _text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=8
 _failures = st.fixed_dictionaries(
     {},
     optional={
-        "reason": st.sampled_from(["command_failed", "acceptance_failed", "timeout", "signal", "interrupted", "scope_missing", "spawn_error", "cancelled"]),
+        "reason": st.sampled_from(
+            [
+                "command_failed",
+                "acceptance_failed",
+                "timeout",
+                "signal",
+                "interrupted",
+                "scope_missing",
+                "spawn_error",
+                "cancelled",
+            ]
+        ),
         "exit_code": st.none() | st.integers(-5, 300),
         "signal": st.none() | st.integers(1, 64),
         "timed_out": st.booleans(),

@@ -11,12 +11,11 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
-
 from e2e_support import (
     MEASURABLE_BACKOFF,
     MEASURABLE_RECOVERY,
@@ -48,7 +47,13 @@ WAIT_FOR = "for i in $(seq 200); do [ -e {path} ] && break; sleep 0.05; done; [ 
 
 def task(tid: str, command: str = "true", *, accept: str = "true", **extra: Any) -> dict[str, Any]:
     """A task whose every real run appends a line to ``<tid>.runs`` before doing ``command``."""
-    return {"id": tid, "title": f"Task {tid}", "commands": [f"echo run >> {tid}.runs; {command}"], "acceptance_tests": [accept], **extra}
+    return {
+        "id": tid,
+        "title": f"Task {tid}",
+        "commands": [f"echo run >> {tid}.runs; {command}"],
+        "acceptance_tests": [accept],
+        **extra,
+    }
 
 
 def runs(ws: Path, tid: str) -> int:
@@ -113,19 +118,28 @@ def test_transient_failure_is_retried_twice_after_the_configured_waits_then_comp
 
 
 def test_a_user_rule_from_the_config_classifies_a_new_error_and_is_recorded(ws: Path) -> None:
-    recovery = {**RECOVERY, "rules": [{"name": "busy-registry", "output": r"registry \S+ busy", "failure_type": "transient"}]}
+    recovery = {
+        **RECOVERY,
+        "rules": [{"name": "busy-registry", "output": r"registry \S+ busy", "failure_type": "transient"}],
+    }
     write_config(ws, recovery=recovery)
     ok(run_plan(ws, [task("push", "[ $(wc -l < push.runs) -ge 2 ] || { echo 'registry eu-1 busy' >&2; exit 1; }")]))
     evts = events(ws)
     classified = first(evts, "FAILURE_CLASSIFIED", "push")["data"]
-    assert (classified["failure_type"], classified["rule"], classified["evidence"]) == ("transient", "busy-registry", "registry eu-1 busy")
+    assert (classified["failure_type"], classified["rule"], classified["evidence"]) == (
+        "transient",
+        "busy-registry",
+        "registry eu-1 busy",
+    )
     assert first(evts, "RECOVERY_APPLIED", "push")["data"]["delay"] == BACKOFF[0]
     assert runs(ws, "push") == 2
 
 
 def test_a_task_killed_by_its_timeout_is_transient_and_a_policy_rule_skips_it_after_its_retries(ws: Path) -> None:
     policy = ws / "policy.yaml"
-    policy.write_text("rules:\n  - {name: give-up-on-flaky, gate: escalation, failure_types: [transient], decision: skip}\n")
+    policy.write_text(
+        "rules:\n  - {name: give-up-on-flaky, gate: escalation, failure_types: [transient], decision: skip}\n"
+    )
     tasks = [task("slow", "sleep 5", timeout=0.3), task("child", depends_on=["slow"]), task("free")]
     ok(run_plan(ws, tasks, "--policy", str(policy)))
     evts = events(ws)
@@ -158,7 +172,14 @@ def test_permission_denied_asks_for_access_and_each_retry_decision_buys_exactly_
     ok(run_plan(ws, [task("fetch", guarded), task("use", depends_on=["fetch"])]), 3)
     run_id = latest_run(ws)
     evts = events(ws, run_id)
-    assert trail(evts, "fetch") == ["TASK_STARTED", "TASK_FAILED", "FAILURE_DETECTED", "FAILURE_CLASSIFIED", "PERMISSION_REQUIRED", "RECOVERY_ESCALATION"]
+    assert trail(evts, "fetch") == [
+        "TASK_STARTED",
+        "TASK_FAILED",
+        "FAILURE_DETECTED",
+        "FAILURE_CLASSIFIED",
+        "PERMISSION_REQUIRED",
+        "RECOVERY_ESCALATION",
+    ]
     assert first(evts, "FAILURE_CLASSIFIED", "fetch")["data"]["failure_type"] == "permission"
     required = first(evts, "PERMISSION_REQUIRED", "fetch")["data"]
     assert required["what"] == "HTTP/1.1 403 Forbidden" and "test -f granted" in required["command"]
@@ -179,7 +200,10 @@ def test_permission_denied_asks_for_access_and_each_retry_decision_buys_exactly_
     ok(harness(ws, "resume", run_id))
     evts = events(ws, run_id)
     applied = of(evts, "RECOVERY_APPLIED", "fetch")
-    assert [(a["data"]["recipe"], a["data"]["attempt"]) for a in applied] == [("retry_after_decision", 1), ("retry_after_decision", 2)]
+    assert [(a["data"]["recipe"], a["data"]["attempt"]) for a in applied] == [
+        ("retry_after_decision", 1),
+        ("retry_after_decision", 2),
+    ]
     assert applied[-1]["data"]["note"] == "token rotated"
     assert [e["data"]["attempt"] for e in of(evts, "TASK_STARTED", "fetch")] == [1, 2, 3]
     assert (runs(ws, "fetch"), runs(ws, "use")) == (3, 1)
@@ -191,7 +215,13 @@ def test_malformed_input_escalates_for_a_correction_and_the_retry_after_the_fix_
     ok(run_plan(ws, [task("parse", parse), task("after", depends_on=["parse"])]), 3)
     run_id = latest_run(ws)
     evts = events(ws, run_id)
-    assert trail(evts, "parse") == ["TASK_STARTED", "TASK_FAILED", "FAILURE_DETECTED", "FAILURE_CLASSIFIED", "RECOVERY_ESCALATION"]
+    assert trail(evts, "parse") == [
+        "TASK_STARTED",
+        "TASK_FAILED",
+        "FAILURE_DETECTED",
+        "FAILURE_CLASSIFIED",
+        "RECOVERY_ESCALATION",
+    ]
     classified = first(evts, "FAILURE_CLASSIFIED", "parse")["data"]
     assert (classified["failure_type"], classified["rule"]) == ("invalid_input", "invalid-input")
     escalation = first(evts, "RECOVERY_ESCALATION", "parse")["data"]
@@ -202,7 +232,11 @@ def test_malformed_input_escalates_for_a_correction_and_the_retry_after_the_fix_
     ok(harness(ws, "resume", run_id))
     evts = events(ws, run_id)
     applied = first(evts, "RECOVERY_APPLIED", "parse")["data"]
-    assert (applied["recipe"], applied["note"], applied["next_attempt"]) == ("retry_after_decision", "closed the object in in.json", 2)
+    assert (applied["recipe"], applied["note"], applied["next_attempt"]) == (
+        "retry_after_decision",
+        "closed the object in in.json",
+        2,
+    )
     assert trail(evts, "parse")[-4:] == ["TASK_DECISION", "RECOVERY_APPLIED", "TASK_STARTED", "TASK_COMPLETED"]
     assert (runs(ws, "parse"), runs(ws, "after")) == (2, 1)
 
@@ -238,10 +272,19 @@ def test_failed_acceptance_is_retried_once_then_skip_skips_the_task_and_its_depe
 
 def test_an_unknown_error_is_never_retried_blindly_and_keep_dependents_lets_them_run(ws: Path) -> None:
     novel = "echo 'the flux capacitor hiccupped' >&2; exit 7"
-    ok(run_plan(ws, [task("odd", novel), task("child", depends_on=["odd"]), task("grandchild", depends_on=["child"])]), 3)
+    ok(
+        run_plan(ws, [task("odd", novel), task("child", depends_on=["odd"]), task("grandchild", depends_on=["child"])]),
+        3,
+    )
     run_id = latest_run(ws)
     evts = events(ws, run_id)
-    assert trail(evts, "odd") == ["TASK_STARTED", "TASK_FAILED", "FAILURE_DETECTED", "FAILURE_CLASSIFIED", "RECOVERY_ESCALATION"]
+    assert trail(evts, "odd") == [
+        "TASK_STARTED",
+        "TASK_FAILED",
+        "FAILURE_DETECTED",
+        "FAILURE_CLASSIFIED",
+        "RECOVERY_ESCALATION",
+    ]
     classified = first(evts, "FAILURE_CLASSIFIED", "odd")["data"]
     assert (classified["failure_type"], classified["rule"]) == ("unknown", "no-rule-matched")
     assert runs(ws, "odd") == 1
@@ -260,7 +303,13 @@ def test_a_vanished_scope_is_unrecoverable_retry_is_refused_and_abort_ends_the_r
     ok(run_plan(ws, tasks), 3)
     run_id = latest_run(ws)
     evts = events(ws, run_id)
-    assert trail(evts, "gone") == ["TASK_STARTED", "TASK_FAILED", "FAILURE_DETECTED", "FAILURE_CLASSIFIED", "RECOVERY_ESCALATION"]
+    assert trail(evts, "gone") == [
+        "TASK_STARTED",
+        "TASK_FAILED",
+        "FAILURE_DETECTED",
+        "FAILURE_CLASSIFIED",
+        "RECOVERY_ESCALATION",
+    ]
     classified = first(evts, "FAILURE_CLASSIFIED", "gone")["data"]
     assert (classified["failure_type"], classified["rule"]) == ("unrecoverable", "scope-missing")
     escalation = first(evts, "RECOVERY_ESCALATION", "gone")["data"]
@@ -286,7 +335,13 @@ def test_a_vanished_scope_is_unrecoverable_retry_is_refused_and_abort_ends_the_r
 
 
 def test_a_bad_recovery_section_in_the_config_is_a_usage_error(ws: Path) -> None:
-    write_config(ws, recovery={"recipes": {"transiant": {"retries": 1}}, "rules": [{"name": "x", "output": "(", "failure_type": "transient"}]})
+    write_config(
+        ws,
+        recovery={
+            "recipes": {"transiant": {"retries": 1}},
+            "rules": [{"name": "x", "output": "(", "failure_type": "transient"}],
+        },
+    )
     write_plan(ws, [task("a")])
     proc = ok(harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve"), 2)
     assert "recovery.recipes.transiant" in proc.stderr and "recovery.rules[0]" in proc.stderr
@@ -309,7 +364,9 @@ def test_stop_on_error_holds_new_starts_while_a_running_sibling_finishes_and_is_
     run_id = latest_run(ws)
     evts = events(ws, run_id)
     seq = {(e["type"], e.get("task_id")): e["seq"] for e in evts}
-    assert seq[("TASK_STARTED", "sibling")] < seq[("RECOVERY_ESCALATION", "broken")] < seq[("TASK_COMPLETED", "sibling")]
+    assert (
+        seq[("TASK_STARTED", "sibling")] < seq[("RECOVERY_ESCALATION", "broken")] < seq[("TASK_COMPLETED", "sibling")]
+    )
     assert "TASK_STARTED" not in types(evts, "queued")
     ok(harness(ws, "decide", run_id, "broken", "skip"))
     ok(harness(ws, "resume", run_id, "--parallel", "2"))
@@ -317,11 +374,20 @@ def test_stop_on_error_holds_new_starts_while_a_running_sibling_finishes_and_is_
 
 
 def started(tid: str, attempt: int = 1) -> Callable[[list[dict]], bool]:
-    return lambda evts: any(e["type"] == "TASK_STARTED" and e.get("task_id") == tid and e["data"]["attempt"] == attempt for e in evts)
+    return lambda evts: any(
+        e["type"] == "TASK_STARTED" and e.get("task_id") == tid and e["data"]["attempt"] == attempt for e in evts
+    )
 
 
 def test_amend_skip_while_the_run_is_running_is_confirmed_and_logged_as_requested_by_the_user(ws: Path) -> None:
-    write_plan(ws, [task("first", WAIT_FOR.format(path="go")), task("second", depends_on=["first"]), task("third", depends_on=["second"])])
+    write_plan(
+        ws,
+        [
+            task("first", WAIT_FOR.format(path="go")),
+            task("second", depends_on=["first"]),
+            task("third", depends_on=["second"]),
+        ],
+    )
     proc = start_cli(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
     try:
         wait_for_log(ws, started("first"))
@@ -371,7 +437,10 @@ def test_resume_after_exit_3_ctrl_c_and_sigkill_never_reruns_finished_tasks(ws: 
             proc.kill()
             proc.communicate(timeout=10)
     assert code == 130, out + err
-    assert [e["data"]["reason"] for e in events(ws, run_id) if e["type"] == "RUN_WAITING"] == ["decision", "interrupted"]
+    assert [e["data"]["reason"] for e in events(ws, run_id) if e["type"] == "RUN_WAITING"] == [
+        "decision",
+        "interrupted",
+    ]
     (ws / "go-c").touch()
     # Stop 3: the supervisor is SIGKILLed while d runs; its services and d's worker are left behind.
     proc = start_cli(ws, "resume", run_id)

@@ -7,11 +7,18 @@ import re
 from pathlib import Path
 
 import pytest
+from e2e_support import (
+    MEASURABLE_RECOVERY,
+    assert_no_processes_left,
+    events,
+    harness,
+    latest_run,
+    write_config,
+    write_plan,
+)
 
 from harness import eventlog
 from harness.report import Section, render, task_reports, write_report
-
-from e2e_support import MEASURABLE_RECOVERY, assert_no_processes_left, events, harness, latest_run, write_config, write_plan
 
 RECOVERY = MEASURABLE_RECOVERY
 
@@ -68,7 +75,9 @@ def assert_report_matches_log(markdown: str, evts: list[dict], task_ids: list[st
         lines = [line for line in flat[tid].splitlines() if line.startswith("  - attempt")]
         assert len(lines) == len(failed), (tid, flat[tid])
         for line, failure, cls in zip(lines, failed, classes):
-            assert line.startswith(f"  - attempt {failure['data']['attempt']}: `{cls['failure_type']}` (rule `{cls['rule']}`)")
+            assert line.startswith(
+                f"  - attempt {failure['data']['attempt']}: `{cls['failure_type']}` (rule `{cls['rule']}`)"
+            )
     return flat
 
 
@@ -97,7 +106,9 @@ def test_the_report_puts_every_task_of_the_log_in_its_section_with_each_failures
     ids = [t["id"] for t in tasks]
     write_plan(ws, tasks)
     policy = ws / "policy.yaml"
-    policy.write_text("rules:\n  - {name: drop-the-unknown, gate: escalation, failure_types: [unknown], decision: skip}\n")
+    policy.write_text(
+        "rules:\n  - {name: drop-the-unknown, gate: escalation, failure_types: [unknown], decision: skip}\n"
+    )
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve", "--policy", str(policy))
     assert proc.returncode == 3, proc.stdout + proc.stderr
     run_id = latest_run(ws)
@@ -149,10 +160,16 @@ def _log(tmp_path: Path, run_id: str, evts: list[tuple[str, dict, str | None]]) 
 
 
 def _plan(*tasks: tuple[str, str]) -> tuple[str, dict, None]:
-    return ("PLAN_CREATED", {"plan": {"objective": "Render a report", "tasks": [{"id": i, "title": t} for i, t in tasks]}, "revision": 1}, None)
+    return (
+        "PLAN_CREATED",
+        {"plan": {"objective": "Render a report", "tasks": [{"id": i, "title": t} for i, t in tasks]}, "revision": 1},
+        None,
+    )
 
 
-def test_a_task_cut_off_mid_run_is_not_finished_and_markdown_in_titles_and_output_is_neutralised(tmp_path: Path) -> None:
+def test_a_task_cut_off_mid_run_is_not_finished_and_markdown_in_titles_and_output_is_neutralised(
+    tmp_path: Path,
+) -> None:
     summary = "command `make *all*` exited 2: ``weird``"
     _log(tmp_path, "r1", [
         ("RUN_STARTED", {"objective": "Render a report"}, None),

@@ -31,15 +31,11 @@ FAST = settings(max_examples=150, derandomize=True, deadline=None, suppress_heal
 
 #: Characters that have broken line framing somewhere: line and paragraph separators, NEL, CR,
 #: NUL, quotes and backslashes.
-TRICKY = "\u2028\u2029\u0085\n\r\x00\"\\\t\x1b\ufeff"
+TRICKY = '\u2028\u2029\u0085\n\r\x00"\\\t\x1b\ufeff'
 texts = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(TRICKY), max_size=24)
 ids = st.integers() | texts
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | texts,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | texts,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
     max_leaves=16,
 )

@@ -6,8 +6,9 @@ import io
 import json
 import subprocess
 import threading
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
 
 pytestmark = pytest.mark.slow
@@ -16,7 +15,12 @@ def chain(ids: list[str], **extra) -> list[dict]:
     """Tasks each appending its id to order.txt, each depending on the previous one."""
     tasks = []
     for i, tid in enumerate(ids):
-        t = {"id": tid, "title": f"Task {tid}", "commands": [f"echo {tid} >> order.txt"], "acceptance_tests": [f"grep -qx {tid} order.txt"]}
+        t = {
+            "id": tid,
+            "title": f"Task {tid}",
+            "commands": [f"echo {tid} >> order.txt"],
+            "acceptance_tests": [f"grep -qx {tid} order.txt"],
+        }
         if i:
             t["depends_on"] = [ids[i - 1]]
         t.update(extra.get(tid, {}))
@@ -104,7 +108,14 @@ def test_reject_with_feedback_sends_the_plan_back_to_planning_as_a_new_revision(
 
 
 def test_skip_at_the_gate_skips_the_task_and_its_dependents_and_runs_the_rest(ws: Path) -> None:
-    tasks = chain(["a", "b", "c"]) + [{"id": "x", "title": "Independent", "commands": ["echo x >> other.txt"], "acceptance_tests": ["test -s other.txt"]}]
+    tasks = chain(["a", "b", "c"]) + [
+        {
+            "id": "x",
+            "title": "Independent",
+            "commands": ["echo x >> other.txt"],
+            "acceptance_tests": ["test -s other.txt"],
+        }
+    ]
     write_plan(ws, tasks)
     assert harness(ws, "run", "--plan", str(ws / "plan.yaml")).returncode == 3
     run_id = latest_run(ws)
@@ -123,9 +134,27 @@ def test_parallel_dag_runs_siblings_together_and_never_before_their_dependencies
     rendezvous = "touch {me}.here; for i in $(seq 200); do [ -e {other}.here ] && exit 0; sleep 0.05; done; exit 1"
     tasks = [
         {"id": "a", "title": "Root", "commands": ["echo a > a.out"], "acceptance_tests": ["test -f a.out"]},
-        {"id": "b", "title": "Left", "depends_on": ["a"], "commands": [rendezvous.format(me="b", other="c")], "acceptance_tests": ["test -f b.here"]},
-        {"id": "c", "title": "Right", "depends_on": ["a"], "commands": [rendezvous.format(me="c", other="b")], "acceptance_tests": ["test -f c.here"]},
-        {"id": "d", "title": "Join", "depends_on": ["b", "c"], "commands": ["cat a.out > d.out"], "acceptance_tests": ["test -s d.out"]},
+        {
+            "id": "b",
+            "title": "Left",
+            "depends_on": ["a"],
+            "commands": [rendezvous.format(me="b", other="c")],
+            "acceptance_tests": ["test -f b.here"],
+        },
+        {
+            "id": "c",
+            "title": "Right",
+            "depends_on": ["a"],
+            "commands": [rendezvous.format(me="c", other="b")],
+            "acceptance_tests": ["test -f c.here"],
+        },
+        {
+            "id": "d",
+            "title": "Join",
+            "depends_on": ["b", "c"],
+            "commands": ["cat a.out > d.out"],
+            "acceptance_tests": ["test -s d.out"],
+        },
     ]
     write_plan(ws, tasks)
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve", "--parallel", "2")
@@ -136,12 +165,20 @@ def test_parallel_dag_runs_siblings_together_and_never_before_their_dependencies
         for dep in deps:
             assert seq[("TASK_COMPLETED", dep)] < seq[("TASK_STARTED", task)]
     # Both siblings started before either finished.
-    assert max(seq[("TASK_STARTED", "b")], seq[("TASK_STARTED", "c")]) < min(seq[("TASK_COMPLETED", "b")], seq[("TASK_COMPLETED", "c")])
+    assert max(seq[("TASK_STARTED", "b")], seq[("TASK_STARTED", "c")]) < min(
+        seq[("TASK_COMPLETED", "b")], seq[("TASK_COMPLETED", "c")]
+    )
 
 
 def test_trust_gate_refuses_a_risky_task_until_a_person_confirms_it(ws: Path) -> None:
     tasks = chain(["build"]) + [
-        {"id": "deploy", "title": "Deploy to production", "depends_on": ["build"], "commands": ["echo shipped > deployed.txt"], "acceptance_tests": ["test -f deployed.txt"]}
+        {
+            "id": "deploy",
+            "title": "Deploy to production",
+            "depends_on": ["build"],
+            "commands": ["echo shipped > deployed.txt"],
+            "acceptance_tests": ["test -f deployed.txt"],
+        }
     ]
     write_plan(ws, tasks)
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
@@ -164,10 +201,19 @@ def test_trust_gate_refuses_a_risky_task_until_a_person_confirms_it(ws: Path) ->
 
 
 def test_a_policy_rule_naming_a_risky_task_trusts_it_without_asking(ws: Path) -> None:
-    tasks = [{"id": "deploy", "title": "Deploy to production", "commands": ["echo shipped > deployed.txt"], "acceptance_tests": ["test -f deployed.txt"]}]
+    tasks = [
+        {
+            "id": "deploy",
+            "title": "Deploy to production",
+            "commands": ["echo shipped > deployed.txt"],
+            "acceptance_tests": ["test -f deployed.txt"],
+        }
+    ]
     write_plan(ws, tasks)
     policy = ws / "policy.yaml"
-    policy.write_text("name: release\nrules:\n  - {name: ship-it, gate: trust, tasks: [deploy], decision: trust}\n  - {name: tiny-plans, gate: plan, max_tasks: 3, decision: approve}\n")
+    policy.write_text(
+        "name: release\nrules:\n  - {name: ship-it, gate: trust, tasks: [deploy], decision: trust}\n  - {name: tiny-plans, gate: plan, max_tasks: 3, decision: approve}\n"
+    )
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--policy", str(policy))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     evts = events(ws)
@@ -177,7 +223,19 @@ def test_a_policy_rule_naming_a_risky_task_trusts_it_without_asking(ws: Path) ->
 
 def test_a_worker_outside_the_trusted_roots_needs_a_person(ws: Path) -> None:
     (ws / "sub").mkdir()
-    write_plan(ws, [{"id": "t", "title": "Touch", "scope": "module", "scope_path": "sub", "commands": ["touch ok"], "acceptance_tests": ["test -f ok"]}])
+    write_plan(
+        ws,
+        [
+            {
+                "id": "t",
+                "title": "Touch",
+                "scope": "module",
+                "scope_path": "sub",
+                "commands": ["touch ok"],
+                "acceptance_tests": ["test -f ok"],
+            }
+        ],
+    )
     policy = ws / "policy.yaml"
     policy.write_text("trusted_roots: [elsewhere]\n")
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve", "--policy", str(policy))
@@ -188,8 +246,19 @@ def test_a_worker_outside_the_trusted_roots_needs_a_person(ws: Path) -> None:
 
 def test_manual_step_waits_for_a_person_then_its_acceptance_tests_decide(ws: Path) -> None:
     tasks = chain(["prep"]) + [
-        {"id": "review", "title": "Review the output by hand", "depends_on": ["prep"], "acceptance_tests": ["test -f reviewed.txt"]},
-        {"id": "after", "title": "After the review", "depends_on": ["review"], "commands": ["echo after >> order.txt"], "acceptance_tests": ["grep -q after order.txt"]},
+        {
+            "id": "review",
+            "title": "Review the output by hand",
+            "depends_on": ["prep"],
+            "acceptance_tests": ["test -f reviewed.txt"],
+        },
+        {
+            "id": "after",
+            "title": "After the review",
+            "depends_on": ["review"],
+            "commands": ["echo after >> order.txt"],
+            "acceptance_tests": ["grep -q after order.txt"],
+        },
     ]
     write_plan(ws, tasks)
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
@@ -215,7 +284,9 @@ def test_manual_step_waits_for_a_person_then_its_acceptance_tests_decide(ws: Pat
 
 
 def test_a_failed_bootstrap_phase_stops_the_run_before_any_task(ws: Path) -> None:
-    write_plan(ws, chain(["a"]), requires={"env": ["HARNESS_TEST_SURELY_UNSET_VAR"], "tools": ["surely-not-a-real-tool"]})
+    write_plan(
+        ws, chain(["a"]), requires={"env": ["HARNESS_TEST_SURELY_UNSET_VAR"], "tools": ["surely-not-a-real-tool"]}
+    )
     proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     evts = events(ws)

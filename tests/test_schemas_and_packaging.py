@@ -111,7 +111,10 @@ def test_a_built_wheel_carries_the_services_schemas_and_contracts(tmp_path: Path
         "harness/supervisor/_run.py",
     ):
         assert required in names, required
-    local_packages = {str(p.parent.relative_to(ROOT / "src")).replace("/", ".") for p in (ROOT / "src" / "harness").rglob("__init__.py")}
+    local_packages = {
+        str(p.parent.relative_to(ROOT / "src")).replace("/", ".")
+        for p in (ROOT / "src" / "harness").rglob("__init__.py")
+    }
     local_packages |= {"harness.services." + p.parent.name for p in (ROOT / "services").glob("*/__init__.py")}
     for package in local_packages:
         assert package.replace(".", "/") + "/__init__.py" in names, f"{package} is missing from pyproject's packages"

@@ -24,9 +24,10 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -143,7 +144,7 @@ HOSTILE = [
     b"",
     b"   \t",
     b"\r",
-    b"\xef\xbb\xbf{\"id\":1,\"method\":\"ping\"}",  # UTF-8 BOM
+    b'\xef\xbb\xbf{"id":1,"method":"ping"}',  # UTF-8 BOM
     b'{"id":1,"method":"ping"}\x00',
     b'{"id":"\xff","method":"ping"}',
     b'{"id":"\xed\xa0\x80","method":"ping"}',

@@ -44,6 +44,8 @@ def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_a
         again._index(event)
     assert again._replay_source("worker-manager")() == handed
     # A late event of a settled worker does not bring back a partial history.
-    sup._index(log.append("WORKER_FAILED", _worker_event("worker_failed", "w1", "a", "failed"), task_id="a", worker_id="w1"))
+    sup._index(
+        log.append("WORKER_FAILED", _worker_event("worker_failed", "w1", "a", "failed"), task_id="a", worker_id="w1")
+    )
     assert "w1" not in {e["worker_id"] for e in sup._replay_source("worker-manager")()}
     log.close()

@@ -12,12 +12,26 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wm_support import (
+    SERVICE_CMD,
+    WAIT,
+    Manager,
+    kill_pids,
+    live_members,
+    load_contract,
+    load_schema,
+    packet,
+    processes_with_env,
+    validate,
+    wait_until,
+)
 
 from harness.models import WorkerEvent
 from harness.rpc import (
@@ -37,19 +51,6 @@ from harness.services.worker_manager import (
     SpawnWorkerParams,
     WorkerManager,
     WorkerTable,
-)
-from wm_support import (
-    SERVICE_CMD,
-    WAIT,
-    Manager,
-    kill_pids,
-    live_members,
-    load_contract,
-    load_schema,
-    packet,
-    processes_with_env,
-    validate,
-    wait_until,
 )
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -148,7 +149,12 @@ def test_every_type_the_contract_names_has_a_generated_schema_from_this_service_
 
 def test_on_stdin_eof_the_service_answers_a_running_worker_then_exits(ws: Path, tmp_path: Path) -> None:
     wid = "w-" + hashlib.sha256(b"eof").hexdigest()[:12]
-    spawn = {"task_packet": packet(commands=["sleep 0.2"]), "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": "eof"}
+    spawn = {
+        "task_packet": packet(commands=["sleep 0.2"]),
+        "workspace": str(ws),
+        "run_dir": str(tmp_path / "run"),
+        "idempotency_key": "eof",
+    }
     lines = [
         {"id": 1, "method": "spawn_worker", "params": spawn},
         {"id": 2, "method": "mark_trusted", "params": {"worker_id": wid, "approval_source": "test"}},
@@ -182,7 +188,9 @@ def test_spawning_twice_with_one_idempotency_key_returns_the_same_worker_without
     assert spawned["idempotency_key"] == "run-1/t1/1" and spawned["attempt"] == 1
 
 
-def test_workers_spawned_without_a_key_are_named_by_task_attempt_and_counter(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_workers_spawned_without_a_key_are_named_by_task_attempt_and_counter(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     assert wm.spawn(tmp_path, packet("build"))["worker_id"] == "w-build-1-1"
     assert wm.spawn(tmp_path, packet("build"), attempt=2)["worker_id"] == "w-build-2-2"
 
@@ -191,10 +199,14 @@ def test_the_run_dir_defaults_to_the_workspace_adhoc_folder(wm: Manager, ws: Pat
     info = wm.call("spawn_worker", {"task_packet": packet(commands=["echo hi"]), "workspace": str(ws)})
     wm.call("mark_trusted", {"worker_id": info["worker_id"], "approval_source": "test"})
     result = run(wm, info["worker_id"])["result"]
-    assert result["stdout_path"] == str(ws.resolve() / ".harness" / "workers-adhoc" / "workers" / info["worker_id"] / "stdout.log")
+    assert result["stdout_path"] == str(
+        ws.resolve() / ".harness" / "workers-adhoc" / "workers" / info["worker_id"] / "stdout.log"
+    )
 
 
-@pytest.mark.parametrize("scope_path", ["..", "../elsewhere", "sub/../../elsewhere", "/etc", "escape-link", "escape-link/deeper"])
+@pytest.mark.parametrize(
+    "scope_path", ["..", "../elsewhere", "sub/../../elsewhere", "/etc", "escape-link", "escape-link/deeper"]
+)
 def test_a_scope_path_resolving_outside_the_workspace_is_refused(
     wm: Manager, ws: Path, tmp_path: Path, scope_path: str
 ) -> None:
@@ -207,7 +219,9 @@ def test_a_scope_path_resolving_outside_the_workspace_is_refused(
     assert wm.events == []
 
 
-def test_a_symlink_that_stays_inside_the_workspace_is_confined_to_its_real_path(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_a_symlink_that_stays_inside_the_workspace_is_confined_to_its_real_path(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     (ws / "src").mkdir()
     (ws / "alias").symlink_to(ws / "src")
     info = wm.spawn(tmp_path, packet(scope_path="alias"))
@@ -217,11 +231,15 @@ def test_a_symlink_that_stays_inside_the_workspace_is_confined_to_its_real_path(
 # -- the trust gate ---------------------------------------------------------------------------
 
 
-def test_check_trust_trusts_a_scope_under_a_trusted_root_matched_by_real_path(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_check_trust_trusts_a_scope_under_a_trusted_root_matched_by_real_path(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     (ws / "pkg").mkdir()
     (tmp_path / "ws-alias").symlink_to(ws)
     wid = wm.spawn(tmp_path, packet(scope_path="pkg"))["worker_id"]
-    answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(tmp_path / "nowhere"), str(tmp_path / "ws-alias")]})
+    answer = wm.call(
+        "check_trust", {"worker_id": wid, "trusted_roots": [str(tmp_path / "nowhere"), str(tmp_path / "ws-alias")]}
+    )
     assert answer["trusted"] is True and answer["state"] == "ready_for_prompt"
     resolved = wm.events[-1]
     assert resolved["event"] == "trust_resolved" and resolved["state"] == "ready_for_prompt"
@@ -231,7 +249,9 @@ def test_check_trust_trusts_a_scope_under_a_trusted_root_matched_by_real_path(wm
     assert wm.events_of(wid) == ["worker_spawned", "trust_resolved"]
 
 
-def test_check_trust_does_not_trust_a_sibling_whose_name_starts_with_the_root(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_check_trust_does_not_trust_a_sibling_whose_name_starts_with_the_root(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     (tmp_path / "w").mkdir()  # ".../w" is a string prefix of ".../ws", not a parent of it
     wid = wm.spawn(tmp_path, packet())["worker_id"]
     answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(tmp_path / "w")]})
@@ -239,7 +259,9 @@ def test_check_trust_does_not_trust_a_sibling_whose_name_starts_with_the_root(wm
     assert wm.events_of(wid) == ["worker_spawned"]
 
 
-def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risky_task(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risky_task(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     safe = wm.spawn(tmp_path, packet(id="safe"), trusted_roots=[str(ws)])
     assert (safe["state"], safe["trusted"], safe["trust_source"]) == ("ready_for_prompt", True, "trusted_root")
     assert wm.events_of(safe["worker_id"]) == ["worker_spawned", "trust_resolved"]
@@ -249,7 +271,9 @@ def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risk
     assert (outside["state"], outside["trusted"]) == ("trust_required", False)
 
 
-def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     wid = wm.spawn(tmp_path, packet(risk="high", risk_reasons=["deploy"]))["worker_id"]
     answer = wm.call("check_trust", {"worker_id": wid, "trusted_roots": [str(ws)]})
     assert answer["trusted"] is False and answer["state"] == "trust_required"
@@ -289,8 +313,12 @@ def test_unknown_workers_are_not_found(wm: Manager) -> None:
 # -- running ----------------------------------------------------------------------------------
 
 
-def test_a_passing_worker_finishes_after_its_commands_and_acceptance_tests(wm: Manager, ws: Path, tmp_path: Path) -> None:
-    wid = wm.trusted_worker(tmp_path, packet(commands=["echo a > a.txt", "cat a.txt"], acceptance_tests=["test -s a.txt"]))
+def test_a_passing_worker_finishes_after_its_commands_and_acceptance_tests(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    wid = wm.trusted_worker(
+        tmp_path, packet(commands=["echo a > a.txt", "cat a.txt"], acceptance_tests=["test -s a.txt"])
+    )
     info = run(wm, wid)
     result = info["result"]
     assert info["state"] == "finished" and result["ok"] is True and result["reason"] is None
@@ -304,7 +332,9 @@ def test_a_passing_worker_finishes_after_its_commands_and_acceptance_tests(wm: M
 
 
 def test_a_failing_command_ends_the_worker_before_its_acceptance_tests(wm: Manager, ws: Path, tmp_path: Path) -> None:
-    wid = wm.trusted_worker(tmp_path, packet(commands=["echo one", "exit 4", "touch never"], acceptance_tests=["touch never"]))
+    wid = wm.trusted_worker(
+        tmp_path, packet(commands=["echo one", "exit 4", "touch never"], acceptance_tests=["touch never"])
+    )
     info = run(wm, wid)
     result = info["result"]
     assert info["state"] == "failed"
@@ -314,7 +344,9 @@ def test_a_failing_command_ends_the_worker_before_its_acceptance_tests(wm: Manag
     assert wm.events[-1]["event"] == "worker_failed" and wm.events[-1]["data"]["reason"] == "command_failed"
 
 
-def test_a_failing_acceptance_test_is_reported_as_acceptance_failed_with_its_output(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_a_failing_acceptance_test_is_reported_as_acceptance_failed_with_its_output(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     check = "echo checking; echo 'assertion failed: 2 != 3' >&2; exit 1"
     wid = wm.trusted_worker(tmp_path, packet(commands=["echo built"], acceptance_tests=["true", check]))
     result = run(wm, wid)["result"]
@@ -338,7 +370,9 @@ def test_a_step_killed_by_a_signal_reports_the_signal(wm: Manager, ws: Path, tmp
     assert (result["reason"], result["signal"], result["exit_code"], result["timed_out"]) == ("signal", 9, None, False)
 
 
-def test_a_timeout_kills_the_whole_process_group_including_background_children(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_a_timeout_kills_the_whole_process_group_including_background_children(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     wid = wm.trusted_worker(tmp_path, packet(commands=["sleep 30 & echo $! > bg.pid; sleep 30"], timeout=0.3))
     started = time.monotonic()
     result = run(wm, wid)["result"]
@@ -372,7 +406,9 @@ def test_cancel_stops_a_running_worker_and_fails_it_as_cancelled(wm: Manager, ws
     assert wait_until(lambda: not live_members(pgid))
 
 
-def test_cancelling_a_worker_that_is_not_running_fails_it_at_once_and_only_once(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_cancelling_a_worker_that_is_not_running_fails_it_at_once_and_only_once(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     wid = wm.spawn(tmp_path, packet(commands=["touch ran"]))["worker_id"]
     info = wm.call("cancel_worker", {"worker_id": wid})
     assert info["state"] == "failed" and info["result"]["reason"] == "cancelled"
@@ -422,11 +458,15 @@ def test_the_worker_environment_holds_only_whitelisted_and_named_variables(
     assert set(env) <= set(BASE_ENV) | harness | {"WM_ALLOWED", "FROM_PACKET", "PWD"}
 
 
-def test_output_is_appended_to_files_with_a_header_per_step_and_tails_are_bounded(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_output_is_appended_to_files_with_a_header_per_step_and_tails_are_bounded(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     big = "head -c 5000 /dev/zero | tr '\\0' a"
     wid = wm.trusted_worker(tmp_path, packet(commands=["echo out-one; echo err-one >&2", big]))
     result = run(wm, wid)["result"]
-    assert Path(result["stdout_path"]).read_text() == f"$ echo out-one; echo err-one >&2\nout-one\n$ {big}\n" + "a" * 5000
+    assert (
+        Path(result["stdout_path"]).read_text() == f"$ echo out-one; echo err-one >&2\nout-one\n$ {big}\n" + "a" * 5000
+    )
     assert Path(result["stderr_path"]).read_text() == "err-one\n"
     assert 1024 <= len(result["stdout_tail"]) <= 2048 and set(result["stdout_tail"]) == {"a"}
     finished = wm.events[-1]
@@ -563,7 +603,11 @@ _OUTCOMES = {
 }
 _PICK = st.integers(min_value=0, max_value=7)
 _SPAWN = st.tuples(
-    st.just("spawn"), st.sampled_from(["t1", "t2"]), st.booleans(), st.sampled_from(["low", "high"]), st.sampled_from(sorted(_OUTCOMES))
+    st.just("spawn"),
+    st.sampled_from(["t1", "t2"]),
+    st.booleans(),
+    st.sampled_from(["low", "high"]),
+    st.sampled_from(sorted(_OUTCOMES)),
 )
 _ACTION = st.one_of(
     _SPAWN,
@@ -645,7 +689,9 @@ def test_the_fold_ignores_events_of_unknown_workers_repeated_spawns_and_unusable
     assert table.workers[wid].attempt == 1 and table.workers[wid].trusted
 
 
-def test_replay_of_events_that_do_not_fold_is_refused_and_changes_nothing(wm: Manager, ws: Path, tmp_path: Path) -> None:
+def test_replay_of_events_that_do_not_fold_is_refused_and_changes_nothing(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
     wid, events = _ready_worker_events(tmp_path, ws)
     broken = {**events[0], "worker_id": "w-broken", "data": {"packet": {}}}  # no scope_dir, no workspace
     assert rpc_error(lambda: wm.call("replay", {"events": [events[0], broken]})).code == INVALID_PARAMS

@@ -8,10 +8,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.rpc import ServiceProcess
 
@@ -25,7 +26,7 @@ WAIT = 10.0
 _validators: dict[str, Any] = {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """A generated schema, through the package data (or the source tree when the installed
     package does not map ``harness.schemas``, as in an editable install made before it existed)."""
@@ -37,7 +38,7 @@ def load_schema(name: str) -> dict[str, Any]:
         return json.loads((_REPO / "schemas" / f"{name}.json").read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_contract(service: str) -> dict[str, Any]:
     """A service contract, found the same way as :func:`load_schema`."""
     from harness import resources

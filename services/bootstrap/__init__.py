@@ -10,9 +10,7 @@ and ``phase_completed``. The contract is ``contracts/bootstrap.yaml``.
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._models import SCHEMAS
 
@@ -54,6 +52,6 @@ def build_server() -> Server:
     return server
 
 
-def main() -> "NoReturn":
+def main() -> NoReturn:
     """Serve on stdin/stdout until EOF or ``shutdown``."""
     build_server().run_stdio_and_exit()

@@ -18,8 +18,9 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from harness.models import BootstrapPlan, PhaseName, PhaseResult, PhaseSpec, PhaseStatus
 from harness.rpc import InvalidParams
@@ -155,9 +156,7 @@ class Bootstrap:
     def execute_phase(self, params: ExecutePhaseParams) -> PhaseResult:
         phase = BY_NAME.get(params.phase)
         if phase is None:
-            raise InvalidParams(
-                f"unknown phase {params.phase!r}", {"phase": params.phase, "valid_phases": PHASE_NAMES}
-            )
+            raise InvalidParams(f"unknown phase {params.phase!r}", {"phase": params.phase, "valid_phases": PHASE_NAMES})
         cdig = context_digest(params.context)
         key = params.idempotency_key
         self.cache.claim_key(key, phase.name)

@@ -28,7 +28,7 @@ class Outcome:
     artifacts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def failed(cls, *diagnostics: str, **artifacts: Any) -> "Outcome":
+    def failed(cls, *diagnostics: str, **artifacts: Any) -> Outcome:
         return cls(PhaseStatus.failed, list(diagnostics), dict(artifacts))
 
 

@@ -12,10 +12,8 @@ Everything it does is also available as pure functions, for the supervisor and f
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .schemas import (
     SCHEMAS,
@@ -110,7 +108,7 @@ __all__ = [
 ]
 
 
-def main() -> "NoReturn":
+def main() -> NoReturn:
     """Console entry point: serve on stdin/stdout until EOF or ``shutdown``."""
     from .service import build_server
 

@@ -63,7 +63,9 @@ def _refuse(report: ValidationReport, what: str, **extra: object) -> InvalidPlan
     return InvalidPlan(f"{what} is not valid ({len(errors)} error(s)): {summary}", data)
 
 
-def check(plan: Plan, *, workspace: str | None, strictness: Strictness, config: ValidationConfig) -> tuple[Plan, ValidationReport]:
+def check(
+    plan: Plan, *, workspace: str | None, strictness: Strictness, config: ValidationConfig
+) -> tuple[Plan, ValidationReport]:
     """Flag risks on ``plan``'s tasks and validate it."""
     flagged = plan.model_copy(update={"tasks": flag_risks(plan.tasks)})
     return flagged, validate_plan(flagged, workspace=workspace, strictness=strictness, config=config)

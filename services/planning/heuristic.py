@@ -184,7 +184,9 @@ class _Builder:
         pytest = next((c.text for c in self.p.test_commands if "-m pytest" in c.text), None)
         if "python" in self.p.ecosystems and pytest is not None:
             interpreter = pytest.split()[0]  # the one the workspace's tests run with
-            checks.append(Command(f"{interpreter} -m pytest -q --collect-only", "", rooted=True).from_dir(self.tests_dir))
+            checks.append(
+                Command(f"{interpreter} -m pytest -q --collect-only", "", rooted=True).from_dir(self.tests_dir)
+            )
         return _Task(
             "regression",
             f"Reproduce with a failing test: {self.short}",
@@ -200,7 +202,9 @@ class _Builder:
         tests_only = all(intent(c) == Intent.tests for c in group)
         if docs_only:
             path = self.p.docs_dir or "."
-            phrase = key_phrase(" ".join(w for w in words(text) if w not in DOC_WORDS | DOC_VERBS)) or key_phrase(self.objective)
+            phrase = key_phrase(" ".join(w for w in words(text) if w not in DOC_WORDS | DOC_VERBS)) or key_phrase(
+                self.objective
+            )
             checks = self._changed() + ([self._grep(phrase)] if phrase else [])
         elif tests_only:
             path = self.tests_dir
@@ -214,7 +218,12 @@ class _Builder:
                 + self._cmds(self.p.test_commands, path)
             )
         return _Task(
-            f"change{index}", shorten(text, 80), text + ".", path, acceptance=self._or_fallback(checks), docs_only=docs_only
+            f"change{index}",
+            shorten(text, 80),
+            text + ".",
+            path,
+            acceptance=self._or_fallback(checks),
+            docs_only=docs_only,
         )
 
     def tests(self) -> _Task:
@@ -267,7 +276,11 @@ class _Builder:
         if not tests:
             self.notes.append(
                 "no test command found: verification accepts "
-                + ("the build commands" if builds else ("a change in the git work tree" if self.p.git else "'test -d .' only (no git, no tests)"))
+                + (
+                    "the build commands"
+                    if builds
+                    else ("a change in the git work tree" if self.p.git else "'test -d .' only (no git, no tests)")
+                )
             )
         return _Task(
             "verify",
@@ -299,7 +312,9 @@ def _wire(drafts: list[_Task]) -> None:
     verify.after = [k for k in keys[:-1] if k not in depended]
 
 
-def build_plan(objective: str, profile: WorkspaceProfile, max_tasks: int = HEURISTIC_MAX_TASKS) -> tuple[Plan, list[str]]:
+def build_plan(
+    objective: str, profile: WorkspaceProfile, max_tasks: int = HEURISTIC_MAX_TASKS
+) -> tuple[Plan, list[str]]:
     """The plan for ``objective`` in a workspace described by ``profile``, and planning notes."""
     b = _Builder(objective, profile)
     clauses = split_clauses(objective)

@@ -33,8 +33,22 @@ from .text import sentence
 _ID = r"[A-Za-z0-9][\w.\-]*"
 _ID_SEP = r"\s*(?:,|\band\b|&)\s*|\s+"
 _IDS = rf"{_ID}(?:(?:{_ID_SEP}){_ID})*"
-_UNITS = {"": 1, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1, "m": 60, "min": 60, "mins": 60,
-          "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600}
+_UNITS = {
+    "": 1,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+}
 _UNIT = r"(?P<unit>s|secs?|seconds?|m|mins?|minutes?|h|hours?)?"
 _NUM = r"(?P<n>\d+(?:\.\d+)?)"
 
@@ -46,11 +60,17 @@ def _rx(pattern: str) -> re.Pattern[str]:
 REMOVE = _rx(rf"^(?:skip|remove|drop|delete)\s+(?:the\s+)?(?:tasks?\s+)?(?P<ids>{_IDS})$")
 ADD = _rx(r"^add\s+(?:a\s+)?(?:new\s+)?(?:task|step)\s*(?:[:\-\u2014]\s*|\s)(?P<text>.+)$")
 RENAME = _rx(rf"^rename\s+(?:task\s+)?(?P<id>{_ID})\s+(?:to|as)\s+(?P<title>.+)$")
-AFTER = _rx(rf"^(?:task\s+)?(?P<id>{_ID})\s+(?:(?:should\s+)?(?:run\s+)?after|depends\s+on|requires|waits\s+for)\s+(?P<ids>{_IDS})$")
+AFTER = _rx(
+    rf"^(?:task\s+)?(?P<id>{_ID})\s+(?:(?:should\s+)?(?:run\s+)?after|depends\s+on|requires|waits\s+for)\s+(?P<ids>{_IDS})$"
+)
 BEFORE = _rx(rf"^(?:task\s+)?(?P<id>{_ID})\s+(?:(?:should\s+)?(?:run\s+)?before)\s+(?P<other>{_ID})$")
-UNLINK = _rx(rf"^(?:task\s+)?(?P<id>{_ID})\s+(?:no\s+longer\s+depends|does\s*n[o']t\s+depend|doesn't\s+depend|is\s+independent)\s+(?:on|of)\s+(?P<ids>{_IDS})$")
+UNLINK = _rx(
+    rf"^(?:task\s+)?(?P<id>{_ID})\s+(?:no\s+longer\s+depends|does\s*n[o']t\s+depend|doesn't\s+depend|is\s+independent)\s+(?:on|of)\s+(?P<ids>{_IDS})$"
+)
 TIMEOUT = (
-    _rx(rf"^(?:set\s+)?(?:the\s+)?timeout\s+(?:of\s+|for\s+)?(?:task\s+)?(?P<id>{_ID})\s+(?:to\s+|=\s*|at\s+)?{_NUM}\s*{_UNIT}$"),
+    _rx(
+        rf"^(?:set\s+)?(?:the\s+)?timeout\s+(?:of\s+|for\s+)?(?:task\s+)?(?P<id>{_ID})\s+(?:to\s+|=\s*|at\s+)?{_NUM}\s*{_UNIT}$"
+    ),
     _rx(rf"^(?:task\s+)?(?P<id>{_ID})\s+timeout\s+(?:to\s+|=\s*|of\s+)?{_NUM}\s*{_UNIT}$"),
 )
 SCOPE = _rx(rf"^(?:scope|limit|restrict)\s+(?:task\s+)?(?P<id>{_ID})\s+(?:to\s+|in\s+)?(?P<path>\S+)$")
@@ -149,7 +169,11 @@ class _Editor:
                     self.replace(t, depends_on=deps)
                     rewired.append(t.id)
             verb = "depends" if len(rewired) == 1 else "depend"
-            note = f"; {', '.join(rewired)} now {verb} on {', '.join(task.depends_on) or 'nothing'} instead" if rewired else ""
+            note = (
+                f"; {', '.join(rewired)} now {verb} on {', '.join(task.depends_on) or 'nothing'} instead"
+                if rewired
+                else ""
+            )
             self.applied.append(f"removed {task.id} ({task.title}){note}")
         return True
 
@@ -160,7 +184,9 @@ class _Editor:
         last = self.tasks[-1] if self.tasks else None
         new_id = self.next_id(text)
         tests = list(last.acceptance_tests) if last and last.acceptance_tests else list(self.fallback_tests)
-        packet = TaskPacket(id=new_id, title=text, objective=text, depends_on=[last.id] if last else [], acceptance_tests=tests)
+        packet = TaskPacket(
+            id=new_id, title=text, objective=text, depends_on=[last.id] if last else [], acceptance_tests=tests
+        )
         self.tasks.append(packet)
         self.applied.append(f"added {new_id} ({text})" + (f" after {last.id}" if last else ""))
         return True
@@ -223,7 +249,9 @@ class _Editor:
         gone = [n for n in names if n in task.depends_on]
         self.replace(task, depends_on=[d for d in task.depends_on if d not in gone])
         self.applied.append(
-            f"{task.id} no longer depends on {', '.join(gone)}" if gone else f"{task.id} did not depend on {', '.join(names)}"
+            f"{task.id} no longer depends on {', '.join(gone)}"
+            if gone
+            else f"{task.id} did not depend on {', '.join(names)}"
         )
         return True
 

@@ -18,10 +18,16 @@ RISK_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     for reason, pattern in (
         ("deploys", r"\bdeploy(?:s|ed|ing|ment|ments)?\b"),
         ("deletes data", r"\bdelet(?:e|es|ed|ing|ion)\b"),
-        ("drops a table or database", r"\bdrop\s+(?:the\s+)?(?:[\w.-]+\s+)?(?:table|database|schema|collection|index)e?s?\b"),
+        (
+            "drops a table or database",
+            r"\bdrop\s+(?:the\s+)?(?:[\w.-]+\s+)?(?:table|database|schema|collection|index)e?s?\b",
+        ),
         ("touches production", r"\b(?:production|prod)\b"),
         ("force-pushes", r"\bpush\b[^;&|\n]*?\s(?:--force(?:-with-lease)?|-f)\b|\bforce[- ]push"),
-        ("removes files recursively (rm -rf)", r"\brm\s+(?:-\w*r\w*f\w*|-\w*f\w*r\w*|-r\s+-f|-f\s+-r|--recursive\s+--force|--force\s+--recursive)\b"),
+        (
+            "removes files recursively (rm -rf)",
+            r"\brm\s+(?:-\w*r\w*f\w*|-\w*f\w*r\w*|-r\s+-f|-f\s+-r|--recursive\s+--force|--force\s+--recursive)\b",
+        ),
         ("truncates data", r"\btruncat(?:e|es|ed|ing)\b"),
         ("rewrites git history (reset --hard)", r"\breset\s+--hard\b"),
         ("publishes a package", r"\b(?:npm|cargo|twine|poetry|gem|pnpm|yarn)\s+(?:publish|upload|push)\b"),

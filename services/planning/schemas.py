@@ -43,7 +43,7 @@ class ValidationConfig(BaseModel):
     vague: Level | None = Field(default=None, description="Severity of vague_objective (null: by strictness).")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "ValidationConfig":
+    def _bounds(self) -> ValidationConfig:
         if self.min_tasks > self.max_tasks:
             raise ValueError(f"min_tasks ({self.min_tasks}) is larger than max_tasks ({self.max_tasks})")
         return self
@@ -89,7 +89,7 @@ class RefineParams(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _plan_or_packets(self) -> "RefineParams":
+    def _plan_or_packets(self) -> RefineParams:
         if (self.plan is None) == (self.packets is None):
             raise ValueError("give either plan, or packets together with objective")
         if self.packets is not None and not (self.objective or "").strip():
@@ -112,13 +112,15 @@ class ValidateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     packets: list[TaskPacket] | None = None
-    plan: Plan | None = Field(default=None, description="Instead of packets: a whole plan (its objective is checked too).")
+    plan: Plan | None = Field(
+        default=None, description="Instead of packets: a whole plan (its objective is checked too)."
+    )
     workspace: str | None = Field(default=None, description="Check scope paths against this directory's real path.")
     strictness: Strictness = Strictness.file
     config: ValidationConfig = Field(default_factory=ValidationConfig)
 
     @model_validator(mode="after")
-    def _plan_or_packets(self) -> "ValidateParams":
+    def _plan_or_packets(self) -> ValidateParams:
         if (self.plan is None) == (self.packets is None):
             raise ValueError("give either packets or plan")
         return self

@@ -29,7 +29,9 @@ def refine(params: RefineParams) -> RefineResult:
     """Plan + feedback -> next revision; what each directive did is in ``applied``."""
     from . import backend
 
-    checked, applied = backend.refine_plan(params.as_plan(), params.feedback, params.context, strictness=params.strictness)
+    checked, applied = backend.refine_plan(
+        params.as_plan(), params.feedback, params.context, strictness=params.strictness
+    )
     return RefineResult(plan=checked.plan, applied=applied, report=checked.report)
 
 

@@ -49,7 +49,12 @@ _SIGNALS = (
     ("quoted", re.compile(r"`[^`]+`|\"[^\"]+\"|(?<![\w])'[^'\n]+'(?![\w])")),
     ("number", re.compile(r"\d")),
     ("path", re.compile(r"[\w.-]*\w/[\w./-]*|(?<![\w.])[\w-]{2,}\.[A-Za-z][A-Za-z0-9]{0,5}\b")),
-    ("identifier", re.compile(r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b|\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b[A-Z][a-z]+[A-Z][A-Za-z0-9]*\b|\b\w+\(\)")),
+    (
+        "identifier",
+        re.compile(
+            r"\b[A-Za-z][A-Za-z0-9]*_[A-Za-z0-9_]+\b|\b[a-z]+[A-Z][A-Za-z0-9]*\b|\b[A-Z][a-z]+[A-Z][A-Za-z0-9]*\b|\b\w+\(\)"
+        ),
+    ),
     ("flag", re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")),
 )
 
@@ -144,12 +149,18 @@ class Intent(StrEnum):
     tests = "tests"
 
 
-_BUG_WORDS = frozenset("bug bugs crash crashes crashing regression broken error errors failing fails failure exception leak".split())
+_BUG_WORDS = frozenset(
+    "bug bugs crash crashes crashing regression broken error errors failing fails failure exception leak".split()
+)
 _BUG_VERBS = frozenset("fix repair resolve debug patch".split())
-DOC_WORDS = frozenset("readme readme.md docs documentation guide changelog changelog.md docstring docstrings tutorial manual".split())
+DOC_WORDS = frozenset(
+    "readme readme.md docs documentation guide changelog changelog.md docstring docstrings tutorial manual".split()
+)
 DOC_VERBS = frozenset("document describe explain".split())
 _TEST_WORDS = frozenset("test tests coverage".split())
-_REFACTOR_VERBS = frozenset("refactor rename extract move simplify restructure reorganize reorganise split tidy clean".split())
+_REFACTOR_VERBS = frozenset(
+    "refactor rename extract move simplify restructure reorganize reorganise split tidy clean".split()
+)
 
 
 def intent(clause: str) -> Intent:

@@ -34,7 +34,9 @@ class _Collector:
         self.root = root
         self.problems: list[Problem] = []
 
-    def add(self, severity: Severity, code: str, message: str, task_id: str | None = None, path: str | None = None) -> None:
+    def add(
+        self, severity: Severity, code: str, message: str, task_id: str | None = None, path: str | None = None
+    ) -> None:
         self.problems.append(Problem(severity=severity, code=code, message=message, task_id=task_id, path=path))
 
     def error(self, code: str, message: str, task_id: str | None = None, path: str | None = None) -> None:
@@ -179,7 +181,10 @@ def scope_problem(scope_path: str, workspace: str | None) -> tuple[str, str] | N
         return ("scope_outside_workspace", f"scope path {path!r} {how} the workspace {base}")
     real_base, real_target = os.path.realpath(base), os.path.realpath(target)
     if not _inside(real_target, real_base):
-        return ("scope_outside_workspace", f"scope path {path!r} resolves through a symlink to {real_target}, outside the workspace")
+        return (
+            "scope_outside_workspace",
+            f"scope path {path!r} resolves through a symlink to {real_target}, outside the workspace",
+        )
     return None
 
 
@@ -191,7 +196,12 @@ def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity
     first_index: dict[str, int] = {}
     for i, p in enumerate(packets):
         if p.id in first_index:
-            out.error("duplicate_id", f"task id {p.id!r} is used again (first at {out.at(first_index[p.id])})", p.id, out.at(i, "id"))
+            out.error(
+                "duplicate_id",
+                f"task id {p.id!r} is used again (first at {out.at(first_index[p.id])})",
+                p.id,
+                out.at(i, "id"),
+            )
         else:
             first_index[p.id] = i
         for j, dep in enumerate(p.depends_on):
@@ -199,17 +209,35 @@ def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity
             if dep == p.id:
                 out.error("self_dependency", f"task {p.id!r} depends on itself", p.id, where)
             elif dep not in ids:
-                out.error("unknown_dependency", f"task {p.id!r} depends on {dep!r}, which is not in the plan", p.id, where)
+                out.error(
+                    "unknown_dependency", f"task {p.id!r} depends on {dep!r}, which is not in the plan", p.id, where
+                )
             elif dep in p.depends_on[:j]:
                 out.add(Severity.warning, "duplicate_dependency", f"task {p.id!r} lists {dep!r} twice", p.id, where)
         if not [t for t in p.acceptance_tests if t.strip()]:
-            out.error("missing_acceptance_tests", f"task {p.id!r} has no acceptance tests: nothing would decide whether it worked", p.id, out.at(i, "acceptance_tests"))
+            out.error(
+                "missing_acceptance_tests",
+                f"task {p.id!r} has no acceptance tests: nothing would decide whether it worked",
+                p.id,
+                out.at(i, "acceptance_tests"),
+            )
         for field in ("commands", "acceptance_tests"):
             for j, cmd in enumerate(getattr(p, field)):
                 if not cmd.strip():
-                    out.error("empty_command", f"task {p.id!r} has an empty entry in {field}", p.id, out.at(i, f"{field}[{j}]"))
+                    out.error(
+                        "empty_command",
+                        f"task {p.id!r} has an empty entry in {field}",
+                        p.id,
+                        out.at(i, f"{field}[{j}]"),
+                    )
         if vague is not None and (why := vagueness(p.objective)):
-            out.add(vague, "vague_objective", f"task {p.id!r} objective {p.objective!r} is vague: {why}", p.id, out.at(i, "objective"))
+            out.add(
+                vague,
+                "vague_objective",
+                f"task {p.id!r} objective {p.objective!r} is vague: {why}",
+                p.id,
+                out.at(i, "objective"),
+            )
         found = scope_problem(p.scope_path, workspace)
         if found:
             code, message = found
@@ -252,7 +280,13 @@ def validate_packets(
     if not packets:
         out.error("empty_plan", "the plan has no tasks", None, root)
     elif size is not None and not cfg.min_tasks <= len(packets) <= cfg.max_tasks:
-        out.add(size, "plan_size", f"the plan has {len(packets)} tasks; expected {cfg.min_tasks} to {cfg.max_tasks}", None, root)
+        out.add(
+            size,
+            "plan_size",
+            f"the plan has {len(packets)} tasks; expected {cfg.min_tasks} to {cfg.max_tasks}",
+            None,
+            root,
+        )
     if objective is not None and vague is not None and (why := vagueness(objective)):
         out.add(vague, "vague_objective", f"the objective {objective!r} is vague: {why}", None, "objective")
     _check_tasks(packets, out, vague, workspace_for_scopes)

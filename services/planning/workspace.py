@@ -161,7 +161,9 @@ class _Finder:
             return
         self.ecosystems.append("python")
         if take_tests:
-            self.tests.append(Command(f"{self.python_cmd} -m pytest -q", marker or f"the Python files in {tests_dir}/", rooted=True))
+            self.tests.append(
+                Command(f"{self.python_cmd} -m pytest -q", marker or f"the Python files in {tests_dir}/", rooted=True)
+            )
 
     @property
     def python_cmd(self) -> str:

@@ -48,7 +48,15 @@ if TYPE_CHECKING:
 
 #: Loaded on first use: the service itself never needs the result models (start-up time).
 _LAZY = frozenset(
-    {"CheckTrustResult", "FailedStep", "ListWorkersResult", "StepRecord", "WorkerInfo", "WorkerReplayResult", "WorkerResult"}
+    {
+        "CheckTrustResult",
+        "FailedStep",
+        "ListWorkersResult",
+        "StepRecord",
+        "WorkerInfo",
+        "WorkerReplayResult",
+        "WorkerResult",
+    }
 )
 
 

@@ -11,7 +11,8 @@ cluster backend would implement the same calls.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ._models import FailureReason, StepKind
 

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ._executor import TAIL_BYTES, Job, Outcome, Step
 from ._models import FailureReason, StepKind
@@ -134,7 +134,10 @@ class LocalExecution:
             for fd in fds:
                 os.close(fd)
             return Outcome(
-                ok=False, reason=FailureReason.spawn_error, duration_ms=_ms(t0), message=f"cannot open the worker's files: {exc}"
+                ok=False,
+                reason=FailureReason.spawn_error,
+                duration_ms=_ms(t0),
+                message=f"cannot open the worker's files: {exc}",
             )
         try:
             outcome = self._run_steps(fds[0], fds[1], fds[2], t0, on_started)
@@ -149,11 +152,15 @@ class LocalExecution:
         """The scope must exist and, now that it does, still resolve inside the workspace."""
         job = self.job
         if not os.path.isdir(job.cwd):
-            return Outcome(ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}")
+            return Outcome(
+                ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}"
+            )
         real = os.path.realpath(job.cwd)
         if os.path.commonpath([real, job.workspace]) != job.workspace:
             return Outcome(
-                ok=False, reason=FailureReason.spawn_error, message=f"scope directory {real} resolves outside the workspace"
+                ok=False,
+                reason=FailureReason.spawn_error,
+                message=f"scope directory {real} resolves outside the workspace",
             )
         return None
 

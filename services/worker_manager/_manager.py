@@ -20,7 +20,8 @@ import hashlib
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
@@ -33,10 +34,10 @@ from ._models import (
     FailureReason,
     GetWorkerParams,
     MarkTrustedParams,
-    WorkerReplayParams,
     RunWorkerParams,
     SpawnWorkerParams,
     StepKind,
+    WorkerReplayParams,
 )
 from ._table import WorkerRecord, WorkerTable
 
@@ -129,7 +130,9 @@ class WorkerManager:
         """Apply and send one event; the caller holds the lock."""
         wid, task_id = (rec_or_id.worker_id, rec_or_id.task_id) if isinstance(rec_or_id, WorkerRecord) else rec_or_id
         now = self._clock()
-        event = WorkerEvent.model_construct(event=kind, worker_id=wid, task_id=task_id, state=state, time=now, data=data)
+        event = WorkerEvent.model_construct(
+            event=kind, worker_id=wid, task_id=task_id, state=state, time=now, data=data
+        )
         rec = self.table.apply(event)
         assert rec is not None
         self._emit_event(

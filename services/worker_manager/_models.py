@@ -40,10 +40,14 @@ class _Params(BaseModel):
 class SpawnWorkerParams(_Params):
     task_packet: TaskPacket
     workspace: str = Field(description="The workspace root; the worker is confined inside it.")
-    run_dir: str | None = Field(default=None, description="Where output goes; default <workspace>/.harness/workers-adhoc.")
+    run_dir: str | None = Field(
+        default=None, description="Where output goes; default <workspace>/.harness/workers-adhoc."
+    )
     attempt: int = Field(default=1, ge=1, le=100_000)
     idempotency_key: str | None = Field(default=None, description="Same key twice returns the same worker.")
-    env_allow: list[str] = Field(default_factory=list, description="Extra variable names passed through from the manager's environment.")
+    env_allow: list[str] = Field(
+        default_factory=list, description="Extra variable names passed through from the manager's environment."
+    )
     trusted_roots: list[str] = Field(
         default_factory=list,
         description="As in check_trust: when given, the trust gate is tried at once (saving a round trip); "
@@ -53,7 +57,9 @@ class SpawnWorkerParams(_Params):
 
 class CheckTrustParams(_Params):
     worker_id: str
-    trusted_roots: list[str] = Field(default_factory=list, description="Directories whose workers are trusted (matched by real path).")
+    trusted_roots: list[str] = Field(
+        default_factory=list, description="Directories whose workers are trusted (matched by real path)."
+    )
     idempotency_key: str | None = None
 
 
@@ -66,7 +72,9 @@ class MarkTrustedParams(_Params):
 
 class RunWorkerParams(_Params):
     worker_id: str
-    idempotency_key: str | None = Field(default=None, description="Accepted for symmetry: a worker never runs twice anyway.")
+    idempotency_key: str | None = Field(
+        default=None, description="Accepted for symmetry: a worker never runs twice anyway."
+    )
 
 
 class GetWorkerParams(_Params):

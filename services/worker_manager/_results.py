@@ -69,7 +69,6 @@ class WorkerInfo(BaseModel):
     result: WorkerResult | None = None
 
 
-
 class CheckTrustResult(BaseModel):
     worker_id: str
     trusted: bool

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import os
 import signal
 from types import FrameType
+from typing import NoReturn
 
 from harness import __version__
 from harness.rpc import Server
@@ -46,7 +45,7 @@ def _die_with_workers(manager: WorkerManager) -> None:
         signal.signal(sig, handler)
 
 
-def main() -> "NoReturn":
+def main() -> NoReturn:
     server, manager = build_server()
     _die_with_workers(manager)
     server.run_stdio_and_exit()

@@ -9,7 +9,8 @@ environment or the filesystem.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from harness.models import WorkerEvent, WorkerEventType, WorkerState
 
@@ -91,7 +92,7 @@ class WorkerRecord:
         return snap
 
     @classmethod
-    def from_spawned(cls, event: WorkerEvent) -> "WorkerRecord":
+    def from_spawned(cls, event: WorkerEvent) -> WorkerRecord:
         data = event.data
         return cls(
             worker_id=event.worker_id,
@@ -119,7 +120,7 @@ class WorkerTable:
         self.ignored = 0
 
     @classmethod
-    def from_events(cls, events: Iterable[WorkerEvent | Mapping[str, Any]]) -> "WorkerTable":
+    def from_events(cls, events: Iterable[WorkerEvent | Mapping[str, Any]]) -> WorkerTable:
         """Fold events, in order, into a new table (the pure rebuild behind ``replay``)."""
         table = cls()
         for event in events:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import IO, Any, Sequence
+from collections.abc import Sequence
+from typing import IO, Any
 
 #: The embedded default command of each service (a config file may replace any of them).
 DEFAULT_MODULES = {

@@ -163,7 +163,9 @@ def cmd_approve(args: argparse.Namespace) -> int:
         feedback = args.reject or args.clarify
         kind = "reject" if args.reject else "clarify"
         _append(workspace, args.run_id, [("GATE_REJECTED", {**base, "feedback": feedback, "kind": kind}, None)])
-        print(f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan.")
+        print(
+            f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan."
+        )
         return EXIT_OK
     data: dict[str, Any] = dict(base)
     if args.skip:
@@ -184,11 +186,15 @@ def cmd_decide(args: argparse.Namespace) -> int:
     _, state, result = _load_state(workspace, args.run_id)
     task = state.tasks.get(args.task_id)
     if task is None:
-        raise UsageError(f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
+        raise UsageError(
+            f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"]
+        )
     if task.status.value in ("completed", "skipped"):
         raise UsageError(f"task {args.task_id} is already {task.status.value}")
     if args.decision in ("retry", "skip") and task.failure_type:
-        escalations = [e for e in result.events if e["type"] == "RECOVERY_ESCALATION" and e.get("task_id") == args.task_id]
+        escalations = [
+            e for e in result.events if e["type"] == "RECOVERY_ESCALATION" and e.get("task_id") == args.task_id
+        ]
         options = (escalations[-1]["data"].get("options") if escalations else None) or []
         if options and args.decision not in options:
             raise UsageError(
@@ -215,7 +221,9 @@ def cmd_amend(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown task id(s): {', '.join(unknown)}")
     done = [t for t in args.skip if state.tasks[t].status.value in ("completed", "running")]
     if done:
-        raise UsageError(f"cannot skip task(s) already {', '.join(f'{t} ({state.tasks[t].status.value})' for t in done)}")
+        raise UsageError(
+            f"cannot skip task(s) already {', '.join(f'{t} ({state.tasks[t].status.value})' for t in done)}"
+        )
     if not args.yes:
         if not _interactive():
             raise UsageError("amending a run needs confirmation: pass --yes (no terminal to ask on)")
@@ -226,7 +234,18 @@ def cmd_amend(args: argparse.Namespace) -> int:
     _append(
         workspace,
         args.run_id,
-        [("PLAN_AMENDED", {"skip": args.skip, "keep_dependents": args.keep_dependents, "requested_by": _user(), "confirmed": True}, None)],
+        [
+            (
+                "PLAN_AMENDED",
+                {
+                    "skip": args.skip,
+                    "keep_dependents": args.keep_dependents,
+                    "requested_by": _user(),
+                    "confirmed": True,
+                },
+                None,
+            )
+        ],
     )
     print(f"Amended run {args.run_id}: skipping {', '.join(args.skip)}.")
     return EXIT_OK
@@ -254,7 +273,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state.plan:
         print(f"Plan revision {state.revision}" + (" (approved)" if state.is_approved() else " (not approved)"))
     counts = state.counts()
-    print(f"Tasks: {counts['completed']}/{len(state.tasks)} completed, {counts['skipped']} skipped, {counts['failed']} failed, {counts['waiting']} waiting")
+    print(
+        f"Tasks: {counts['completed']}/{len(state.tasks)} completed, {counts['skipped']} skipped, {counts['failed']} failed, {counts['waiting']} waiting"
+    )
     for t in state.task_list():
         extra = f" attempts={t.attempts}" if t.attempts > 1 else ""
         why = f" ({t.waiting_for})" if t.waiting_for else (f" ({t.skip_reason})" if t.skip_reason else "")
@@ -305,19 +326,29 @@ def _describe(event: dict[str, Any], titles: dict[str, str]) -> str:
         plan = d.get("plan") or {}
         parts.append(f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}")
     elif etype in ("GATE_APPROVED", "GATE_REJECTED"):
-        parts.append(f"revision {d.get('revision')} by {d.get('approver')} via {d.get('source')}" + (f" ({d.get('rule')})" if d.get("rule") else ""))
+        parts.append(
+            f"revision {d.get('revision')} by {d.get('approver')} via {d.get('source')}"
+            + (f" ({d.get('rule')})" if d.get("rule") else "")
+        )
         if d.get("feedback"):
             parts.append(f"feedback: {d['feedback']}")
     elif etype == "TASK_FAILED":
         parts.append(f"- {d.get('summary') or d.get('reason')}")
     elif etype in ("SERVICE_STARTED", "SERVICE_CRASHED", "SERVICE_RESTARTED", "SERVICE_FATAL", "SERVICE_STOPPED"):
-        parts.append(str(d.get("service")) + (f" pid {d['pid']}" if d.get("pid") else "") + (f" {d['exit']}" if d.get("exit") else ""))
+        parts.append(
+            str(d.get("service"))
+            + (f" pid {d['pid']}" if d.get("pid") else "")
+            + (f" {d['exit']}" if d.get("exit") else "")
+        )
     elif etype == "FAILURE_CLASSIFIED":
         parts.append(f"{d.get('failure_type')} (rule {d.get('rule')})")
     elif etype == "RECOVERY_APPLIED":
         parts.append(f"{d.get('recipe')} attempt {d.get('attempt')} delay {d.get('delay')} s")
     elif etype == "RECOVERY_ESCALATION":
-        parts.append(f"{d.get('reason')}: " + (f"decided {d['decision']} via {d.get('source')}" if d.get("decision") else f"waiting: {d.get('how')}"))
+        parts.append(
+            f"{d.get('reason')}: "
+            + (f"decided {d['decision']} via {d.get('source')}" if d.get("decision") else f"waiting: {d.get('how')}")
+        )
     elif etype in ("TASK_DECISION",):
         if d.get("decision"):
             parts.append(f"{d.get('decision')} via {d.get('source')}")
@@ -344,7 +375,10 @@ def cmd_log(args: argparse.Namespace) -> int:
     if args.verify:
         report = eventlog.verify(path)
         if report.ok:
-            print(f"OK: {report.count} events, hash chain intact" + ("" if result.torn is None else " (a torn last line is ignored)"))
+            print(
+                f"OK: {report.count} events, hash chain intact"
+                + ("" if result.torn is None else " (a torn last line is ignored)")
+            )
             return EXIT_OK
         print(f"BROKEN: {len(report.problems)} problem(s) in {path}", file=sys.stderr)
         for p in report.problems:
@@ -411,7 +445,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             data = json.loads(text)
     except Exception as exc:
-        print(f"{args.file}: not valid {'YAML' if args.file.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}", file=sys.stderr)
+        print(
+            f"{args.file}: not valid {'YAML' if args.file.endswith(('.yaml', '.yml')) else 'JSON'}: {exc}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -609,7 +646,9 @@ def _report_error(exc: BaseException) -> int:
         return EXIT_USAGE
     if os.environ.get("HARNESS_DEBUG"):
         raise exc
-    print(f"harness: internal error: {type(exc).__name__}: {exc} (set HARNESS_DEBUG=1 for a traceback)", file=sys.stderr)
+    print(
+        f"harness: internal error: {type(exc).__name__}: {exc} (set HARNESS_DEBUG=1 for a traceback)", file=sys.stderr
+    )
     return EXIT_FAILED
 
 

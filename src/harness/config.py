@@ -185,7 +185,9 @@ def _problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def load_config(workspace: str | os.PathLike[str], config_path: str | None = None, policy_path: str | None = None) -> Config:
+def load_config(
+    workspace: str | os.PathLike[str], config_path: str | None = None, policy_path: str | None = None
+) -> Config:
     """Read the config (explicit file, or the workspace's own) and the policy file."""
     path: Path | None = Path(config_path) if config_path else None
     if path is None:
@@ -208,7 +210,9 @@ def load_config(workspace: str | os.PathLike[str], config_path: str | None = Non
         raise ConfigError(str(path), _problems(exc)) from exc
     unknown_services = [n for n in config.services if n not in SERVICE_NAMES]
     if unknown_services:
-        raise ConfigError(str(path), [f"services.{n}: unknown service (known: {', '.join(SERVICE_NAMES)})" for n in unknown_services])
+        raise ConfigError(
+            str(path), [f"services.{n}: unknown service (known: {', '.join(SERVICE_NAMES)})" for n in unknown_services]
+        )
     if path is not None:
         config.source = str(path)
         config.base_dir = str(path.resolve().parent)

@@ -233,9 +233,7 @@ def list_runs(workspace: str | os.PathLike[str]) -> list[str]:
     return sorted(
         e.name
         for e in entries
-        if e.is_dir()
-        and _RUN_ID.match(e.name)
-        and os.path.isfile(os.path.join(e.path, EVENTS_FILE))
+        if e.is_dir() and _RUN_ID.match(e.name) and os.path.isfile(os.path.join(e.path, EVENTS_FILE))
     )
 
 
@@ -416,8 +414,7 @@ def _parse_lines(lines: list[bytes], torn: Torn | None, base: int = 0) -> ReadRe
                     size = len(line) + 1 + (torn.size if torn else 0)
                     return ReadResult(events, Torn(offset, size, _preview(line)))
                 raise CorruptLog(
-                    f"line {i + 1} (offset {base + offset}) is not a JSON event; "
-                    "run `harness log verify`",
+                    f"line {i + 1} (offset {base + offset}) is not a JSON event; run `harness log verify`",
                     offset=base + offset,
                     line_no=i + 1,
                 )
@@ -583,9 +580,7 @@ def follow(
             os.close(fd)
 
 
-def _follow_chunk(
-    data: bytes, base: int, fast: Callable[[bytes], Any]
-) -> tuple[int, list[dict[str, Any]]]:
+def _follow_chunk(data: bytes, base: int, fast: Callable[[bytes], Any]) -> tuple[int, list[dict[str, Any]]]:
     """(bytes consumed, events) of the whole lines in ``data``. An unparseable line with nothing
     after it is left unconsumed (it may be a torn tail about to be truncated); one followed by
     more lines is corruption."""
@@ -599,9 +594,7 @@ def _follow_chunk(
         if event is None:
             if i == len(lines) - 1 and end == len(data):
                 break
-            raise CorruptLog(
-                f"offset {base + consumed}: not a JSON event", offset=base + consumed, line_no=None
-            )
+            raise CorruptLog(f"offset {base + consumed}: not a JSON event", offset=base + consumed, line_no=None)
         events.append(event)
         consumed += len(line) + 1
     return consumed, events
@@ -688,9 +681,7 @@ def _scan_tail(fd: int, size: int) -> tuple[dict[str, Any] | None, Torn | None]:
 def _check_tail_event(event: dict[str, Any], offset: int) -> dict[str, Any]:
     seq, digest = event.get("seq"), event.get("hash")
     if not isinstance(seq, int) or not isinstance(digest, str):
-        raise CorruptLog(
-            f"offset {offset}: the last event has no seq or hash", offset=offset, line_no=None
-        )
+        raise CorruptLog(f"offset {offset}: the last event has no seq or hash", offset=offset, line_no=None)
     return event
 
 
@@ -704,9 +695,7 @@ class EventLog:
     :func:`read_events` would return them later (``task_id``/``worker_id`` absent when null).
     """
 
-    def __init__(
-        self, path: Path, run_id: str, fd: int, clock: Callable[[], float], torn: Torn | None
-    ) -> None:
+    def __init__(self, path: Path, run_id: str, fd: int, clock: Callable[[], float], torn: Torn | None) -> None:
         self.path = path
         self.run_id = run_id
         self.torn = torn
@@ -811,9 +800,7 @@ class EventLog:
         """Append one event; when ``durable`` it is on disk (fdatasync) before this returns."""
         return self.append_many([(type, data, task_id, worker_id)], durable=durable)[0]
 
-    def append_many(
-        self, events: Iterable[EventSpec], durable: bool = True
-    ) -> list[dict[str, Any]]:
+    def append_many(self, events: Iterable[EventSpec], durable: bool = True) -> list[dict[str, Any]]:
         """Append a group of ``(type, data, task_id, worker_id)`` events with one write and, when
         ``durable``, one fdatasync (group commit). All or none of the group is written."""
         specs = list(events)
@@ -830,8 +817,14 @@ class EventLog:
                     type_, data, task_id, worker_id = _unpack(spec)
                     seq += 1
                     line, prev = _encode_event(
-                        seq, round(float(self._clock()), 6), type_, self.run_id, task_id, worker_id,
-                        data, prev,
+                        seq,
+                        round(float(self._clock()), 6),
+                        type_,
+                        self.run_id,
+                        task_id,
+                        worker_id,
+                        data,
+                        prev,
                     )
                     parts.append(line)
                 buf = b"".join(parts)
@@ -921,9 +914,7 @@ class EventLog:
             self._seq, self._hash = 0, GENESIS
         else:
             if last.get("run_id") != self.run_id:
-                raise EventLogError(
-                    f"{self.path} belongs to run {last.get('run_id')!r}, not {self.run_id!r}"
-                )
+                raise EventLogError(f"{self.path} belongs to run {last.get('run_id')!r}, not {self.run_id!r}")
             self._seq, self._hash = last["seq"], last["hash"]
         self._end = self._synced = size
 

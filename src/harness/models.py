@@ -56,7 +56,7 @@ class TaskPacket(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker.")
 
     @model_validator(mode="after")
-    def _title_or_objective(self) -> "TaskPacket":
+    def _title_or_objective(self) -> TaskPacket:
         if not self.title and not self.objective:
             raise ValueError("a task needs a title or an objective")
         if not self.title:

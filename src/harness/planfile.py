@@ -271,7 +271,9 @@ def load_plan_file(path: str | os.PathLike[str]) -> Plan:
     file = Path(path)
     kind = SUFFIXES.get(file.suffix.lower())
     if kind is None:
-        raise PlanFileError(path, [PlanFileProblem("", f"unsupported file type {file.suffix or '(none)'!r}: use .yaml, .yml or .json")])
+        raise PlanFileError(
+            path, [PlanFileProblem("", f"unsupported file type {file.suffix or '(none)'!r}: use .yaml, .yml or .json")]
+        )
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:

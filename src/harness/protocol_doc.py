@@ -105,7 +105,11 @@ def field_table(schema: dict[str, Any]) -> list[str]:
     """The fields of an object schema as a Markdown table (or a sentence when it has none)."""
     props: dict[str, Any] = schema.get("properties") or {}
     if not props:
-        return ["No fields: send `{}` (or omit `params`)." if schema.get("additionalProperties") is False else "An object; any fields."]
+        return [
+            "No fields: send `{}` (or omit `params`)."
+            if schema.get("additionalProperties") is False
+            else "An object; any fields."
+        ]
     required = set(schema.get("required") or [])
     rows = ["| field | type | required | default | description |", "|---|---|---|---|---|"]
     for name, node in props.items():
@@ -221,7 +225,7 @@ def _lifecycle() -> list[str]:
         "   its own session (process group), with the workspace as working directory. Answer the",
         "   first request fast: the reference services answer within about 120 ms of being spawned.",
         "2. **`initialize`** (optional: a service must work without it) returns who the service is.",
-        "   Its params are informational (the supervisor sends `{\"client\": \"harness-supervisor\"}`)",
+        '   Its params are informational (the supervisor sends `{"client": "harness-supervisor"}`)',
         "   and must be accepted whatever they hold. `methods` must list every method of the",
         "   contract; `contract` is the contract's `service` name.",
         "",
@@ -243,12 +247,12 @@ def _lifecycle() -> list[str]:
 def _errors() -> list[str]:
     used: dict[int, list[str]] = {}
     for service in SERVICES:
-        for code in (load_contract(service).get("errors") or {}):
+        for code in load_contract(service).get("errors") or {}:
             used.setdefault(int(code), []).append(service)
     rows = [
         "## Errors",
         "",
-        "An error reply is `{\"jsonrpc\":\"2.0\",\"id\":ID,\"error\":{\"code\":C,\"message\":M,\"data\":D}}`.",
+        'An error reply is `{"jsonrpc":"2.0","id":ID,"error":{"code":C,"message":M,"data":D}}`.',
         "`message` is one line for people; programs decide by `code` (and read `data`). Codes",
         "-32000..-32099 are the harness's own. Each method's contract lists the codes it may answer",
         "besides the four protocol codes (-32700, -32600, -32601, -32603), which any call may get.",
@@ -268,7 +272,7 @@ def _notifications() -> list[str]:
     rows = [
         "## Notifications",
         "",
-        "Services report events as notifications: `{\"jsonrpc\":\"2.0\",\"method\":NAME,\"params\":{...}}`",
+        'Services report events as notifications: `{"jsonrpc":"2.0","method":NAME,"params":{...}}`',
         "with **no `id`**, written whenever they happen (also between the replies of other calls).",
         "A service sends only the notifications its contract declares, each with params valid",
         "against the declared schema. The supervisor appends every one to the run's event log, and",
@@ -313,7 +317,9 @@ def _idempotency() -> list[str]:
                 continue
             prop = (load_schema(spec["params"]).get("properties") or {}).get("idempotency_key")
             has = "yes" if prop else "no"
-            rows.append(f"| {service} | `{name}` | {has} | {_prose((prop or {}).get('description', '') or 'same key, same answer')} |")
+            rows.append(
+                f"| {service} | `{name}` | {has} | {_prose((prop or {}).get('description', '') or 'same key, same answer')} |"
+            )
     rows.append("")
     return rows
 
@@ -332,7 +338,9 @@ def _replay() -> list[str]:
     for service in SERVICES:
         spec = load_contract(service)["methods"].get("replay")
         if spec:
-            rows += [f"- **{service}** `replay` ({spec['params']} -> {spec['result']}): {_prose(spec.get('description', ''))}"]
+            rows += [
+                f"- **{service}** `replay` ({spec['params']} -> {spec['result']}): {_prose(spec.get('description', ''))}"
+            ]
     services_without = [s for s in SERVICES if "replay" not in load_contract(s)["methods"]]
     if services_without:
         rows += [f"- **{', '.join(services_without)}**: no `replay`; the service keeps no state between calls."]
@@ -341,7 +349,9 @@ def _replay() -> list[str]:
 
 
 def _example_line(method: str, params: Any, rid: int) -> str:
-    return json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}, ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def _service(service: str) -> list[str]:
@@ -361,7 +371,10 @@ def _service(service: str) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for name, spec in contract["methods"].items():
-        codes = ", ".join(f"{c} `{errors.get(int(c), CODE_NAMES.get(int(c), '?'))}`" for c in spec.get("errors") or []) or "—"
+        codes = (
+            ", ".join(f"{c} `{errors.get(int(c), CODE_NAMES.get(int(c), '?'))}`" for c in spec.get("errors") or [])
+            or "—"
+        )
         target = "lifecycle" if name in LIFECYCLE else f"{service}-{name}"
         rows.append(
             f"| [`{name}`](#{target}) | {spec['params']} | {spec['result']} | {codes} | {'yes' if spec.get('state_changing') else 'no'} |"
@@ -454,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.is_file() else None
         if current != text:
-            print(f"drift: {args.output} is not what `python -m harness.protocol_doc` generates; run it", file=sys.stderr)
+            print(
+                f"drift: {args.output} is not what `python -m harness.protocol_doc` generates; run it", file=sys.stderr
+            )
             return 1
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)

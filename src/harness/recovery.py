@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -79,7 +80,9 @@ class Rule(BaseModel):
     signals: list[int] = Field(default_factory=list, description="Empty with any_signal: any signal.")
     any_signal: bool = False
     timed_out: bool | None = None
-    output: str | None = Field(default=None, description="Regex searched (case-insensitively) in stdout and stderr tails.")
+    output: str | None = Field(
+        default=None, description="Regex searched (case-insensitively) in stdout and stderr tails."
+    )
 
     @field_validator("output")
     @classmethod
@@ -132,7 +135,12 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "interrupted", "reasons": [INTERRUPTED], "failure_type": "transient"},
     # The supervisor closed its own connection to the worker manager (Ctrl-C, shutdown) while
     # the task ran: an interruption too, not a failure of the task.
-    {"name": "supervisor-stopped", "reasons": [HARNESS_ERROR], "output": r"^ClientClosed\b", "failure_type": "transient"},
+    {
+        "name": "supervisor-stopped",
+        "reasons": [HARNESS_ERROR],
+        "output": r"^ClientClosed\b",
+        "failure_type": "transient",
+    },
     {"name": "scope-missing", "reasons": ["scope_missing"], "failure_type": "unrecoverable"},
     {"name": "timed-out", "timed_out": True, "failure_type": "transient"},
     {"name": "killed-by-signal", "any_signal": True, "failure_type": "transient"},
@@ -182,8 +190,12 @@ class Recipe(BaseModel):
         ge=0,
         description="How many 'retry' answers a policy rule may give one task beyond `retries` before a person is asked, so a policy can never loop.",
     )
-    permission_required: bool = Field(default=False, description="Emit PERMISSION_REQUIRED (what was denied) before escalating.")
-    needs_input: bool = Field(default=False, description="The escalation asks for a correction (harness decide ... retry --note).")
+    permission_required: bool = Field(
+        default=False, description="Emit PERMISSION_REQUIRED (what was denied) before escalating."
+    )
+    needs_input: bool = Field(
+        default=False, description="The escalation asks for a correction (harness decide ... retry --note)."
+    )
     ask: str = Field(default="", description="The question put to a person, after the failure's summary.")
 
     @field_validator("backoff")
@@ -215,14 +227,21 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
         "needs_input": True,
         "ask": "its input needs a correction: fix it, then retry with --note saying what changed (or skip or abort)",
     },
-    "logic_error": {"retries": 1, "backoff": [0.0], "ask": "its acceptance tests fail: fix the work or the tests, then retry (or skip or abort)"},
+    "logic_error": {
+        "retries": 1,
+        "backoff": [0.0],
+        "ask": "its acceptance tests fail: fix the work or the tests, then retry (or skip or abort)",
+    },
     "unrecoverable": {
         "retries": 0,
         "options": ["skip", "abort"],
         "policy_retries": 0,
         "ask": "a resource it needs is gone: skip it or abort the run",
     },
-    "unknown": {"retries": 0, "ask": "no rule recognised the failure, so it is not retried blindly: retry, skip or abort"},
+    "unknown": {
+        "retries": 0,
+        "ask": "no rule recognised the failure, so it is not retried blindly: retry, skip or abort",
+    },
 }
 
 
@@ -249,7 +268,9 @@ class Recovery:
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, rng: random.Random | None = None) -> None:
         config = dict(config or {})
-        problems = [f"recovery.{k}: unknown key (known: rules, recipes)" for k in config if k not in ("rules", "recipes")]
+        problems = [
+            f"recovery.{k}: unknown key (known: rules, recipes)" for k in config if k not in ("rules", "recipes")
+        ]
         user_rules: list[Rule] = []
         for i, raw in enumerate(config.get("rules") or []):
             try:

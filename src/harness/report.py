@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import eventlog
 from .state import RunState, TaskState, TaskStatus, fold
@@ -132,13 +133,19 @@ def _histories(events: Iterable[dict[str, Any]]) -> dict[str, list[FailureRecord
             continue
         records = out.setdefault(tid, [])
         if etype == "TASK_FAILED":
-            records.append(FailureRecord(attempt=d.get("attempt"), summary=str(d.get("summary") or d.get("reason") or "failed")))
+            records.append(
+                FailureRecord(attempt=d.get("attempt"), summary=str(d.get("summary") or d.get("reason") or "failed"))
+            )
             continue
         if not records:
             continue  # decisions about manual steps or trust, before any failure
         current = records[-1]
         if etype == "FAILURE_CLASSIFIED":
-            current.failure_type, current.rule, current.evidence = d.get("failure_type"), d.get("rule"), d.get("evidence")
+            current.failure_type, current.rule, current.evidence = (
+                d.get("failure_type"),
+                d.get("rule"),
+                d.get("evidence"),
+            )
         elif (step := _step(etype, d)) is not None:
             current.recovery.append(step)
     return {tid: records for tid, records in out.items() if records}
@@ -264,7 +271,9 @@ def write_report(workspace: str | os.PathLike[str], run_id: str, output: str | N
     if not log_path.is_file():
         raise FileNotFoundError(f"no run {run_id} in {Path(workspace) / '.harness' / 'runs'}")
     result = eventlog.read_events(log_path)
-    text = render(result.events, run_id=run_id, log_path=str(log_path), torn=result.torn.describe() if result.torn else None)
+    text = render(
+        result.events, run_id=run_id, log_path=str(log_path), torn=result.torn.describe() if result.torn else None
+    )
     target = Path(output) if output else log_path.parent / "report.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", dir=target.parent)

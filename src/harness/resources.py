@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -14,7 +14,7 @@ def schema_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("harness.schemas").iterdir() if p.name.endswith(".json"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """The JSON Schema called ``name`` (e.g. ``TaskPacket``); KeyError if there is none."""
     path = resources.files("harness.schemas") / f"{name}.json"
@@ -23,7 +23,7 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_contract(service: str) -> dict[str, Any]:
     """The contract of ``service`` (planning, bootstrap or worker-manager) as plain data."""
     import yaml

@@ -8,9 +8,10 @@ event to its :class:`RunState`. ``fold(events)`` rebuilds the identical state fr
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any, Iterable
+from typing import Any
 
 
 class RunStatus(StrEnum):
@@ -130,7 +131,7 @@ class RunState:
         """A plain, comparable copy of the whole state."""
         return asdict(self)
 
-    def copy(self) -> "RunState":
+    def copy(self) -> RunState:
         return copy.deepcopy(self)
 
     # -- the fold -------------------------------------------------------------------------------
@@ -183,7 +184,9 @@ def _plan_created(s: RunState, e: dict[str, Any], d: dict[str, Any]) -> None:
         if prev is not None and prev.status in (TaskStatus.completed,):
             s.tasks[tid] = prev  # completed work survives a re-plan
             continue
-        s.tasks[tid] = TaskState(id=tid, title=packet.get("title") or tid, depends_on=list(packet.get("depends_on", [])))
+        s.tasks[tid] = TaskState(
+            id=tid, title=packet.get("title") or tid, depends_on=list(packet.get("depends_on", []))
+        )
     s.order = [p["id"] for p in plan.get("tasks", [])]
     s.status = RunStatus.created
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from harness.rpc import LineWriter
-from harness.services.planning.service import build_server, decompose
 from harness.services.planning.schemas import DecomposeParams, DecomposeResult
+from harness.services.planning.service import build_server, decompose
 
 
 def chatty_decompose(params: DecomposeParams) -> DecomposeResult:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.services.planning.service import build_server, decompose
 from harness.services.planning.schemas import DecomposeParams
+from harness.services.planning.service import build_server, decompose
 
 
 def plan_only(params: DecomposeParams) -> dict[str, Any]:

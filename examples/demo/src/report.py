@@ -6,7 +6,12 @@ from pathlib import Path
 
 
 def render(data: dict) -> str:
-    lines = ["# Word statistics", "", f"{data['words']} words, {data['distinct']} distinct, in {data['files']} files.", ""]
+    lines = [
+        "# Word statistics",
+        "",
+        f"{data['words']} words, {data['distinct']} distinct, in {data['files']} files.",
+        "",
+    ]
     lines += ["## Per file", ""] + [f"- {name}: {n} words" for name, n in data["per_file"].items()]
     lines += ["", "## Top words", ""] + [f"{i}. {w} ({n})" for i, (w, n) in enumerate(data["top"], 1)]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,9 @@ class WordStatsTest(unittest.TestCase):
         self.assertEqual(data["top"][0], ("two", 3))
 
     def test_report_lists_top_words(self):
-        text = report.render({"words": 3, "distinct": 2, "files": 1, "per_file": {"a.txt": 3}, "top": [["x", 2], ["y", 1]]})
+        text = report.render(
+            {"words": 3, "distinct": 2, "files": 1, "per_file": {"a.txt": 3}, "top": [["x", 2], ["y", 1]]}
+        )
         self.assertIn("## Top words", text)
         self.assertIn("1. x (2)", text)
 

@@ -28,10 +28,14 @@ class _Usage(Exception):
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="harness conformance", usage=USAGE, description="Check a service program against its contract.")
+    parser = _Parser(
+        prog="harness conformance", usage=USAGE, description="Check a service program against its contract."
+    )
     parser.add_argument("service", choices=SERVICES, help="the contract to check against")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request (default %(default)g)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request (default %(default)g)"
+    )
     return parser
 
 

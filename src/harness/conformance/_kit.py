@@ -219,8 +219,12 @@ class _Run:
             if info["contract"] != self.contract["service"]:
                 wrong.append(f"contract {info['contract']!r} (expected {self.contract['service']!r})")
             if str(info["protocol_version"]) != str(self.contract["protocol_version"]):
-                wrong.append(f"protocol_version {info['protocol_version']!r} (expected {self.contract['protocol_version']!r})")
-            undeclared = [n for n in info.get("notifications") or [] if n not in (self.contract.get("notifications") or {})]
+                wrong.append(
+                    f"protocol_version {info['protocol_version']!r} (expected {self.contract['protocol_version']!r})"
+                )
+            undeclared = [
+                n for n in info.get("notifications") or [] if n not in (self.contract.get("notifications") or {})
+            ]
             if undeclared:
                 wrong.append(f"notifications {undeclared} are not in the contract")
             if wrong:
@@ -231,12 +235,14 @@ class _Run:
         self.check("initialize.contract", identity)
 
     def ping(self, wire: Wire, *, jsonrpc: bool, rid: Any = None) -> str:
-        reply = wire.request("ping", None if not jsonrpc else {}, timeout=self.options.timeout, jsonrpc=jsonrpc, rid=rid)
+        reply = wire.request(
+            "ping", None if not jsonrpc else {}, timeout=self.options.timeout, jsonrpc=jsonrpc, rid=rid
+        )
         result = _result_of(reply, "ping")
         if result != {}:
             raise Failed(f"ping answered {json.dumps(result)[:120]}, expected {{}}")
         if reply.get("jsonrpc") != "2.0":
-            raise Failed(f"the reply carries jsonrpc {reply.get('jsonrpc')!r}, expected \"2.0\"")
+            raise Failed(f'the reply carries jsonrpc {reply.get("jsonrpc")!r}, expected "2.0"')
         if rid is not None and reply.get("id") != rid:
             raise Failed(f"the reply carries id {reply.get('id')!r}, expected {rid!r}")
         return "answered {}"
@@ -310,7 +316,9 @@ class _Run:
                 what="answer to a batch",
             )
             if line.kind == LineKind.not_object:
-                raise Failed(f"the batch was answered with a JSON array ({line.preview(80)}): batches must be refused with -32600")
+                raise Failed(
+                    f"the batch was answered with a JSON array ({line.preview(80)}): batches must be refused with -32600"
+                )
             if _reply_to(line, rid):
                 raise Failed("the request inside the batch was executed: batches must be refused with -32600")
             _expect_error(line.message, -32600)
@@ -337,7 +345,10 @@ class _Run:
         self.check("protocol.request_without_jsonrpc", without_jsonrpc)
         self.check("protocol.string_id", string_id)
         self.check("robustness.recovers_after_garbage", recovers)
-        self.check("robustness.oversized_line", _skip("not sent: it takes a line of several MiB; the limit is the service's to choose"))
+        self.check(
+            "robustness.oversized_line",
+            _skip("not sent: it takes a line of several MiB; the limit is the service's to choose"),
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
     def shutdown(self, wire: Wire) -> str:
@@ -361,10 +372,15 @@ class _Run:
         try:
             wire = self.spawn("eof")
         except OSError as exc:
-            self.check("lifecycle.initialize_optional", _fail(f"cannot start {self.command[0]!r} again: {exc.strerror or exc}"))
+            self.check(
+                "lifecycle.initialize_optional", _fail(f"cannot start {self.command[0]!r} again: {exc.strerror or exc}")
+            )
             return
         try:
-            self.check("lifecycle.initialize_optional", lambda: self.ping(wire, jsonrpc=True).replace("answered", "answered before any initialize:"))
+            self.check(
+                "lifecycle.initialize_optional",
+                lambda: self.ping(wire, jsonrpc=True).replace("answered", "answered before any initialize:"),
+            )
 
             def exit_on_eof() -> str:
                 rid = wire.new_id()
@@ -394,10 +410,16 @@ class _Run:
 
         def one_message_per_line() -> str:
             for label, session, _ in self.sessions:
-                bad = [ln for ln in session if ln.kind in (LineKind.not_json, LineKind.not_object, LineKind.not_message)]
+                bad = [
+                    ln for ln in session if ln.kind in (LineKind.not_json, LineKind.not_object, LineKind.not_message)
+                ]
                 if bad:
                     first = bad[0]
-                    what = {LineKind.not_json: "is not JSON", LineKind.not_object: "is JSON but not an object", LineKind.not_message: "is no JSON-RPC message"}[first.kind]
+                    what = {
+                        LineKind.not_json: "is not JSON",
+                        LineKind.not_object: "is JSON but not an object",
+                        LineKind.not_message: "is no JSON-RPC message",
+                    }[first.kind]
                     raise Failed(
                         f"{len(bad)} of {len(session)} stdout lines of the {label} session are not protocol messages; "
                         f"line {session.index(first) + 1} {what}: {first.preview()!r}"
@@ -407,8 +429,8 @@ class _Run:
         def jsonrpc_version() -> str:
             bad = [ln for ln in messages if ln.message.get("jsonrpc") != "2.0"]
             if bad:
-                raise Failed(f"{len(bad)} message(s) lack \"jsonrpc\":\"2.0\", e.g. {bad[0].preview()!r}")
-            return f"all {len(messages)} messages carry \"jsonrpc\":\"2.0\""
+                raise Failed(f'{len(bad)} message(s) lack "jsonrpc":"2.0", e.g. {bad[0].preview()!r}')
+            return f'all {len(messages)} messages carry "jsonrpc":"2.0"'
 
         def replies_match() -> str:
             problems: list[str] = []
@@ -420,18 +442,26 @@ class _Run:
             return f"{count} replies, one per request"
 
         declared = self.contract.get("notifications") or {}
-        notes = [ln for ln in messages if ln.kind in (LineKind.notification, LineKind.request) and ln.message.get("method") is not None]
+        notes = [
+            ln
+            for ln in messages
+            if ln.kind in (LineKind.notification, LineKind.request) and ln.message.get("method") is not None
+        ]
 
         def notifications_declared() -> str:
             unknown = sorted({str(ln.message["method"]) for ln in notes if ln.message["method"] not in declared})
             if unknown:
-                raise Failed(f"undeclared notification(s): {', '.join(unknown)} (the contract declares {', '.join(declared) or 'none'})")
+                raise Failed(
+                    f"undeclared notification(s): {', '.join(unknown)} (the contract declares {', '.join(declared) or 'none'})"
+                )
             return f"{len(notes)} notification(s), all declared" if notes else "none sent"
 
         def notifications_no_id() -> str:
             with_id = [ln for ln in notes if ln.kind == LineKind.request]
             if with_id:
-                raise Failed(f"{len(with_id)} notification(s) carry an id (a service sends no requests), e.g. {with_id[0].preview()!r}")
+                raise Failed(
+                    f"{len(with_id)} notification(s) carry an id (a service sends no requests), e.g. {with_id[0].preview()!r}"
+                )
             return "no notification carries an id"
 
         def notifications_schema() -> str:
@@ -501,7 +531,9 @@ def _skip(reason: str) -> Callable[[], str]:
     return fn
 
 
-def run(service: str, command: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, env: dict[str, str] | None = None) -> Report:
+def run(
+    service: str, command: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, env: dict[str, str] | None = None
+) -> Report:
     """Run every check of ``service``'s contract against the program ``command``.
 
     ``timeout`` bounds each request (and, capped at 5 s, each wait for the program to exit).

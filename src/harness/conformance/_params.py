@@ -12,7 +12,7 @@ path):
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from harness.resources import load_schema
@@ -60,7 +60,7 @@ def substitute(value: Any, results: dict[str, Any], workspace: str) -> Any:
 # -- schemas ---------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator(name: str) -> Any:
     """A jsonschema validator for the schema file ``name`` (imported lazily: it is slow to import)."""
     from jsonschema import Draft202012Validator
@@ -79,7 +79,9 @@ def _where(path: Any) -> str:
 
 def schema_problems(name: str, value: Any, limit: int = 3) -> list[str]:
     """Why ``value`` does not match schema ``name`` (at most ``limit`` reasons; empty: it matches)."""
-    errors = sorted(validator(name).iter_errors(value), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator(name).iter_errors(value), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)))
+    )
     out = []
     for err in errors[:limit]:
         message = err.message if len(err.message) <= 160 else err.message[:159] + "…"

@@ -31,7 +31,12 @@ class Check:
         return f"{self.outcome.value} {self.name}" + (f": {self.detail}" if self.detail else "")
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "skipped": self.outcome == Outcome.skipped, "detail": self.detail}
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "skipped": self.outcome == Outcome.skipped,
+            "detail": self.detail,
+        }
 
 
 @dataclass(slots=True)

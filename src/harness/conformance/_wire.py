@@ -15,10 +15,11 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 #: A line longer than this is recorded as a framing violation and not decoded.
 MAX_LINE = 16 * 1024 * 1024
@@ -78,7 +79,9 @@ def _id_key(rid: Any) -> str:
 class Wire:
     """A started service program: write lines to its stdin, read sorted lines from its stdout."""
 
-    def __init__(self, argv: Sequence[str], *, cwd: str | None, stderr_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, argv: Sequence[str], *, cwd: str | None, stderr_path: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.argv = list(argv)
         self._stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb")
@@ -154,7 +157,9 @@ class Wire:
             self.sent_ids.append(rid)
         self.send_line(json.dumps(obj, separators=(",", ":")).encode("utf-8"))
 
-    def request(self, method: str, params: Any = None, *, timeout: float, jsonrpc: bool = True, rid: Any = None) -> dict[str, Any]:
+    def request(
+        self, method: str, params: Any = None, *, timeout: float, jsonrpc: bool = True, rid: Any = None
+    ) -> dict[str, Any]:
         """Send a request and wait (bounded) for the reply carrying its id; return that reply."""
         rid = self.new_id() if rid is None else rid
         msg: dict[str, Any] = {"jsonrpc": "2.0"} if jsonrpc else {}
@@ -254,7 +259,7 @@ class Wire:
                 pass
         self._stderr.close()
 
-    def __enter__(self) -> "Wire":
+    def __enter__(self) -> Wire:
         return self
 
     def __exit__(self, *exc: object) -> None:

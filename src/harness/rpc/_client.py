@@ -14,10 +14,19 @@ import itertools
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO
 
-from ._errors import ClientClosed, ConnectionClosed, InvalidParams, InvalidRequest, MethodNotFound, RequestTimeout, from_error_object
+from ._errors import (
+    ClientClosed,
+    ConnectionClosed,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    RequestTimeout,
+    from_error_object,
+)
 from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decode, encode, sniff_id
 from ._messages import JSONRPC_VERSION, readable_id
 from ._server import dump_result
@@ -56,7 +65,7 @@ class Peer:
         self._thread = threading.Thread(target=self._read_loop, name=f"{name}-reader", daemon=True)
         self.late_responses = 0
 
-    def start(self) -> "Peer":
+    def start(self) -> Peer:
         self._thread.start()
         return self
 
@@ -154,7 +163,13 @@ class Peer:
                     rid = sniff_id(line.head)
                     if rid is not None:
                         limit = self._reader.max_line
-                        self._fail(rid, InvalidRequest(f"{self.name}: reply of {line.size} bytes exceeds {limit}", {"limit": limit, "size": line.size}))
+                        self._fail(
+                            rid,
+                            InvalidRequest(
+                                f"{self.name}: reply of {line.size} bytes exceeds {limit}",
+                                {"limit": limit, "size": line.size},
+                            ),
+                        )
                     continue
                 try:
                     obj = decode(line)
@@ -173,7 +188,11 @@ class Peer:
                 err = MethodNotFound(f"{obj.get('method')}: this client serves no methods")
                 try:
                     self._writer.send(
-                        {"jsonrpc": JSONRPC_VERSION, "id": readable_id(obj), "error": {"code": err.code, "message": err.message}}
+                        {
+                            "jsonrpc": JSONRPC_VERSION,
+                            "id": readable_id(obj),
+                            "error": {"code": err.code, "message": err.message},
+                        }
                     )
                 except (OSError, ValueError):
                     pass

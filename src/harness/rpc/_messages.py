@@ -71,12 +71,7 @@ def _kind(obj: Any) -> str | None:
 
 
 Message = Annotated[
-    Union[
-        Annotated[Request, Tag("request")],
-        Annotated[Notification, Tag("notification")],
-        Annotated[Response, Tag("response")],
-        Annotated[ErrorResponse, Tag("error")],
-    ],
+    Annotated[Request, Tag("request")] | Annotated[Notification, Tag("notification")] | Annotated[Response, Tag("response")] | Annotated[ErrorResponse, Tag("error")],
     Discriminator(_kind),
 ]
 

@@ -12,7 +12,8 @@ import os
 import select
 import signal
 import subprocess
-from typing import IO, Any, Sequence
+from collections.abc import Sequence
+from typing import IO, Any
 
 from .._spawn import spawn_child
 from ._client import CloseCallback, NotificationCallback, Peer
@@ -112,7 +113,7 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             return None
 
-    def __enter__(self) -> "ServiceProcess":
+    def __enter__(self) -> ServiceProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

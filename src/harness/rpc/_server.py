@@ -13,9 +13,10 @@ import os
 import sys
 import threading
 import typing
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, NoReturn
+from typing import Any, BinaryIO, NoReturn
 
 from pydantic import BaseModel
 
@@ -191,7 +192,10 @@ class Server:
             _log(f"{self.name}: cannot encode {msg.get('method') or 'a reply'}: {type(exc).__name__}: {exc}")
             if "id" not in msg:
                 return
-            error = {"code": INTERNAL_ERROR, "message": f"Internal error: the result is not JSON ({type(exc).__name__})"}
+            error = {
+                "code": INTERNAL_ERROR,
+                "message": f"Internal error: the result is not JSON ({type(exc).__name__})",
+            }
             data = encode({"jsonrpc": JSONRPC_VERSION, "id": msg["id"], "error": error})
         try:
             writer.write(data)
@@ -269,9 +273,7 @@ class Server:
             # A response or error sent to a service: this side never sends requests.
             rid = getattr(msg, "id", None)
             if rid is not None:
-                self._reply_error(
-                    rid, InvalidRequest("Unexpected response: this service sends no requests")
-                )
+                self._reply_error(rid, InvalidRequest("Unexpected response: this service sends no requests"))
 
     def _dispatch(self, req: Request) -> None:
         method = self._methods.get(req.method)

@@ -15,9 +15,10 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import eventlog
 from .._spawn import services_log
@@ -71,7 +72,7 @@ def _user() -> str:
 
 def worker_event_type(event: str) -> str:
     """worker_started -> WORKER_STARTED, trust_resolved -> WORKER_TRUST_RESOLVED."""
-    return "WORKER_" + (event[len("worker_"):] if event.startswith("worker_") else event).upper()
+    return "WORKER_" + (event[len("worker_") :] if event.startswith("worker_") else event).upper()
 
 
 class Supervisor:
@@ -160,7 +161,9 @@ class Supervisor:
         self.log = eventlog.EventLog.open(self.log_path, self.run_id, create=create)
         torn = self.log.torn
         if torn is not None:
-            self.ui.note(f"warning: the log ended in a torn line ({torn.size} bytes at offset {torn.offset}); it was truncated")
+            self.ui.note(
+                f"warning: the log ended in a torn line ({torn.size} bytes at offset {torn.offset}); it was truncated"
+            )
 
     def _lock_run(self) -> None:
         import fcntl
@@ -270,7 +273,11 @@ class Supervisor:
         for t in threads:
             t.join(10)
         for name, svc in self.services.items():
-            if self.log is not None and self.state.services.get(name) and self.state.services[name].state.value != "fatal":
+            if (
+                self.log is not None
+                and self.state.services.get(name)
+                and self.state.services[name].state.value != "fatal"
+            ):
                 self.emit("SERVICE_STOPPED", {"service": name})
         if self._stderr is not None:
             self._stderr.close()
@@ -408,7 +415,9 @@ class Supervisor:
             plan, report = self._initial_plan()
         except PlanRejected as exc:
             self.emit("PLAN_INVALID", {"problems": exc.problems, "message": str(exc)}, durable=True)
-            self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": str(exc), **self.state.counts()}, durable=True)
+            self.emit(
+                "EXECUTION_COMPLETE", {"status": "failed", "reason": str(exc), **self.state.counts()}, durable=True
+            )
             raise
         self.emit("PLAN_CREATED", {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
 
@@ -417,9 +426,7 @@ class Supervisor:
         started = self.state.options_plan
         if started is not None:
             plan = dict(started)
-            report = planning.call(
-                "validate", {"plan": plan, "workspace": str(self.workspace), "strictness": "file"}
-            )
+            report = planning.call("validate", {"plan": plan, "workspace": str(self.workspace), "strictness": "file"})
             if not report.get("valid"):
                 raise PlanRejected(report.get("problems", []), "the plan file is invalid")
             plan = self._flag_risks(plan, report)
@@ -428,7 +435,9 @@ class Supervisor:
             result = planning.call("decompose", {"objective": self.state.objective, "context": self._context()})
         except InvalidPlan as exc:
             problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
-            raise PlanRejected(problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]) from exc
+            raise PlanRejected(
+                problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]
+            ) from exc
         return result["plan"], result.get("report") or {}
 
     @staticmethod
@@ -436,11 +445,17 @@ class Supervisor:
         risky = set(report.get("risky") or [])
         if not risky:
             return plan
-        reasons = {p.get("task_id"): p.get("message") for p in report.get("problems", []) if p.get("code") == "risky_task"}
+        reasons = {
+            p.get("task_id"): p.get("message") for p in report.get("problems", []) if p.get("code") == "risky_task"
+        }
         tasks = []
         for t in plan["tasks"]:
             if t["id"] in risky and t.get("risk") != "high":
-                t = {**t, "risk": "high", "risk_reasons": t.get("risk_reasons") or [reasons.get(t["id"]) or "flagged risky by validation"]}
+                t = {
+                    **t,
+                    "risk": "high",
+                    "risk_reasons": t.get("risk_reasons") or [reasons.get(t["id"]) or "flagged risky by validation"],
+                }
             tasks.append(t)
         return {**plan, "tasks": tasks}
 
@@ -456,21 +471,30 @@ class Supervisor:
                 self.ui.show_plan(plan, self.state.report, self.state.revision)
                 self.emit(
                     "GATE_APPROVAL_REQUESTED",
-                    {"gate": "plan", "revision": self.state.revision, "tasks": len(plan.get("tasks", [])), "risky": risky},
+                    {
+                        "gate": "plan",
+                        "revision": self.state.revision,
+                        "tasks": len(plan.get("tasks", [])),
+                        "risky": risky,
+                    },
                     durable=True,
                 )
             decision = self._plan_decision(len(plan.get("tasks", [])), bool(risky))
             if decision is None:
                 self.ui.say(
                     f"The plan is waiting for approval. Approve with `harness approve {self.run_id}` "
-                    f"(or `--reject \"feedback\"`, `--skip TASK`), then `harness resume {self.run_id}`."
+                    f'(or `--reject "feedback"`, `--skip TASK`), then `harness resume {self.run_id}`.'
                 )
-                return self._wait("approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"})
+                return self._wait(
+                    "approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"}
+                )
             kind, data = decision
             if kind == "approve":
                 self.emit("GATE_APPROVED", data, durable=True)
             elif kind == "wait":
-                return self._wait("approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"})
+                return self._wait(
+                    "approval", {"revision": self.state.revision, "how": f"harness approve {self.run_id}"}
+                )
             else:
                 self.emit("GATE_REJECTED", data, durable=True)
         return None
@@ -482,7 +506,13 @@ class Supervisor:
         rule = self.policy.rule_for("plan", n_tasks=n_tasks, risky=risky)
         if rule is not None:
             kind = "approve" if rule.decision == "approve" else "reject"
-            return kind, {**base, "source": "policy", "rule": rule.name, "approver": self.policy.name, "feedback": rule.note or ""}
+            return kind, {
+                **base,
+                "source": "policy",
+                "rule": rule.name,
+                "approver": self.policy.name,
+                "feedback": rule.note or "",
+            }
         if not self.ui.interactive:
             return None
         with self._prompt_lock:
@@ -507,7 +537,13 @@ class Supervisor:
         plan["revision"] = self.state.revision + 1
         self.emit(
             "PLAN_CREATED",
-            {"plan": plan, "revision": plan["revision"], "report": result.get("report"), "feedback": rejection.get("feedback"), "applied": result.get("applied", [])},
+            {
+                "plan": plan,
+                "revision": plan["revision"],
+                "report": result.get("report"),
+                "feedback": rejection.get("feedback"),
+                "applied": result.get("applied", []),
+            },
             durable=True,
         )
 
@@ -527,8 +563,14 @@ class Supervisor:
             name = phase["name"]
             result = self._run_phase(name, context)
             if not result.get("success"):
-                self.emit("BOOTSTRAP_FAILED", {"phase": name, "diagnostics": result.get("diagnostics", [])}, durable=True)
-                self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": f"bootstrap phase {name} failed", **self.state.counts()}, durable=True)
+                self.emit(
+                    "BOOTSTRAP_FAILED", {"phase": name, "diagnostics": result.get("diagnostics", [])}, durable=True
+                )
+                self.emit(
+                    "EXECUTION_COMPLETE",
+                    {"status": "failed", "reason": f"bootstrap phase {name} failed", **self.state.counts()},
+                    durable=True,
+                )
                 self.ui.summary(self.state, str(self.log_path))
                 return EXIT_FAILED
         return None
@@ -642,7 +684,12 @@ class Supervisor:
                 for dep in t.depends_on:
                     d = self.state.tasks.get(dep)
                     if d is not None and d.status is TaskStatus.skipped and not d.keep_dependents:
-                        self.emit("TASK_SKIPPED", {"reason": f"dependency {dep} was skipped", "dependency": dep}, task_id=tid, durable=True)
+                        self.emit(
+                            "TASK_SKIPPED",
+                            {"reason": f"dependency {dep} was skipped", "dependency": dep},
+                            task_id=tid,
+                            durable=True,
+                        )
                         changed = True
                         break
 
@@ -661,7 +708,14 @@ class Supervisor:
         except ClientClosed:
             outcome, payload = "interrupted", None  # we are shutting down (Ctrl-C): resume re-runs it
         except RPCError as exc:
-            outcome, payload = "failed", {"reason": "harness_error", "message": f"{type(exc).__name__}: {exc.message}", "attempt": self.state.tasks[tid].attempts}
+            outcome, payload = (
+                "failed",
+                {
+                    "reason": "harness_error",
+                    "message": f"{type(exc).__name__}: {exc.message}",
+                    "attempt": self.state.tasks[tid].attempts,
+                },
+            )
             self.emit("TASK_FAILED", {**payload, "summary": payload["message"]}, task_id=tid, durable=True)
         except BaseException as exc:  # never leave the scheduler waiting
             outcome, payload = "error", exc
@@ -696,7 +750,9 @@ class Supervisor:
                 return "held", None
             self.emit("TASK_STARTED", {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid)
         self.log.sync()  # TASK_STARTED is durable before the worker's process starts
-        final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=float(packet.get("timeout") or 600) + 60)
+        final = wm.call(
+            "run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=float(packet.get("timeout") or 600) + 60
+        )
         result = final.get("result") or {}
         if final.get("state") == "finished" and result.get("ok", True):
             self.emit(
@@ -732,18 +788,35 @@ class Supervisor:
                     self.ui.say(f"  verified by: {test}")
                 answer = self.ui.prompt_choice(f"Is {tid} done?", ["done", "skip", "wait"])
             if answer == "done":
-                self.emit("TASK_DECISION", {"decision": "done", "source": "tty", "approver": self.options.approver}, task_id=tid, durable=True)
+                self.emit(
+                    "TASK_DECISION",
+                    {"decision": "done", "source": "tty", "approver": self.options.approver},
+                    task_id=tid,
+                    durable=True,
+                )
                 return True
             if answer == "skip":
-                self.emit("TASK_SKIPPED", {"reason": "skipped by a person at the manual step", "source": "tty"}, task_id=tid, durable=True)
+                self.emit(
+                    "TASK_SKIPPED",
+                    {"reason": "skipped by a person at the manual step", "source": "tty"},
+                    task_id=tid,
+                    durable=True,
+                )
                 return False
         rule = self.policy.rule_for("manual", task_id=tid, risky=packet.get("risk") == "high")
         if rule is not None and rule.decision == "done":
-            self.emit("TASK_DECISION", {"decision": "done", "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+            self.emit(
+                "TASK_DECISION", {"decision": "done", "source": "policy", "rule": rule.name}, task_id=tid, durable=True
+            )
             return True
         self.emit(
             "TASK_WAITING",
-            {"kind": "manual", "title": packet.get("title"), "objective": packet.get("objective"), "how": f"harness decide {self.run_id} {tid} done"},
+            {
+                "kind": "manual",
+                "title": packet.get("title"),
+                "objective": packet.get("objective"),
+                "how": f"harness decide {self.run_id} {tid} done",
+            },
             task_id=tid,
             durable=True,
         )
@@ -757,7 +830,10 @@ class Supervisor:
             return True
         rule = self.policy.rule_for("trust", task_id=tid, risky=risky)
         if rule is not None and rule.decision == "trust":
-            wm.call("mark_trusted", {"worker_id": wid, "approval_source": f"policy:{rule.name}", "approver": self.policy.name})
+            wm.call(
+                "mark_trusted",
+                {"worker_id": wid, "approval_source": f"policy:{rule.name}", "approver": self.policy.name},
+            )
             return True
         confirmed = self.state.tasks[tid].confirmed_by
         if confirmed:
@@ -768,7 +844,12 @@ class Supervisor:
                 self.ui.say(f"Task {tid} needs trust: {check.get('reason')}")
                 answer = self.ui.prompt_choice(f"Trust and run {tid}?", ["yes", "no"])
             if answer == "yes":
-                self.emit("TASK_DECISION", {"decision": "trust", "source": "tty", "approver": self.options.approver}, task_id=tid, durable=True)
+                self.emit(
+                    "TASK_DECISION",
+                    {"decision": "trust", "source": "tty", "approver": self.options.approver},
+                    task_id=tid,
+                    durable=True,
+                )
                 wm.call("mark_trusted", {"worker_id": wid, "approval_source": "tty", "approver": self.options.approver})
                 return True
         self.emit(
@@ -846,14 +927,30 @@ class Supervisor:
             step = failure.get("failed_step") or {}
             self.emit(
                 "PERMISSION_REQUIRED",
-                {"what": cls.evidence or failure.get("summary"), "command": step.get("command"), "failed_step": step or None, "attempt": failure.get("attempt")},
+                {
+                    "what": cls.evidence or failure.get("summary"),
+                    "command": step.get("command"),
+                    "failed_step": step or None,
+                    "attempt": failure.get("attempt"),
+                },
                 task_id=tid,
                 durable=True,
             )
         reason = escalation_reason(cls.failure_type, recipe, t.retries)
-        self._escalate(tid, cls.failure_type, reason, [o.value for o in recipe.options], failure, needs_input=recipe.needs_input)
+        self._escalate(
+            tid, cls.failure_type, reason, [o.value for o in recipe.options], failure, needs_input=recipe.needs_input
+        )
 
-    def _escalate(self, tid: str, ftype: FailureType, reason: str, options: list[str], failure: dict[str, Any], *, needs_input: bool) -> None:
+    def _escalate(
+        self,
+        tid: str,
+        ftype: FailureType,
+        reason: str,
+        options: list[str],
+        failure: dict[str, Any],
+        *,
+        needs_input: bool,
+    ) -> None:
         """Ask retry / skip / abort: a policy rule first, then the terminal, else record the
         question; the run then waits (exit 3) for `harness decide` and `harness resume`.
 
@@ -862,7 +959,9 @@ class Supervisor:
 
         packet = self._packet(tid)
         how = decide_command(self.run_id, tid, options, needs_input=needs_input)
-        rule = self.policy.rule_for("escalation", task_id=tid, risky=packet.get("risk") == "high", failure_type=ftype.value)
+        rule = self.policy.rule_for(
+            "escalation", task_id=tid, risky=packet.get("risk") == "high", failure_type=ftype.value
+        )
         base: dict[str, Any] = {
             "failure_type": ftype.value,
             "reason": reason,
@@ -873,8 +972,18 @@ class Supervisor:
         }
         if rule is not None and rule.decision in options:
             if rule.decision != "retry" or self.recovery.policy_may_retry(ftype, self.state.tasks[tid].retries):
-                self.emit("RECOVERY_ESCALATION", {**base, "decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
-                self.emit("TASK_DECISION", {"decision": rule.decision, "source": "policy", "rule": rule.name}, task_id=tid, durable=True)
+                self.emit(
+                    "RECOVERY_ESCALATION",
+                    {**base, "decision": rule.decision, "source": "policy", "rule": rule.name},
+                    task_id=tid,
+                    durable=True,
+                )
+                self.emit(
+                    "TASK_DECISION",
+                    {"decision": rule.decision, "source": "policy", "rule": rule.name},
+                    task_id=tid,
+                    durable=True,
+                )
                 return
             base["policy_exhausted"] = rule.name
         if self.ui.interactive:
@@ -885,8 +994,15 @@ class Supervisor:
                 if answer == "retry" and needs_input:
                     note = self.ui._ask("The correction (what changed): ") or None
             if answer in options:
-                self.emit("RECOVERY_ESCALATION", {**base, "decision": answer, "source": "tty"}, task_id=tid, durable=True)
-                self.emit("TASK_DECISION", {"decision": answer, "source": "tty", "note": note, "approver": self.options.approver}, task_id=tid, durable=True)
+                self.emit(
+                    "RECOVERY_ESCALATION", {**base, "decision": answer, "source": "tty"}, task_id=tid, durable=True
+                )
+                self.emit(
+                    "TASK_DECISION",
+                    {"decision": answer, "source": "tty", "note": note, "approver": self.options.approver},
+                    task_id=tid,
+                    durable=True,
+                )
                 return
         self.emit("RECOVERY_ESCALATION", {**base, "decision": None, "how": how}, task_id=tid, durable=True)
         self.ui.say(f"Task {tid} needs a decision ({reason}): {failure.get('summary')}\n  `{how}`")
@@ -911,17 +1027,32 @@ class Supervisor:
                 offered = [o.value for o in self.recovery.recipe(t.failure_type).options]
                 if decision not in offered and decision != "abort":  # a run can always be stopped
                     why = f"{t.failure_type} failures offer {' | '.join(offered)}, not {decision}"
-                    self.emit("TASK_DECISION", {"decision": None, "refused": decision, "source": "supervisor", "reason": why}, task_id=tid, durable=True)
+                    self.emit(
+                        "TASK_DECISION",
+                        {"decision": None, "refused": decision, "source": "supervisor", "reason": why},
+                        task_id=tid,
+                        durable=True,
+                    )
                     self.ui.say(f"Refused '{decision}' for {tid}: {why}.")
                     continue
             if decision == "abort":
-                self.emit("RUN_ABORTED", {"task_id": tid, "reason": f"abort decided for {tid}", "note": t.decision_note}, durable=True)
+                self.emit(
+                    "RUN_ABORTED",
+                    {"task_id": tid, "reason": f"abort decided for {tid}", "note": t.decision_note},
+                    durable=True,
+                )
                 return True
             if decision == "skip":
                 keep = t.decision_keep_dependents
                 graph = {x: self.state.tasks[x].depends_on for x in self.state.order}
-                waiting = [d for d in transitive_dependents(graph, tid) if self.state.tasks[d].status not in TERMINAL_TASK]
-                what = "" if not waiting else f"; dependents {'still run' if keep else 'skipped too'}: {', '.join(waiting)}"
+                waiting = [
+                    d for d in transitive_dependents(graph, tid) if self.state.tasks[d].status not in TERMINAL_TASK
+                ]
+                what = (
+                    ""
+                    if not waiting
+                    else f"; dependents {'still run' if keep else 'skipped too'}: {', '.join(waiting)}"
+                )
                 self.emit(
                     "TASK_SKIPPED",
                     {
@@ -974,7 +1105,11 @@ class Supervisor:
             asks = []
             for t in waiting:
                 kind = t.waiting_for or "escalation"
-                options = "|".join(str(o) for o in self.recovery.recipe(t.failure_type).options) if t.failure_type else "retry|skip|abort"
+                options = (
+                    "|".join(str(o) for o in self.recovery.recipe(t.failure_type).options)
+                    if t.failure_type
+                    else "retry|skip|abort"
+                )
                 what = {"manual": "done", "trust": "trust"}.get(kind, options)
                 asks.append({"task_id": t.id, "kind": kind, "how": f"harness decide {self.run_id} {t.id} {what}"})
             self.ui.summary(self.state, str(self.log_path))
@@ -983,6 +1118,10 @@ class Supervisor:
             self.ui.say(f"Then continue with `harness resume {self.run_id}`.")
             return self._wait("decision", {"tasks": asks})
         stuck = [t.id for t in tasks if t.status not in TERMINAL_TASK]
-        self.emit("EXECUTION_COMPLETE", {"status": "failed", "reason": f"tasks could not run: {', '.join(stuck)}", **counts}, durable=True)
+        self.emit(
+            "EXECUTION_COMPLETE",
+            {"status": "failed", "reason": f"tasks could not run: {', '.join(stuck)}", **counts},
+            durable=True,
+        )
         self.ui.summary(self.state, str(self.log_path))
         return EXIT_FAILED

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import collections
 import itertools
-import subprocess
 import os
+import subprocess
 import threading
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from ..config import ServiceSpec
 from ..rpc import ClientClosed, ConnectionClosed, RequestTimeout, RPCError, ServiceProcess
@@ -101,7 +102,10 @@ class SupervisedService:
             on_close=lambda error: self._watch_exit(gen),
         )
         try:
-            self.info = proc.request("initialize", {"client": "harness-supervisor"}, timeout=self.spec.restart.start_timeout) or {}
+            self.info = (
+                proc.request("initialize", {"client": "harness-supervisor"}, timeout=self.spec.restart.start_timeout)
+                or {}
+            )
         except BaseException:
             proc.kill()
             raise
@@ -119,13 +123,21 @@ class SupervisedService:
                 self._spawn()
             except (ConnectionClosed, RequestTimeout, OSError) as exc:
                 reason = f"did not answer initialize: {exc}"
-                self._emit("SERVICE_CRASHED", {"service": self.name, "exit": reason, "in_flight": [], "phase": "start"}, durable=True)
+                self._emit(
+                    "SERVICE_CRASHED",
+                    {"service": self.name, "exit": reason, "in_flight": [], "phase": "start"},
+                    durable=True,
+                )
                 self._backoff_or_fatal(reason)
                 continue
             assert self.proc is not None
             self.state = ServiceState.running
             if first and self.restarts == 0:
-                self._emit("SERVICE_STARTED", {"service": self.name, "pid": self.proc.pid, "command": self.spec.command}, durable=True)
+                self._emit(
+                    "SERVICE_STARTED",
+                    {"service": self.name, "pid": self.proc.pid, "command": self.spec.command},
+                    durable=True,
+                )
             else:
                 self._emit(
                     "SERVICE_RESTARTED",
@@ -136,7 +148,17 @@ class SupervisedService:
                 self._replay()
             except RPCError as exc:  # died, timed out, or refused its events: one more failed start
                 reason = f"replay failed: {type(exc).__name__}: {exc.message}"
-                self._emit("SERVICE_CRASHED", {"service": self.name, "pid": self.proc.pid, "exit": reason, "in_flight": ["replay"], "phase": "replay"}, durable=True)
+                self._emit(
+                    "SERVICE_CRASHED",
+                    {
+                        "service": self.name,
+                        "pid": self.proc.pid,
+                        "exit": reason,
+                        "in_flight": ["replay"],
+                        "phase": "replay",
+                    },
+                    durable=True,
+                )
                 self.proc.kill()
                 self._backoff_or_fatal(reason)
                 continue

@@ -58,7 +58,9 @@ class UI:
             secs = (d.get("duration_ms") or 0) / 1000
             self.say(f"{self._label(state, tid)} {CHECK} {state.tasks[tid].title} ({secs:.1f} s)")
         elif etype == "TASK_FAILED" and tid:
-            self.say(f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('summary') or d.get('reason')}")
+            self.say(
+                f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('summary') or d.get('reason')}"
+            )
         elif etype == "TASK_SKIPPED" and tid:
             self.say(f"{self._label(state, tid)} {SKIP} {state.tasks[tid].title}: skipped ({d.get('reason')})")
         elif etype == "RECOVERY_APPLIED" and tid and d.get("outcome") == "retry":
@@ -91,7 +93,11 @@ class UI:
         self.say(f"Plan (revision {revision}): {plan.get('objective')}")
         for i, t in enumerate(tasks, 1):
             deps = f"  after {', '.join(t['depends_on'])}" if t.get("depends_on") else ""
-            risk = "  [RISKY: " + "; ".join(t.get("risk_reasons") or ["high risk"]) + "]" if t.get("risk") == "high" else ""
+            risk = (
+                "  [RISKY: " + "; ".join(t.get("risk_reasons") or ["high risk"]) + "]"
+                if t.get("risk") == "high"
+                else ""
+            )
             kind = "manual" if not t.get("commands") else f"{len(t['commands'])} command(s)"
             self.say(f"  {i}. {t['id']}: {t.get('title')} ({kind}){deps}{risk}")
             for cmd in t.get("commands", []):
