@@ -95,7 +95,7 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     write_config(ws, services={"worker-manager": {"restart": SERVICE_RESTART}})
     proc = start_run(ws)
     evts = wait_for_log(ws, lambda ev: "WORKER_STARTED" in types(ev))
-    sleeper = first(evts, "WORKER_STARTED")["data"]["data"]["pid"]
+    sleeper = first(evts, "WORKER_STARTED")["data"]["pid"]
     os.kill(service_pid(evts, "worker-manager"), signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0, out + err
@@ -104,7 +104,7 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     assert crashed["data"]["service"] == "worker-manager" and "run_worker" in crashed["data"]["in_flight"]
     assert crashed["data"]["exit"] == "signal 9"
     assert first(evts, "SERVICE_RESTARTED")["data"]["attempt"] == 1
-    assert first(evts, "WORKER_FAILED", "t")["data"]["data"]["reason"] == "interrupted"
+    assert first(evts, "WORKER_FAILED", "t")["data"]["reason"] == "interrupted"
     assert first(evts, "FAILURE_CLASSIFIED", "t")["data"]["failure_type"] == "transient"
     started = [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED"]
     assert started == [1, 2]
@@ -118,7 +118,7 @@ def test_a_worker_killed_by_a_signal_is_classified_and_retried(ws: Path) -> None
     write_config(ws)
     proc = start_run(ws)
     evts = wait_for_log(ws, lambda ev: "WORKER_STARTED" in types(ev))
-    os.killpg(first(evts, "WORKER_STARTED")["data"]["data"]["pid"], signal.SIGKILL)
+    os.killpg(first(evts, "WORKER_STARTED")["data"]["pid"], signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0, out + err
     evts = events(ws)
@@ -200,7 +200,7 @@ def kill_target(target: str, evts: list[dict], supervisor: subprocess.Popen[str]
         started = [e for e in evts if e["type"] == "WORKER_STARTED"]
         if started:
             try:
-                os.killpg(started[-1]["data"]["data"]["pid"], signal.SIGKILL)
+                os.killpg(started[-1]["data"]["pid"], signal.SIGKILL)
             except ProcessLookupError:
                 pass  # it finished first: a kill of nothing
         return evts

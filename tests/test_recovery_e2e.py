@@ -106,12 +106,12 @@ def test_transient_failure_is_retried_twice_after_the_configured_waits_then_comp
         assert "Connection timed out" in classified["data"]["evidence"]
     applied = of(evts, "RECOVERY_APPLIED", "flaky")
     assert [a["data"]["delay"] for a in applied] == BACKOFF
-    assert [(a["data"]["recipe"], a["data"]["attempt"], a["data"]["outcome"]) for a in applied] == [
-        ("retry_with_backoff", 1, "retry"),
-        ("retry_with_backoff", 2, "retry"),
+    assert [(a["data"]["recipe"], a["data"]["retry"], a["data"]["limit"]) for a in applied] == [
+        ("retry_with_backoff", 1, 2),
+        ("retry_with_backoff", 2, 2),
     ]
     failures, starts = of(evts, "TASK_FAILED", "flaky"), of(evts, "TASK_STARTED", "flaky")[1:]
-    for failure, retry, delay in zip(failures, starts, BACKOFF):
+    for failure, retry, delay in zip(failures, starts, BACKOFF, strict=True):
         assert retry["unix"] - failure["unix"] >= delay
     assert "RECOVERY_ESCALATION" not in types(evts)
     assert (runs(ws, "flaky"), runs(ws, "after")) == (3, 1)
@@ -200,7 +200,7 @@ def test_permission_denied_asks_for_access_and_each_retry_decision_buys_exactly_
     ok(harness(ws, "resume", run_id))
     evts = events(ws, run_id)
     applied = of(evts, "RECOVERY_APPLIED", "fetch")
-    assert [(a["data"]["recipe"], a["data"]["attempt"]) for a in applied] == [
+    assert [(a["data"]["recipe"], a["data"]["retry"]) for a in applied] == [
         ("retry_after_decision", 1),
         ("retry_after_decision", 2),
     ]

@@ -120,8 +120,8 @@ def test_the_report_puts_every_task_of_the_log_in_its_section_with_each_failures
     assert {t: expected_section(evts, t) for t in ids} == {
         "ok": "Completed", "flaky": "Recovered", "odd": "Skipped", "dep": "Skipped", "perm": "Failed", "never": "Not finished",
     }  # fmt: skip
-    assert "retried automatically after 0.2 s (retry 1 of 2)" in flat["flaky"]
-    assert "retried automatically after 0.4 s (retry 2 of 2)" in flat["flaky"]
+    assert "transient: retrying automatically in 0.2 s (retry 1 of 2)" in flat["flaky"]
+    assert "transient: retrying automatically in 0.4 s (retry 2 of 2)" in flat["flaky"]
     assert "completed on attempt 3 after 2 failures" in flat["flaky"]
     assert "decided skip via policy rule drop-the-unknown" in flat["odd"]
     assert "dependency odd was skipped" in flat["dep"]
@@ -191,7 +191,7 @@ def test_a_task_cut_off_mid_run_is_not_finished_and_markdown_in_titles_and_outpu
     found = {title: entries(body) for title, body in sections(markdown).items()}
     assert list(found["Not finished"]) == ["cut", "later"] and "no outcome recorded" in found["Not finished"]["cut"]
     assert "a retry is pending (attempt 1 failed)" in found["Not finished"]["later"]
-    assert "retried automatically after 5 s (retry 1 of 2)" in found["Not finished"]["later"]
+    assert "retrying automatically in 5 s (retry 1 of 2)" in found["Not finished"]["later"]
     assert list(found["Failed"]) == ["bad"]
     line = found["Failed"]["bad"]
     # verbatim in a code span fenced longer than any backtick run inside, padded as it ends in one

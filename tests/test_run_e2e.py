@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -196,7 +197,7 @@ def test_trust_gate_refuses_a_risky_task_until_a_person_confirms_it(ws: Path) ->
     assert (ws / "deployed.txt").read_text().strip() == "shipped"
     evts = events(ws, run_id)
     resolved = first(evts, "WORKER_TRUST_RESOLVED", "deploy")
-    assert resolved["data"]["data"]["source"] == "cli"
+    assert resolved["data"]["source"] == "cli"
     assert types(evts, "build").count("TASK_STARTED") == 1  # finished work is not redone
 
 
@@ -218,7 +219,7 @@ def test_a_policy_rule_naming_a_risky_task_trusts_it_without_asking(ws: Path) ->
     assert proc.returncode == 0, proc.stdout + proc.stderr
     evts = events(ws)
     assert first(evts, "GATE_APPROVED")["data"]["rule"] == "tiny-plans"
-    assert first(evts, "WORKER_TRUST_RESOLVED", "deploy")["data"]["data"]["source"] == "policy:ship-it"
+    assert first(evts, "WORKER_TRUST_RESOLVED", "deploy")["data"]["source"] == "policy:ship-it"
 
 
 def test_a_worker_outside_the_trusted_roots_needs_a_person(ws: Path) -> None:
@@ -331,7 +332,8 @@ def test_log_filters_by_type_and_task_in_the_human_format(ws: Path) -> None:
     run_id = latest_run(ws)
     out = harness(ws, "log", run_id, "--type", "TASK_COMPLETED", "--task", "b").stdout.splitlines()
     assert len(out) == 1
-    assert out[0].split()[2:] == ["TASK_COMPLETED", "b", "Task", "b"]
+    assert out[0].split()[2:6] == ["TASK_COMPLETED", "b", "Task", "b"]
+    assert re.fullmatch(r"\(\d+\.\d s\)", " ".join(out[0].split()[6:]))  # and how long it took
     runs = harness(ws, "runs")
     assert run_id in runs.stdout and "completed" in runs.stdout
 

@@ -1,51 +1,102 @@
-"""Supervisor pieces that need no processes: what a restarted service is handed back."""
+"""Supervisor pieces that need no processes: what a restarted service is handed back, and how a
+worker's notification is logged (flat, its packet referenced by plan revision) and rebuilt."""
 
 from __future__ import annotations
 
-import io
+import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 from harness import eventlog
-from harness.config import Config
-from harness.supervisor import UI, Supervisor
+from harness._spawn import start_time
+from harness.events import EventType as E
+from harness.state import RunState, ServiceInfo, ServiceState
+from harness.supervisor._mesh import stale_services
+from harness.supervisor._replay import ReplayIndex, from_wire, to_wire
+
+RUN = "20260101-000000-abcdef"
+PACKETS = [{"id": t, "title": t.upper(), "commands": ["true"]} for t in "abc"]
 
 
-def _worker_event(event: str, wid: str, tid: str, state: str) -> dict:
-    return {"event": event, "worker_id": wid, "task_id": tid, "state": state, "time": 0.0, "data": {}}
+def _wire(event: str, wid: str, tid: str, state: str, **data: Any) -> dict[str, Any]:
+    return {"event": event, "worker_id": wid, "task_id": tid, "state": state, "time": 5.0, "data": data}
+
+
+def test_a_spawn_notification_is_logged_flat_with_its_packet_referenced_and_rebuilt_exactly() -> None:
+    spawned = _wire("worker_spawned", "w1", "a", "trust_required", packet=PACKETS[0], attempt=1, scope_dir="/w")
+    etype, data, tid, wid = from_wire(spawned, revision=2) or (None, None, None, None)
+    assert (etype, tid, wid) == (E.WORKER_SPAWNED, "a", "w1")
+    assert data == {"attempt": 1, "scope_dir": "/w", "state": "trust_required", "at": 5.0, "revision": 2}
+    event = {"type": etype, "task_id": tid, "worker_id": wid, "data": data, "unix": 6.0}
+    assert to_wire(event, {2: {"a": PACKETS[0]}}) == spawned
+    assert from_wire({**spawned, "event": "worker_teleported"}, 1) is None  # unknown: not a worker event
 
 
 def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_asked_about(tmp_path: Path) -> None:
-    sup = Supervisor(tmp_path, Config(), UI(io.StringIO()))
-    sup.run_id = "20260101-000000-abcdef"
-    log = eventlog.EventLog.open(sup.log_path, sup.run_id)
-    sup.log = log
+    log = eventlog.EventLog.open(eventlog.events_path(tmp_path, RUN), RUN)
+    index = ReplayIndex()
+    index.apply(
+        log.append(E.PLAN_CREATED, {"plan": {"objective": "o", "tasks": PACKETS}, "revision": 1, "report": None})
+    )
     script = [
         # w1: ran, ended, and its task's outcome is logged: settled for good.
-        ("WORKER_SPAWNED", "w1", "a", "trust_required"),
-        ("WORKER_STARTED", "w1", "a", "running"),
-        ("WORKER_FINISHED", "w1", "a", "finished"),
-        ("TASK_COMPLETED", "w1", "a", None),
+        ("worker_spawned", "w1", "a", "trust_required"),
+        ("worker_started", "w1", "a", "running"),
+        ("worker_finished", "w1", "a", "finished"),
+        (E.TASK_COMPLETED, "w1", "a", None),
         # w2: ended, but the supervisor died before logging the task's outcome.
-        ("WORKER_SPAWNED", "w2", "b", "trust_required"),
-        ("WORKER_FAILED", "w2", "b", "failed"),
+        ("worker_spawned", "w2", "b", "trust_required"),
+        ("worker_failed", "w2", "b", "failed"),
         # w3: still running.
-        ("WORKER_SPAWNED", "w3", "c", "trust_required"),
-        ("WORKER_STARTED", "w3", "c", "running"),
+        ("worker_spawned", "w3", "c", "trust_required"),
+        ("worker_started", "w3", "c", "running"),
     ]
-    for etype, wid, tid, state in script:
-        data = {} if state is None else _worker_event(etype.lower(), wid, tid, state)
-        sup._index(log.append(etype, data, task_id=tid, worker_id=wid))
-    handed = sup._replay_source("worker-manager")()
-    assert sorted({e["worker_id"] for e in handed}) == ["w2", "w3"]
-    assert [e["worker_id"] for e in handed] == ["w2", "w2", "w3", "w3"]  # in log order
+    for kind, wid, tid, state in script:
+        if state is None:
+            index.apply(log.append(kind, {"attempt": 1, "worker_id": wid}, task_id=tid, worker_id=wid))
+            continue
+        etype, data, _, _ = from_wire(_wire(kind, wid, tid, state), 1) or (None, {}, None, None)
+        index.apply(log.append(etype, data, task_id=tid, worker_id=wid))
+    handed = index.worker_events()
+    assert [(e["worker_id"], e["event"]) for e in handed] == [
+        ("w2", "worker_spawned"),
+        ("w2", "worker_failed"),
+        ("w3", "worker_spawned"),
+        ("w3", "worker_started"),
+    ]  # in log order
+    assert handed[0]["data"]["packet"] == PACKETS[1]  # the packet comes back from the plan
     # The index is a fold of the log: rebuilding it from the file gives the same hand-back.
-    again = Supervisor(tmp_path, Config(), UI(io.StringIO()))
-    for event in eventlog.read_events(sup.log_path).events:
-        again._index(event)
-    assert again._replay_source("worker-manager")() == handed
+    again = ReplayIndex()
+    for event in eventlog.read_events(log.path).events:
+        again.apply(event)
+    assert again.worker_events() == handed
     # A late event of a settled worker does not bring back a partial history.
-    sup._index(
-        log.append("WORKER_FAILED", _worker_event("worker_failed", "w1", "a", "failed"), task_id="a", worker_id="w1")
-    )
-    assert "w1" not in {e["worker_id"] for e in sup._replay_source("worker-manager")()}
+    etype, data, _, _ = from_wire(_wire("worker_failed", "w1", "a", "failed"), 1) or (None, {}, None, None)
+    index.apply(log.append(etype, data, task_id="a", worker_id="w1"))
+    assert "w1" not in {e["worker_id"] for e in index.worker_events()}
     log.close()
+
+
+def test_a_stale_service_is_recognised_by_pid_and_start_time_never_by_a_reused_pid() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        state = RunState()
+        recorded = start_time(child.pid)
+        assert recorded is not None
+        state.services["planning"] = ServiceInfo("planning", ServiceState.running, child.pid, recorded)
+        assert stale_services(state) == [("planning", child.pid)]
+        # The same pid with another start time is another process: left alone.
+        state.services["planning"].start_time = recorded - 1
+        assert stale_services(state) == []
+        # A pid whose start time was never recorded cannot be identified: left alone.
+        state.services["planning"].start_time = None
+        assert stale_services(state) == []
+        # Our own pid, recorded as a service with a made-up start time, is never a match.
+        state.services["bootstrap"] = ServiceInfo("bootstrap", ServiceState.running, os.getpid(), 1)
+        assert stale_services(state) == []
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(10)

@@ -87,3 +87,20 @@ def discard(children: dict[str, subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def start_time(pid: int) -> int | None:
+    """When a process started, in clock ticks since boot (``/proc/PID/stat`` field 22); None when
+    there is no such process or no /proc. With the pid it names one process for good: a pid can be
+    reused, a (pid, start time) pair cannot."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or ')': split after the last.
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    try:
+        return int(rest[19])  # fields 3.. are rest[0..]; starttime is field 22
+    except (IndexError, ValueError):
+        return None

@@ -14,7 +14,10 @@ import os
 import sys
 from typing import Any, NoReturn
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WAITING = 0, 1, 2, 3
+from . import __version__
+from .vocab import TASK_DECISIONS, ExitCode, Source
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
 
 class UsageError(Exception):
@@ -60,12 +63,31 @@ def _load_state(workspace: str, run_id: str):
 
     path = _require_run(workspace, run_id)
     result = eventlog.read_events(path)
+    result.events = _readable(result.events)
     return path, fold(result.events), result
+
+
+def _readable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A log's events in the current format (older formats are upgraded in memory, never misread)."""
+    from .events import LogFormatError, upgrade
+
+    try:
+        return upgrade(events)
+    except LogFormatError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def _append(workspace: str, run_id: str, events: list[tuple[str, dict[str, Any], str | None]]) -> None:
     """Record decisions in a run's log (safe while a supervisor also appends: the log locks)."""
     from . import eventlog
+    from .events import LOG_FORMAT, log_format
+
+    head = next(eventlog.iter_events(eventlog.run_dir(workspace, run_id) / "events.jsonl"), None)
+    fmt = log_format([head] if head else [])
+    if fmt != LOG_FORMAT:
+        raise UsageError(
+            f"run {run_id} was recorded in log format {fmt} by another version; it can be read, not changed"
+        )
 
     log = eventlog.EventLog.open(eventlog.run_dir(workspace, run_id) / "events.jsonl", run_id, create=False)
     try:
@@ -76,7 +98,7 @@ def _append(workspace: str, run_id: str, events: list[tuple[str, dict[str, Any],
 
 
 def _user() -> str:
-    from .supervisor._run import _user as user
+    from .supervisor._run import user
 
     return user()
 
@@ -158,7 +180,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     unknown = [t for t in args.skip + args.order if t not in state.tasks]
     if unknown:
         raise UsageError(f"unknown task id(s): {', '.join(unknown)}", [f"tasks: {', '.join(state.tasks)}"])
-    base = {"gate": "plan", "revision": state.revision, "source": "cli", "approver": _user()}
+    base = {"gate": "plan", "revision": state.revision, "source": Source.cli, "approver": _user()}
     if args.reject or args.clarify:
         feedback = args.reject or args.clarify
         kind = "reject" if args.reject else "clarify"
@@ -178,12 +200,12 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-DECISIONS = ("done", "trust", "retry", "skip", "abort")
+DECISIONS = [str(d) for d in TASK_DECISIONS]
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
     workspace = _workspace(args)
-    _, state, result = _load_state(workspace, args.run_id)
+    _, state, _ = _load_state(workspace, args.run_id)
     task = state.tasks.get(args.task_id)
     if task is None:
         raise UsageError(
@@ -192,16 +214,13 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if task.status.value in ("completed", "skipped"):
         raise UsageError(f"task {args.task_id} is already {task.status.value}")
     if args.decision in ("retry", "skip") and task.failure_type:
-        escalations = [
-            e for e in result.events if e["type"] == "RECOVERY_ESCALATION" and e.get("task_id") == args.task_id
-        ]
-        options = (escalations[-1]["data"].get("options") if escalations else None) or []
+        options = [str(o) for o in task.options or []]  # what the task's last escalation offered
         if options and args.decision not in options:
             raise UsageError(
                 f"'{args.decision}' is not an option for {args.task_id} ({task.failure_type} failure)",
                 [f"options: {', '.join(options)} (abort is always possible)"],
             )
-    data: dict[str, Any] = {"decision": args.decision, "source": "cli", "approver": _user()}
+    data: dict[str, Any] = {"decision": args.decision, "source": Source.cli, "approver": _user()}
     if args.note:
         data["note"] = args.note
     events: list[tuple[str, dict[str, Any], str | None]] = []
@@ -307,61 +326,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(f"No runs in {workspace}.")
         return EXIT_OK
     for run_id in runs:
-        state = fold(eventlog.read_events(eventlog.run_dir(workspace, run_id) / "events.jsonl").events)
+        state = fold(_readable(eventlog.read_events(eventlog.run_dir(workspace, run_id) / "events.jsonl").events))
         c = state.counts()
         print(f"{run_id}  {state.status.value:<18} {c['completed']}/{len(state.tasks)} done  {state.objective[:60]}")
     return EXIT_OK
 
 
-def _describe(event: dict[str, Any], titles: dict[str, str]) -> str:
-    d = event.get("data") or {}
-    tid = event.get("task_id")
-    parts = [event["time"][:19].replace("T", " "), event["type"]]
-    if tid:
-        parts.append(tid)
-        if event["type"].startswith("TASK_") and tid in titles:
-            parts.append(titles[tid])
-    etype = event["type"]
-    if etype == "PLAN_CREATED":
-        plan = d.get("plan") or {}
-        parts.append(f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}")
-    elif etype in ("GATE_APPROVED", "GATE_REJECTED"):
-        parts.append(
-            f"revision {d.get('revision')} by {d.get('approver')} via {d.get('source')}"
-            + (f" ({d.get('rule')})" if d.get("rule") else "")
-        )
-        if d.get("feedback"):
-            parts.append(f"feedback: {d['feedback']}")
-    elif etype == "TASK_FAILED":
-        parts.append(f"- {d.get('summary') or d.get('reason')}")
-    elif etype in ("SERVICE_STARTED", "SERVICE_CRASHED", "SERVICE_RESTARTED", "SERVICE_FATAL", "SERVICE_STOPPED"):
-        parts.append(
-            str(d.get("service"))
-            + (f" pid {d['pid']}" if d.get("pid") else "")
-            + (f" {d['exit']}" if d.get("exit") else "")
-        )
-    elif etype == "FAILURE_CLASSIFIED":
-        parts.append(f"{d.get('failure_type')} (rule {d.get('rule')})")
-    elif etype == "RECOVERY_APPLIED":
-        parts.append(f"{d.get('recipe')} attempt {d.get('attempt')} delay {d.get('delay')} s")
-    elif etype == "RECOVERY_ESCALATION":
-        parts.append(
-            f"{d.get('reason')}: "
-            + (f"decided {d['decision']} via {d.get('source')}" if d.get("decision") else f"waiting: {d.get('how')}")
-        )
-    elif etype in ("TASK_DECISION",):
-        if d.get("decision"):
-            parts.append(f"{d.get('decision')} via {d.get('source')}")
-        elif d.get("refused"):
-            parts.append(f"refused {d['refused']}: {d.get('reason', '')}")
-        elif d.get("consumed"):
-            parts.append(f"consumed {d['consumed']}: {d.get('reason', '')}")
-    elif etype.startswith("BOOTSTRAP_PHASE"):
-        parts.append(str(d.get("phase")) + (f" {d.get('status')}" if d.get("status") else ""))
-    elif etype.startswith("WORKER_"):
-        parts.append(str(event.get("worker_id")))
-    elif etype in ("RUN_WAITING", "EXECUTION_COMPLETE", "RUN_ABORTED"):
-        parts.append(str(d.get("reason") or d.get("status") or ""))
+def _log_line(event: dict[str, Any], titles: dict[str, str]) -> str:
+    """`2026-01-15 14:23:45 TASK_COMPLETED t2 Build release (3.2 s)`."""
+    from .events import describe
+
+    parts = [event["time"][:19].replace("T", " "), event["type"], event.get("task_id") or "", describe(event, titles)]
     return " ".join(p for p in parts if p)
 
 
@@ -395,7 +370,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(event, ensure_ascii=False, separators=(",", ":")), flush=True)
         else:
-            print(_describe(event, titles), flush=True)
+            print(_log_line(event, titles), flush=True)
 
     if not args.follow:
         for event in result.events:
@@ -494,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Plan, gate, bootstrap, execute, recover and log: a planning-execution harness.",
         epilog="Exit codes: 0 done, 1 failed or aborted, 2 usage error or invalid plan, 3 waiting for a decision.",
     )
-    parser.add_argument("--version", action="version", version="harness 0.1.0")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def ws(p: argparse.ArgumentParser) -> None:
@@ -620,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
 def _report_error(exc: BaseException) -> int:
     """Known failures -> a message and their exit code; anything else -> exit 1 without traceback."""
     from .config import ConfigError
+    from .events import LogFormatError
     from .supervisor import PlanRejected, RunLocked
 
     if isinstance(exc, PlanRejected):
@@ -631,11 +607,14 @@ def _report_error(exc: BaseException) -> int:
         return EXIT_USAGE
     if isinstance(exc, ConfigError):
         print(f"harness: invalid configuration in {exc.source}:", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        for line in exc.problems:
+            print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
     plan_file_error = _plan_file_error_class()
     if plan_file_error is not None and isinstance(exc, plan_file_error):
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, LogFormatError):
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, RunLocked):

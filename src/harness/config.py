@@ -22,11 +22,12 @@ import fnmatch
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._spawn import DEFAULT_MODULES, WORKSPACE_CONFIG_FILES, default_command
+from .vocab import ANSWERS, Decision, Question
 
 SERVICE_NAMES = tuple(DEFAULT_MODULES)
 
@@ -73,20 +74,26 @@ class ServiceOverride(_Strict):
     request_timeout: float | None = None
 
 
-Gate = Literal["plan", "trust", "escalation", "manual"]
-
-
 class PolicyRule(_Strict):
     """A named, explicit decision. Empty matchers match everything."""
 
     name: str = Field(min_length=1)
-    gate: Gate
-    decision: str = Field(description="plan: approve|reject; trust: trust; escalation: retry|skip|abort; manual: done")
+    gate: Question
+    decision: Decision = Field(
+        description="plan: approve|reject; trust: trust; escalation: retry|skip|abort; manual: done|skip"
+    )
     tasks: list[str] = Field(default_factory=list, description="Task ids or glob patterns.")
     risky: bool | None = Field(default=None, description="Match only risky (true) or only safe (false) tasks.")
     max_tasks: int | None = Field(default=None, description="plan gate: only plans this small.")
     failure_types: list[str] = Field(default_factory=list, description="escalation gate: failure classes.")
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _answers_its_gate(self) -> PolicyRule:
+        allowed = ANSWERS[self.gate]
+        if self.decision not in allowed:
+            raise ValueError(f"a {self.gate} rule decides {' | '.join(allowed)}, not {self.decision}")
+        return self
 
     def matches_task(self, task_id: str, risky: bool) -> bool:
         if self.tasks and not any(fnmatch.fnmatchcase(task_id, pat) for pat in self.tasks):
@@ -102,7 +109,7 @@ class Policy(_Strict):
     )
     rules: list[PolicyRule] = Field(default_factory=list)
 
-    def rule_for(self, gate: Gate, **facts: Any) -> PolicyRule | None:
+    def rule_for(self, gate: Question, **facts: Any) -> PolicyRule | None:
         """The first rule of this gate whose matchers accept the facts."""
         for rule in self.rules:
             if rule.gate != gate:

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import ConfigError
+from .vocab import ESCALATION_DECISIONS, Decision
 
 
 class FailureType(StrEnum):
@@ -42,14 +43,6 @@ class FailureType(StrEnum):
     logic_error = "logic_error"
     unrecoverable = "unrecoverable"
     unknown = "unknown"
-
-
-class Decision(StrEnum):
-    """What an escalation may be answered with."""
-
-    retry = "retry"
-    skip = "skip"
-    abort = "abort"
 
 
 class RecipeName(StrEnum):
@@ -197,6 +190,14 @@ class Recipe(BaseModel):
         default=False, description="The escalation asks for a correction (harness decide ... retry --note)."
     )
     ask: str = Field(default="", description="The question put to a person, after the failure's summary.")
+
+    @field_validator("options")
+    @classmethod
+    def _escalation_answers(cls, value: list[Decision]) -> list[Decision]:
+        wrong = [str(v) for v in value if v not in ESCALATION_DECISIONS]
+        if wrong:
+            raise ValueError(f"an escalation offers {' | '.join(ESCALATION_DECISIONS)}, not {', '.join(wrong)}")
+        return value
 
     @field_validator("backoff")
     @classmethod

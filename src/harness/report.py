@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from . import eventlog
+from .events import EventType as E
+from .events import describe, upgrade
 from .state import RunState, TaskState, TaskStatus, fold
 
 
@@ -70,56 +72,30 @@ def _section(t: TaskState, failures: list[FailureRecord]) -> Section:
     return Section.not_finished
 
 
-def _secs(value: Any) -> str:
-    try:
-        return f"{float(value):g} s"
-    except (TypeError, ValueError):
-        return "0 s"
+_STORY = frozenset(
+    {
+        E.RECOVERY_APPLIED,
+        E.PERMISSION_REQUIRED,
+        E.RECOVERY_ESCALATION,
+        E.TASK_DECISION,
+        E.TASK_SKIPPED,
+        E.RUN_ABORTED,
+    }
+)
 
 
-def _who(d: dict[str, Any]) -> str:
-    source = d.get("source") or "someone"
-    parts = [f"via {source}"]
-    if d.get("rule"):
-        parts.append(f"rule {d['rule']}")
-    if d.get("approver") and d.get("approver") != source:
-        parts.append(f"by {d['approver']}")
-    return " ".join(parts)
-
-
-def _with_note(text: str, d: dict[str, Any]) -> str:
-    return f"{text} (note: {d['note']})" if d.get("note") else text
-
-
-def _step(etype: str, d: dict[str, Any]) -> str | None:
-    """One recovery step in words, or None for events that add nothing to the story."""
-    if etype == "RECOVERY_APPLIED":
-        recipe = d.get("recipe")
-        if recipe == "retry_with_backoff":
-            return f"retried automatically after {_secs(d.get('delay'))} (retry {d.get('attempt')} of {d.get('retries', '?')})"
-        if recipe == "rerun_interrupted":
-            return f"re-run as attempt {d.get('next_attempt', '?')} (interrupted, not a failure of the task)"
-        if recipe == "retry_after_decision":
-            return f"retried as attempt {d.get('next_attempt', '?')}"
-        return f"{recipe or 'recovery'}: {d.get('outcome')}"
-    if etype == "PERMISSION_REQUIRED":
-        return f"permission required: {d.get('what')}"
-    if etype == "RECOVERY_ESCALATION":
-        if d.get("decision"):
-            return f"escalated ({d.get('reason')}); decided {d['decision']} {_who(d)}"
-        return f"escalated ({d.get('reason')}); asked: {', '.join(d.get('options') or [])}"
-    if etype == "TASK_DECISION":
-        if d.get("refused"):
-            return f"'{d['refused']}' refused: {d.get('reason')}"
-        if d.get("consumed") or not d.get("decision") or d.get("source") == "policy":
-            return None  # a consumed abort says nothing new; a policy decision is in its escalation
-        return _with_note(f"decided {d['decision']} {_who(d)}", d)
-    if etype == "TASK_SKIPPED":
-        keep = " (dependents still run)" if d.get("keep_dependents") else ""
-        return f"skipped{keep}"
-    if etype == "RUN_ABORTED":
-        return _with_note("the run was aborted", d)
-    return None
+def _step(event: dict[str, Any]) -> str | None:
+    """One recovery step in words (the catalogue's description), or None for events that add
+    nothing to the story: a refusal is told, a consumed or a policy's decision is in its escalation."""
+    etype = event.get("type")
+    if etype not in _STORY:
+        return None
+    d = event.get("data") or {}
+    if etype == E.TASK_DECISION and not d.get("refused") and (not d.get("decision") or d.get("source") == "policy"):
+        return None
+    if etype == E.TASK_SKIPPED:
+        return "skipped" + (" (dependents still run)" if d.get("keep_dependents") else "")
+    return describe(event)
 
 
 def _histories(events: Iterable[dict[str, Any]]) -> dict[str, list[FailureRecord]]:
@@ -128,11 +104,11 @@ def _histories(events: Iterable[dict[str, Any]]) -> dict[str, list[FailureRecord
     for event in events:
         etype = event.get("type")
         d = event.get("data") or {}
-        tid = d.get("task_id") if etype == "RUN_ABORTED" else event.get("task_id")
+        tid = d.get("task_id") if etype == E.RUN_ABORTED else event.get("task_id")
         if not tid:
             continue
         records = out.setdefault(tid, [])
-        if etype == "TASK_FAILED":
+        if etype == E.TASK_FAILED:
             records.append(
                 FailureRecord(attempt=d.get("attempt"), summary=str(d.get("summary") or d.get("reason") or "failed"))
             )
@@ -140,13 +116,13 @@ def _histories(events: Iterable[dict[str, Any]]) -> dict[str, list[FailureRecord
         if not records:
             continue  # decisions about manual steps or trust, before any failure
         current = records[-1]
-        if etype == "FAILURE_CLASSIFIED":
+        if etype == E.FAILURE_CLASSIFIED:
             current.failure_type, current.rule, current.evidence = (
                 d.get("failure_type"),
                 d.get("rule"),
                 d.get("evidence"),
             )
-        elif (step := _step(etype, d)) is not None:
+        elif (step := _step(event)) is not None:
             current.recovery.append(step)
     return {tid: records for tid, records in out.items() if records}
 
@@ -176,7 +152,7 @@ def task_reports(events: list[dict[str, Any]], state: RunState | None = None) ->
     histories = _histories(events)
     asks: dict[str, str] = {}
     for event in events:
-        if event.get("type") == "RECOVERY_ESCALATION" and event.get("task_id"):
+        if event.get("type") == E.RECOVERY_ESCALATION and event.get("task_id"):
             how = (event.get("data") or {}).get("how")
             if how:
                 asks[event["task_id"]] = how
@@ -227,7 +203,8 @@ def _failure_line(f: FailureRecord) -> str:
 
 
 def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = None, torn: str | None = None) -> str:
-    """The report of a run as Markdown text."""
+    """The report of a run as Markdown text (a log of an older format is read through the upgrade)."""
+    events = upgrade(events)
     state = fold(events)
     reports = task_reports(events, state)
     by_section: dict[Section, list[TaskReport]] = {s: [] for s in Section}

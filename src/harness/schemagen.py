@@ -67,9 +67,47 @@ def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+def log_event_schema() -> dict[str, Any]:
+    """``LogEvent.json``: one line of a run's log, its ``data`` checked against the payload of its
+    ``type`` (the event catalogue, :mod:`harness.events`)."""
+    from pydantic import TypeAdapter
+
+    from .events import LOG_FORMAT, PAYLOADS
+
+    defs: dict[str, Any] = {}
+    variants = []
+    for etype, payload in PAYLOADS.items():
+        schema = TypeAdapter(payload).json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[payload.__name__] = schema
+        variants.append(
+            {
+                "properties": {"type": {"const": etype.value}, "data": {"$ref": f"#/$defs/{payload.__name__}"}},
+                "required": ["type", "data"],
+            }
+        )
+    body = models.Event.model_json_schema(mode="validation")
+    body["title"] = "LogEvent"
+    body["description"] = (
+        f"One line of a run's event log in format {LOG_FORMAT}; `data` is the payload of its `type`. "
+        "``prev`` and ``hash`` chain it to the line before."
+    )
+    body["properties"]["type"] = {"enum": [e.value for e in PAYLOADS], "title": "Type", "type": "string"}
+    body["oneOf"] = variants
+    body["$defs"] = dict(sorted(defs.items()))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "LogEvent.json",
+        "$comment": GENERATED_NOTE.replace("pydantic models", "event catalogue"),
+        **body,
+    }
+
+
 def generate() -> dict[str, str]:
     """File name -> rendered text for every schema."""
-    return {f"{name}.json": render(schema_for(name, model)) for name, model in sorted(models_by_name().items())}
+    out = {f"{name}.json": render(schema_for(name, model)) for name, model in sorted(models_by_name().items())}
+    out["LogEvent.json"] = render(log_event_schema())
+    return out
 
 
 def default_dir() -> Path:

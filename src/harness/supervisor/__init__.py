@@ -1,14 +1,16 @@
-"""The supervisor: spawns the services, drives a run through its gates, recovers, logs."""
+"""The supervisor: spawns the services, drives a run through its gates, recovers, logs.
 
-from ._run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXIT_WAITING, PlanRejected, RunLocked, RunOptions, Supervisor
+Deciding is apart from doing: :mod:`._decide` says what to do next from the folded state alone
+(pure, unit-tested per edge); :class:`Supervisor` carries it out (lock, signals, services, task
+threads, terminal).
+"""
+
+from ._run import PlanRejected, RunLocked, RunOptions, Supervisor
 from ._service import ServiceFatal, SupervisedService
 from ._ui import UI, JsonUI
 
 __all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_WAITING",
+    "UI",
     "JsonUI",
     "PlanRejected",
     "RunLocked",
@@ -16,5 +18,4 @@ __all__ = [
     "ServiceFatal",
     "SupervisedService",
     "Supervisor",
-    "UI",
 ]

@@ -21,9 +21,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import IO, Any
 
+from .._spawn import start_time
 from ..config import ServiceSpec
+from ..events import EventType as E
 from ..rpc import ClientClosed, ConnectionClosed, RequestTimeout, RPCError, ServiceProcess
 from ..state import ServiceState
 
@@ -49,7 +51,7 @@ class SupervisedService:
         emit: Emit,
         on_notification: NotificationSink,
         replay_source: ReplaySource | None = None,
-        stderr: TextIO | None = None,
+        stderr: IO[bytes] | None = None,
         cwd: str | None = None,
         prespawned: subprocess.Popen[bytes] | None = None,
     ) -> None:
@@ -124,7 +126,7 @@ class SupervisedService:
             except (ConnectionClosed, RequestTimeout, OSError) as exc:
                 reason = f"did not answer initialize: {exc}"
                 self._emit(
-                    "SERVICE_CRASHED",
+                    E.SERVICE_CRASHED,
                     {"service": self.name, "exit": reason, "in_flight": [], "phase": "start"},
                     durable=True,
                 )
@@ -133,15 +135,22 @@ class SupervisedService:
             assert self.proc is not None
             self.state = ServiceState.running
             if first and self.restarts == 0:
-                self._emit(
-                    "SERVICE_STARTED",
-                    {"service": self.name, "pid": self.proc.pid, "command": self.spec.command},
-                    durable=True,
-                )
+                started = {
+                    "service": self.name,
+                    "pid": self.proc.pid,
+                    "start_time": start_time(self.proc.pid),
+                    "command": self.spec.command,
+                }
+                self._emit(E.SERVICE_STARTED, started, durable=True)
             else:
                 self._emit(
-                    "SERVICE_RESTARTED",
-                    {"service": self.name, "pid": self.proc.pid, "attempt": self.restarts},
+                    E.SERVICE_RESTARTED,
+                    {
+                        "service": self.name,
+                        "pid": self.proc.pid,
+                        "start_time": start_time(self.proc.pid),
+                        "attempt": self.restarts,
+                    },
                     durable=True,
                 )
             try:
@@ -149,7 +158,7 @@ class SupervisedService:
             except RPCError as exc:  # died, timed out, or refused its events: one more failed start
                 reason = f"replay failed: {type(exc).__name__}: {exc.message}"
                 self._emit(
-                    "SERVICE_CRASHED",
+                    E.SERVICE_CRASHED,
                     {
                         "service": self.name,
                         "pid": self.proc.pid,
@@ -177,7 +186,7 @@ class SupervisedService:
                 self.name,
                 f"{len(self._restart_times)} crashes within {policy.within_seconds:g} s (limit {policy.max_restarts}); last: {reason}",
             )
-            self._emit("SERVICE_FATAL", {"service": self.name, "reason": self._fatal.reason}, durable=True)
+            self._emit(E.SERVICE_FATAL, {"service": self.name, "reason": self._fatal.reason}, durable=True)
             raise self._fatal
         self.state = ServiceState.backoff
         self.restarts += 1
@@ -229,7 +238,7 @@ class SupervisedService:
                     code = self.proc.proc.poll()
             exit_desc = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             self._emit(
-                "SERVICE_CRASHED",
+                E.SERVICE_CRASHED,
                 {"service": self.name, "pid": self.proc.pid, "exit": exit_desc, "in_flight": in_flight},
                 durable=True,
             )

@@ -11,9 +11,15 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..events import EventType as E
+from ..events import describe
 from ..state import RunState
+from ..vocab import Decision, Question, Source
+from ._decide import Answer, Ask
 
 CHECK, CROSS, SKIP = "✓", "✗", "-"
+#: The task events shown as progress lines, with their mark.
+_MARKS = {E.TASK_COMPLETED: CHECK, E.TASK_FAILED: CROSS, E.TASK_SKIPPED: SKIP, E.RECOVERY_APPLIED: CROSS}
 
 
 @dataclass
@@ -51,35 +57,21 @@ class UI:
         self.say(text)
 
     def on_event(self, event: dict[str, Any], state: RunState) -> None:
+        """Progress lines: one per task outcome, retry and failure of the machinery."""
         etype = event["type"]
         tid = event.get("task_id")
         d = event.get("data") or {}
-        if etype == "TASK_COMPLETED" and tid:
-            secs = (d.get("duration_ms") or 0) / 1000
-            self.say(f"{self._label(state, tid)} {CHECK} {state.tasks[tid].title} ({secs:.1f} s)")
-        elif etype == "TASK_FAILED" and tid:
-            self.say(
-                f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {d.get('summary') or d.get('reason')}"
-            )
-        elif etype == "TASK_SKIPPED" and tid:
-            self.say(f"{self._label(state, tid)} {SKIP} {state.tasks[tid].title}: skipped ({d.get('reason')})")
-        elif etype == "RECOVERY_APPLIED" and tid and d.get("outcome") == "retry":
-            delay = d.get("delay") or 0
-            recipe = d.get("recipe")
-            if recipe == "rerun_interrupted":
-                why = "interrupted, running it again"
-            elif recipe == "retry_after_decision":
-                why = f"{d.get('failure_type')}, retrying as decided"
-            else:
-                why = f"{d.get('failure_type')}, retrying in {delay:g} s (retry {d.get('attempt')})"
-            self.say(f"{self._label(state, tid)} {CROSS} {state.tasks[tid].title}: {why}")
-        elif etype == "BOOTSTRAP_FAILED":
+        mark = _MARKS.get(etype)
+        if mark is not None and tid in state.tasks:
+            titles = {tid: state.tasks[tid].title}
+            self.say(f"{self._label(state, tid)} {mark} {describe(event, titles)}")
+        elif etype == E.BOOTSTRAP_FAILED:
             self.say(f"Bootstrap failed in {d.get('phase')}:")
             for line in d.get("diagnostics", []):
                 self.say(f"  - {line}")
-        elif etype == "SERVICE_CRASHED":
+        elif etype == E.SERVICE_CRASHED:
             self.note(f"service {d.get('service')} crashed ({d.get('exit')}); restarting")
-        elif etype == "SERVICE_FATAL":
+        elif etype == E.SERVICE_FATAL:
             self.note(f"service {d.get('service')} is down: {d.get('reason')}")
 
     @staticmethod
@@ -124,6 +116,33 @@ class UI:
         if not line:
             return None
         return line.strip()
+
+    def ask(self, ask: Ask, approver: str, task_ids: list[str]) -> Answer | None:
+        """Put a question to the person at the terminal; None when there is none, or they wait."""
+        if not self.interactive:
+            return None
+        if ask.kind is Question.plan:
+            plan = self.prompt_plan(task_ids)
+            if plan is None or plan.kind == "wait":
+                return None
+            if plan.kind == "approve":
+                return Answer(Decision.approve, Source.tty, approver, skip=tuple(plan.skip), order=tuple(plan.order))
+            return Answer(Decision.reject, Source.tty, approver, feedback=plan.feedback, clarify=plan.kind == "clarify")
+        if ask.text:
+            self.say(ask.text)
+        tid = ask.task_id
+        if ask.kind is Question.trust:
+            yes = self.prompt_choice(f"Trust and run {tid}?", ["yes", "no"]) == "yes"
+            return Answer(Decision.trust, Source.tty, approver) if yes else None
+        question = f"Is {tid} done?" if ask.kind is Question.manual else "What now?"
+        choice = self.prompt_choice(question, [*ask.options, "wait"])
+        if choice is None or choice == "wait":
+            return None
+        decision = Decision(choice)
+        note = None
+        if decision is Decision.retry and ask.needs_input:
+            note = self._ask("The correction (what changed): ") or None
+        return Answer(decision, Source.tty, approver, note=note)
 
     def prompt_plan(self, task_ids: list[str]) -> PlanDecision | None:
         while True:

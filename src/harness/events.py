@@ -1,0 +1,672 @@
+"""The event catalogue: every event type a run's log holds, the payload of each, and its description.
+
+One enum (:class:`EventType`) is used by every writer and by the fold; one ``TypedDict`` per type
+says what its ``data`` holds (:data:`PAYLOADS`), so a writer that misspells a key is a type error
+and a log that drifts from the catalogue fails a test; ``schemas/LogEvent.json`` is generated from
+the same types for readers in other languages. :func:`describe` is the one place that turns an
+event into words for people: progress lines, ``harness log``, the report and the dashboard.
+
+Log formats (``RUN_STARTED.data.log_format``):
+
+* 1 (no ``log_format`` key): worker events carried the worker manager's whole notification,
+  packet included. Read-only commands read it through :func:`upgrade`; ``resume`` refuses it.
+* 2: worker events are flat (``state``, ``at`` and the event's own fields) and a spawned worker's
+  packet is referenced by the plan revision it came from, never copied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any, Literal, NotRequired, cast
+
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict
+
+from .vocab import Decision, Question, Source, WaitReason
+
+__all__ = [
+    "LOG_FORMAT",
+    "PAYLOADS",
+    "EventType",
+    "LogFormatError",
+    "describe",
+    "log_format",
+    "upgrade",
+    "worker_event_type",
+]
+
+#: The format this version writes (and the newest it reads).
+LOG_FORMAT = 2
+
+
+class EventType(StrEnum):
+    """Every event type the harness writes, in the order a run meets them."""
+
+    RUN_STARTED = "RUN_STARTED"
+    RUN_RESUMED = "RUN_RESUMED"
+    PLAN_CREATED = "PLAN_CREATED"
+    PLAN_INVALID = "PLAN_INVALID"
+    GATE_APPROVAL_REQUESTED = "GATE_APPROVAL_REQUESTED"
+    GATE_APPROVED = "GATE_APPROVED"
+    GATE_REJECTED = "GATE_REJECTED"
+    PLAN_AMENDED = "PLAN_AMENDED"
+    BOOTSTRAP_PHASE_STARTED = "BOOTSTRAP_PHASE_STARTED"
+    BOOTSTRAP_PHASE_COMPLETED = "BOOTSTRAP_PHASE_COMPLETED"
+    BOOTSTRAP_FAILED = "BOOTSTRAP_FAILED"
+    TASK_WAITING = "TASK_WAITING"
+    TASK_DECISION = "TASK_DECISION"
+    TASK_READY = "TASK_READY"
+    TRUST_REQUIRED = "TRUST_REQUIRED"
+    TASK_STARTED = "TASK_STARTED"
+    TASK_COMPLETED = "TASK_COMPLETED"
+    TASK_FAILED = "TASK_FAILED"
+    TASK_SKIPPED = "TASK_SKIPPED"
+    WORKER_SPAWNED = "WORKER_SPAWNED"
+    WORKER_TRUST_REQUIRED = "WORKER_TRUST_REQUIRED"
+    WORKER_TRUST_RESOLVED = "WORKER_TRUST_RESOLVED"
+    WORKER_STARTED = "WORKER_STARTED"
+    WORKER_STEP_FINISHED = "WORKER_STEP_FINISHED"
+    WORKER_FINISHED = "WORKER_FINISHED"
+    WORKER_FAILED = "WORKER_FAILED"
+    FAILURE_DETECTED = "FAILURE_DETECTED"
+    FAILURE_CLASSIFIED = "FAILURE_CLASSIFIED"
+    RECOVERY_APPLIED = "RECOVERY_APPLIED"
+    PERMISSION_REQUIRED = "PERMISSION_REQUIRED"
+    RECOVERY_ESCALATION = "RECOVERY_ESCALATION"
+    RUN_WAITING = "RUN_WAITING"
+    RUN_ABORTED = "RUN_ABORTED"
+    EXECUTION_COMPLETE = "EXECUTION_COMPLETE"
+    SERVICE_STARTED = "SERVICE_STARTED"
+    SERVICE_CRASHED = "SERVICE_CRASHED"
+    SERVICE_RESTARTED = "SERVICE_RESTARTED"
+    SERVICE_FATAL = "SERVICE_FATAL"
+    SERVICE_STOPPED = "SERVICE_STOPPED"
+    SERVICE_NOTIFICATION = "SERVICE_NOTIFICATION"
+
+
+E = EventType
+_closed = with_config(ConfigDict(extra="forbid"))
+
+
+# -- payloads ---------------------------------------------------------------------------------------
+@_closed
+class RunOptionsData(TypedDict):
+    parallel: int
+    approve: bool
+    policy: str
+
+
+@_closed
+class RunStarted(TypedDict):
+    log_format: int
+    objective: str
+    workspace: str
+    options: RunOptionsData
+    supervisor_pid: int
+    plan_file: NotRequired[dict[str, Any]]  # the plan file the run was started with, as loaded
+
+
+@_closed
+class RunResumed(TypedDict):
+    supervisor_pid: int
+
+
+@_closed
+class PlanCreated(TypedDict):
+    plan: dict[str, Any]  # a Plan (schemas/Plan.json); its packets are recorded here once
+    revision: int
+    report: dict[str, Any] | None  # the planner's ValidationReport
+    feedback: NotRequired[str | None]  # a revision: the feedback it answers
+    applied: NotRequired[list[Any]]  # a revision: what the planner changed
+
+
+@_closed
+class PlanInvalid(TypedDict):
+    problems: list[dict[str, Any]]
+    message: str
+
+
+@_closed
+class GateApprovalRequested(TypedDict):
+    gate: Literal[Question.plan]
+    revision: int
+    tasks: int
+    risky: list[str]
+
+
+@_closed
+class GateApproved(TypedDict):
+    gate: Literal[Question.plan]
+    revision: int
+    source: Source
+    approver: str
+    rule: NotRequired[str]
+    skip: NotRequired[list[str]]
+    keep_dependents: NotRequired[bool]
+    order: NotRequired[list[str]]
+
+
+@_closed
+class GateRejected(TypedDict):
+    gate: Literal[Question.plan]
+    revision: int
+    source: Source
+    approver: str
+    feedback: str
+    kind: Literal["reject", "clarify"]
+    rule: NotRequired[str]
+
+
+@_closed
+class PlanAmended(TypedDict):
+    skip: list[str]
+    keep_dependents: bool
+    requested_by: str
+    confirmed: bool
+    source: NotRequired[Source]
+
+
+@_closed
+class BootstrapPhaseStarted(TypedDict):
+    phase: str
+    context_digest: str
+    idempotency_key: NotRequired[str | None]
+
+
+@with_config(ConfigDict(extra="allow"))
+class BootstrapPhaseCompleted(TypedDict):
+    """A PhaseResult (schemas/PhaseResult.json) with the digests replay needs."""
+
+    phase: str
+    success: bool
+    status: str
+
+
+@_closed
+class BootstrapFailed(TypedDict):
+    phase: str
+    diagnostics: list[str]
+
+
+@_closed
+class TaskWaiting(TypedDict):
+    kind: Literal[Question.manual]
+    title: str
+    objective: str
+    how: str
+
+
+@_closed
+class TaskDecision(TypedDict):
+    decision: Decision | None  # None: a refusal
+    source: Source
+    approver: NotRequired[str]
+    rule: NotRequired[str]
+    note: NotRequired[str | None]
+    keep_dependents: NotRequired[bool]  # with skip: its dependents still run
+    refused: NotRequired[Decision]  # the decision the supervisor refused, and why
+    reason: NotRequired[str]
+
+
+@_closed
+class TaskReady(TypedDict):
+    after: Decision  # the answer that released a waiting task (done, trust)
+
+
+@_closed
+class TrustRequired(TypedDict):
+    reason: str
+    risky: bool
+    how: str
+
+
+@_closed
+class TaskStarted(TypedDict):
+    attempt: int
+    worker_id: str
+
+
+@_closed
+class TaskCompleted(TypedDict):
+    attempt: int
+    worker_id: str
+    duration_ms: float | None
+
+
+@_closed
+class FailedStep(TypedDict):
+    kind: str
+    index: int
+    command: str
+
+
+@_closed
+class TaskFailed(TypedDict):
+    attempt: int
+    reason: str  # the worker's failure reason (acceptance_failed, timeout, interrupted, ...)
+    summary: str
+    exit_code: NotRequired[int | None]
+    signal: NotRequired[int | None]
+    timed_out: NotRequired[bool]
+    interrupted: NotRequired[bool]
+    failed_step: NotRequired[FailedStep | None]
+    duration_ms: NotRequired[float | None]
+    stderr_tail: NotRequired[str]
+    stdout_tail: NotRequired[str]
+    message: NotRequired[str]
+
+
+@_closed
+class TaskSkipped(TypedDict):
+    reason: str
+    source: NotRequired[Source | None]
+    note: NotRequired[str | None]
+    keep_dependents: NotRequired[bool]
+    dependents: NotRequired[list[str]]  # with a decision: the dependents it holds back or lets run
+    dependency: NotRequired[str]  # skipped because this dependency was skipped
+
+
+@_closed
+class WorkerSpawned(TypedDict):
+    state: str
+    at: float
+    revision: int  # the packet is the plan's task of this revision (recorded once, in PLAN_CREATED)
+    workspace: str
+    run_dir: str
+    attempt: int
+    idempotency_key: str | None
+    scope_dir: str
+    env_allow: list[str]
+
+
+@_closed
+class WorkerTrust(TypedDict):
+    state: str
+    at: float
+    source: NotRequired[str]
+    approver: NotRequired[str | None]
+    reason: NotRequired[str]
+
+
+@_closed
+class WorkerStarted(TypedDict):
+    state: str
+    at: float
+    pid: int
+
+
+@with_config(ConfigDict(extra="allow"))
+class WorkerStep(TypedDict):
+    state: str
+    at: float
+
+
+@with_config(ConfigDict(extra="allow"))
+class WorkerEnded(TypedDict):
+    """``state``, ``at`` and the worker's compact result (schemas/WorkerResult.json)."""
+
+    state: str
+    at: float
+    ok: bool
+
+
+@_closed
+class FailureDetected(TypedDict):
+    attempt: int
+    reason: str
+    summary: str
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+
+
+@_closed
+class FailureClassified(TypedDict):
+    attempt: int
+    failure_type: str
+    rule: str
+    evidence: NotRequired[str]
+
+
+@_closed
+class RecoveryApplied(TypedDict):
+    """A retry is scheduled. ``retry`` counts the task's retries (this one included); ``limit`` is
+    the recipe's automatic retries; ``next_attempt`` is the attempt number the retry runs as."""
+
+    recipe: str  # RecipeName
+    failure_type: str | None
+    retry: int
+    limit: int
+    next_attempt: int
+    delay: float
+    note: NotRequired[str | None]
+
+
+@_closed
+class PermissionRequired(TypedDict):
+    attempt: int
+    what: str | None
+    command: str | None
+    failed_step: FailedStep | None
+
+
+@_closed
+class RecoveryEscalation(TypedDict):
+    attempt: int
+    failure_type: str
+    reason: str
+    summary: str
+    options: list[Decision]
+    needs_input: bool
+    decision: Decision | None  # None: nobody could answer; the task waits
+    source: NotRequired[Source]
+    rule: NotRequired[str]
+    how: NotRequired[str]
+    policy_exhausted: NotRequired[str]  # a policy rule's retries ran out: a person is asked
+
+
+@_closed
+class WaitingTask(TypedDict):
+    task_id: str
+    kind: Question
+    how: str
+
+
+@_closed
+class RunWaiting(TypedDict):
+    reason: WaitReason
+    revision: NotRequired[int]
+    how: NotRequired[str]
+    tasks: NotRequired[list[WaitingTask]]
+    service: NotRequired[str]
+    message: NotRequired[str]
+
+
+@_closed
+class RunAborted(TypedDict):
+    task_id: str
+    reason: str
+    note: str | None
+
+
+@_closed
+class ExecutionComplete(TypedDict):
+    status: Literal["completed", "failed", "aborted"]
+    reason: NotRequired[str]
+    pending: int
+    running: int
+    waiting: int
+    completed: int
+    failed: int
+    skipped: int
+
+
+@_closed
+class ServiceStarted(TypedDict):
+    service: str
+    pid: int
+    start_time: int | None  # /proc/PID/stat starttime: with the pid, names this process for good
+    command: list[str]
+
+
+@_closed
+class ServiceCrashed(TypedDict):
+    service: str
+    exit: str
+    in_flight: list[str]
+    pid: NotRequired[int | None]
+    phase: NotRequired[Literal["start", "replay"]]
+
+
+@_closed
+class ServiceRestarted(TypedDict):
+    service: str
+    pid: int
+    start_time: int | None
+    attempt: int
+
+
+@_closed
+class ServiceFatal(TypedDict):
+    service: str
+    reason: str
+
+
+@_closed
+class ServiceStopped(TypedDict):
+    service: str
+
+
+@_closed
+class ServiceNotification(TypedDict):
+    service: str
+    method: str
+    params: Any
+
+
+#: The payload type of each event type.
+PAYLOADS: dict[EventType, type] = {
+    E.RUN_STARTED: RunStarted,
+    E.RUN_RESUMED: RunResumed,
+    E.PLAN_CREATED: PlanCreated,
+    E.PLAN_INVALID: PlanInvalid,
+    E.GATE_APPROVAL_REQUESTED: GateApprovalRequested,
+    E.GATE_APPROVED: GateApproved,
+    E.GATE_REJECTED: GateRejected,
+    E.PLAN_AMENDED: PlanAmended,
+    E.BOOTSTRAP_PHASE_STARTED: BootstrapPhaseStarted,
+    E.BOOTSTRAP_PHASE_COMPLETED: BootstrapPhaseCompleted,
+    E.BOOTSTRAP_FAILED: BootstrapFailed,
+    E.TASK_WAITING: TaskWaiting,
+    E.TASK_DECISION: TaskDecision,
+    E.TASK_READY: TaskReady,
+    E.TRUST_REQUIRED: TrustRequired,
+    E.TASK_STARTED: TaskStarted,
+    E.TASK_COMPLETED: TaskCompleted,
+    E.TASK_FAILED: TaskFailed,
+    E.TASK_SKIPPED: TaskSkipped,
+    E.WORKER_SPAWNED: WorkerSpawned,
+    E.WORKER_TRUST_REQUIRED: WorkerTrust,
+    E.WORKER_TRUST_RESOLVED: WorkerTrust,
+    E.WORKER_STARTED: WorkerStarted,
+    E.WORKER_STEP_FINISHED: WorkerStep,
+    E.WORKER_FINISHED: WorkerEnded,
+    E.WORKER_FAILED: WorkerEnded,
+    E.FAILURE_DETECTED: FailureDetected,
+    E.FAILURE_CLASSIFIED: FailureClassified,
+    E.RECOVERY_APPLIED: RecoveryApplied,
+    E.PERMISSION_REQUIRED: PermissionRequired,
+    E.RECOVERY_ESCALATION: RecoveryEscalation,
+    E.RUN_WAITING: RunWaiting,
+    E.RUN_ABORTED: RunAborted,
+    E.EXECUTION_COMPLETE: ExecutionComplete,
+    E.SERVICE_STARTED: ServiceStarted,
+    E.SERVICE_CRASHED: ServiceCrashed,
+    E.SERVICE_RESTARTED: ServiceRestarted,
+    E.SERVICE_FATAL: ServiceFatal,
+    E.SERVICE_STOPPED: ServiceStopped,
+    E.SERVICE_NOTIFICATION: ServiceNotification,
+}
+
+
+# -- worker events: the worker manager's notification <-> the logged event --------------------------
+_WORKER_PREFIX = "WORKER_"
+
+
+def worker_event_type(event: str) -> EventType | None:
+    """worker_started -> WORKER_STARTED, trust_resolved -> WORKER_TRUST_RESOLVED; None if unknown."""
+    name = _WORKER_PREFIX + (event[len("worker_") :] if event.startswith("worker_") else event).upper()
+    try:
+        return EventType(name)
+    except ValueError:
+        return None
+
+
+def worker_event_name(etype: str) -> str:
+    """The inverse of :func:`worker_event_type`: WORKER_STARTED -> worker_started."""
+    rest = etype[len(_WORKER_PREFIX) :].lower()
+    return rest if rest.startswith("trust_") or rest == "step_finished" else "worker_" + rest
+
+
+# -- log formats ------------------------------------------------------------------------------------
+class LogFormatError(Exception):
+    """A log this version cannot read as it is (written by a newer harness, or refused for writing)."""
+
+
+def log_format(events: Iterable[Mapping[str, Any]]) -> int:
+    """The format of a log, from its RUN_STARTED (1 when it does not say)."""
+    for event in events:
+        if event.get("type") == E.RUN_STARTED:
+            return int((event.get("data") or {}).get("log_format", 1))
+        break
+    return LOG_FORMAT
+
+
+def upgrade(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of a log in the current format, for reading. Raises :class:`LogFormatError` for a
+    format newer than this version knows. Format 1 worker events are flattened in memory."""
+    fmt = log_format(events)
+    if fmt == LOG_FORMAT:
+        return events
+    if fmt > LOG_FORMAT:
+        raise LogFormatError(
+            f"this log is in format {fmt}, written by a newer harness; this version reads formats up to {LOG_FORMAT}"
+        )
+    out = []
+    for event in events:
+        etype = str(event.get("type", ""))
+        data = event.get("data") or {}
+        if etype.startswith(_WORKER_PREFIX) and "event" in data:
+            flat = {k: v for k, v in (data.get("data") or {}).items() if k != "packet"}
+            flat.update(state=data.get("state"), at=data.get("time", event.get("unix")))
+            event = {**event, "data": flat}
+        elif etype == E.RECOVERY_APPLIED and "retry" not in data:
+            event = {**event, "data": {**data, "retry": data.get("attempt"), "limit": data.get("retries")}}
+        out.append(event)
+    return out
+
+
+# -- descriptions -----------------------------------------------------------------------------------
+def _secs(value: Any) -> str:
+    try:
+        return f"{float(value):g} s"
+    except (TypeError, ValueError):
+        return "0 s"
+
+
+def _by(d: Mapping[str, Any]) -> str:
+    """'via cli by ann', 'via policy rule ci'."""
+    out = f"via {d.get('source') or 'someone'}"
+    if d.get("rule"):
+        out += f" rule {d['rule']}"
+    if d.get("approver") and d.get("approver") != d.get("source"):
+        out += f" by {d['approver']}"
+    return out
+
+
+def _note(d: Mapping[str, Any]) -> str:
+    return f" (note: {d['note']})" if d.get("note") else ""
+
+
+def describe(event: Mapping[str, Any], titles: Mapping[str, str] | None = None) -> str:
+    """What an event says, in one line for people, without its time, type or task id.
+
+    With ``titles`` (task id -> title), task events start with the task's title. Unknown types and
+    missing fields give a shorter line, never an error: this reads logs of any age.
+    """
+    d = cast(Mapping[str, Any], event.get("data") or {})
+    etype = str(event.get("type", ""))
+    tid = event.get("task_id")
+    title = titles.get(tid, "") if titles is not None and tid else ""
+    text = _phrase(etype, d, event)
+    if title and etype.startswith("TASK_"):
+        return f"{title}: {text}" if text and not text.startswith("(") else f"{title} {text}".strip()
+    return text
+
+
+def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str:  # noqa: C901 - one case per type
+    if etype == E.RUN_STARTED:
+        return str(d.get("objective") or "") + (" (from a plan file)" if d.get("plan_file") else "")
+    if etype == E.RUN_RESUMED:
+        return f"by supervisor pid {d.get('supervisor_pid')}"
+    if etype == E.PLAN_CREATED:
+        plan = d.get("plan") or {}
+        return f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}"
+    if etype == E.PLAN_INVALID:
+        return f"{len(d.get('problems') or [])} problem(s): {d.get('message', '')}"
+    if etype == E.GATE_APPROVAL_REQUESTED:
+        risky = f", risky: {', '.join(d['risky'])}" if d.get("risky") else ""
+        return f"revision {d.get('revision')}: {d.get('tasks')} tasks{risky}"
+    if etype in (E.GATE_APPROVED, E.GATE_REJECTED):
+        text = f"revision {d.get('revision')} {_by(d)}"
+        if d.get("skip"):
+            text += f", skipping {', '.join(d['skip'])}"
+        if d.get("feedback"):
+            text += f"; feedback: {d['feedback']}"
+        return text
+    if etype == E.PLAN_AMENDED:
+        return f"skip {', '.join(d.get('skip') or [])} as requested by {d.get('requested_by')}"
+    if etype in (E.BOOTSTRAP_PHASE_STARTED, E.BOOTSTRAP_PHASE_COMPLETED):
+        return str(d.get("phase")) + (f" {d['status']}" if d.get("status") else "")
+    if etype == E.BOOTSTRAP_FAILED:
+        return f"{d.get('phase')}: " + "; ".join(str(x) for x in d.get("diagnostics") or [])
+    if etype == E.TASK_WAITING:
+        return f"a manual step: `{d.get('how')}`"
+    if etype == E.TASK_DECISION:
+        if d.get("decision"):
+            return f"decided {d['decision']} {_by(d)}{_note(d)}"
+        if d.get("refused"):
+            return f"'{d['refused']}' refused: {d.get('reason', '')}"
+        return str(d.get("reason") or "")
+    if etype == E.TASK_READY:
+        return f"(ready again after '{d.get('after')}')"
+    if etype == E.TRUST_REQUIRED:
+        return f"needs trust: {d.get('reason')}: `{d.get('how')}`"
+    if etype == E.TASK_STARTED:
+        return f"(attempt {d.get('attempt')})"
+    if etype == E.TASK_COMPLETED:
+        ms = d.get("duration_ms") or 0
+        return f"({float(ms) / 1000:.1f} s)"
+    if etype in (E.TASK_FAILED, E.FAILURE_DETECTED):
+        return str(d.get("summary") or d.get("reason") or "failed")
+    if etype == E.TASK_SKIPPED:
+        keep = " (dependents still run)" if d.get("keep_dependents") else ""
+        return f"skipped ({d.get('reason')}){keep}"
+    if etype.startswith(_WORKER_PREFIX):
+        return f"{event.get('worker_id')} {d.get('state') or ''}".strip()
+    if etype == E.FAILURE_CLASSIFIED:
+        seen = f": {d['evidence']}" if d.get("evidence") else ""
+        return f"{d.get('failure_type')} (rule {d.get('rule')}){seen}"
+    if etype == E.RECOVERY_APPLIED:
+        recipe = d.get("recipe")
+        if recipe == "rerun_interrupted":
+            return f"interrupted, re-run as attempt {d.get('next_attempt')} (not a failure of the task)"
+        if recipe == "retry_after_decision":
+            return f"{d.get('failure_type')}: retried as decided, as attempt {d.get('next_attempt')}{_note(d)}"
+        retry = f"retry {d.get('retry')} of {d.get('limit')}"
+        return f"{d.get('failure_type')}: retrying automatically in {_secs(d.get('delay'))} ({retry})"
+    if etype == E.PERMISSION_REQUIRED:
+        return f"permission required: {d.get('what')}"
+    if etype == E.RECOVERY_ESCALATION:
+        if d.get("decision"):
+            return f"escalated ({d.get('reason')}); decided {d['decision']} {_by(d)}"
+        return f"escalated ({d.get('reason')}); asked: {', '.join(d.get('options') or [])}: `{d.get('how')}`"
+    if etype == E.RUN_WAITING:
+        return f"for {d.get('reason')}" + (f": `{d['how']}`" if d.get("how") else "")
+    if etype == E.RUN_ABORTED:
+        return f"the run was aborted{_note(d)}"
+    if etype == E.EXECUTION_COMPLETE:
+        return str(d.get("status")) + (f": {d['reason']}" if d.get("reason") else "")
+    if etype.startswith("SERVICE_"):
+        text = str(d.get("service") or "")
+        if d.get("pid"):
+            text += f" pid {d['pid']}"
+        if d.get("exit"):
+            text += f" {d['exit']}"
+        if d.get("reason"):
+            text += f": {d['reason']}"
+        if d.get("method"):
+            text += f" {d['method']}"
+        return text
+    return ""

@@ -1,0 +1,103 @@
+"""What a restarted service is handed back, kept as a fold of the log, and the mapping between the
+worker manager's notifications and the worker events of the log.
+
+The log records a worker event flat (``state``, ``at`` and the event's own fields); a spawned
+worker's packet is not copied but referenced by the plan revision it came from, since
+PLAN_CREATED recorded it already. :func:`to_wire` rebuilds the notification the worker manager
+sent, packet included, so that its ``replay`` rebuilds exactly the table it had.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..events import EventType as E
+from ..events import worker_event_name, worker_event_type
+
+__all__ = ["ReplayIndex", "from_wire", "to_wire"]
+
+_ENDED = frozenset({E.WORKER_FINISHED, E.WORKER_FAILED})
+_OUTCOMES = frozenset({E.TASK_COMPLETED, E.TASK_FAILED})
+
+
+def from_wire(params: Mapping[str, Any], revision: int) -> tuple[E, dict[str, Any], str | None, str | None] | None:
+    """(type, data, task_id, worker_id) to log for a ``worker_event`` notification; None when the
+    event kind is unknown to this version (it is then logged as a SERVICE_NOTIFICATION)."""
+    etype = worker_event_type(str(params.get("event", "")))
+    if etype is None:
+        return None
+    inner = params.get("data") or {}
+    data: dict[str, Any] = {k: v for k, v in inner.items() if k not in ("packet", "state", "at")}
+    data["state"] = params.get("state")
+    data["at"] = params.get("time")
+    if etype is E.WORKER_SPAWNED:
+        data["revision"] = revision
+    return etype, data, params.get("task_id"), params.get("worker_id")
+
+
+def to_wire(event: Mapping[str, Any], packets: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """The ``worker_event`` notification a logged worker event came from."""
+    d = dict(event.get("data") or {})
+    state = d.pop("state", None)
+    at = d.pop("at", event.get("unix"))
+    tid = event.get("task_id")
+    if event["type"] == E.WORKER_SPAWNED:
+        revision = d.pop("revision", None)
+        d["packet"] = (packets.get(revision) or {}).get(tid or "") if revision is not None else None
+    return {
+        "event": worker_event_name(event["type"]),
+        "worker_id": event.get("worker_id"),
+        "task_id": tid,
+        "state": state,
+        "time": at,
+        "data": d,
+    }
+
+
+class ReplayIndex:
+    """The events each service gets back after a restart, folded from the log as it grows.
+
+    The worker manager gets the workers it can still be asked about: a worker that ended and whose
+    task outcome is logged is settled for good (retries use new attempts and keys), so its events
+    are dropped and a replay stays small however long the run grows. Bootstrap gets its completed
+    phases. Packets are kept per plan revision to rebuild the spawn events.
+    """
+
+    def __init__(self) -> None:
+        self._workers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        self._ended: set[str] = set()
+        self._outcome: set[str] = set()
+        self._settled: set[str] = set()
+        self._phases: list[dict[str, Any]] = []
+        self._packets: dict[int, dict[str, Any]] = {}
+
+    def apply(self, event: dict[str, Any]) -> None:
+        etype = event["type"]
+        if etype == E.PLAN_CREATED:
+            d = event["data"]
+            self._packets[int(d.get("revision", 1))] = {p["id"]: p for p in d["plan"].get("tasks", [])}
+            return
+        if etype == E.BOOTSTRAP_PHASE_COMPLETED:
+            self._phases.append(event["data"])
+            return
+        wid = event.get("worker_id")
+        if not wid or wid in self._settled:
+            return
+        if etype.startswith("WORKER_"):
+            self._workers.setdefault(wid, []).append((event["seq"], event))
+            if etype in _ENDED:
+                self._ended.add(wid)
+        elif etype in _OUTCOMES:
+            self._outcome.add(wid)
+        if wid in self._ended and wid in self._outcome:
+            self._settled.add(wid)
+            self._workers.pop(wid, None)
+
+    def worker_events(self) -> list[dict[str, Any]]:
+        """The unsettled workers' notifications, in log order, packets included."""
+        logged = sorted((e for evs in self._workers.values() for e in evs), key=lambda pair: pair[0])
+        return [to_wire(event, self._packets) for _, event in logged]
+
+    def phase_events(self) -> list[dict[str, Any]]:
+        return list(self._phases)
