@@ -11,7 +11,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +24,6 @@ from harness.eventlog import (
     ChainConflict,
     CorruptLog,
     EventLog,
-    EventType,
     LogClosed,
     LogFailed,
     LogState,
@@ -35,6 +36,7 @@ from harness.eventlog import (
     run_dir,
     verify,
 )
+from harness.events import EventType
 from harness.models import Event
 
 RUN = "20260115-142345-a1b2c3"
@@ -133,6 +135,60 @@ def test_data_that_is_not_json_is_refused_and_nothing_is_written(log_path):
 def test_event_type_values_are_their_names():
     assert all(member.value == member.name for member in EventType)
     assert {"TASK_WAITING", "SERVICE_FATAL", "EXECUTION_COMPLETE"} <= set(EventType.__members__)
+
+
+_TAILS = {
+    "none": b"",
+    "partial": b'{"seq":99,"ty',
+    "garbage-line": b"#\x00 not json\n",
+    "garbage-line-and-partial": b'{oops\n{"se',
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 6), tail=st.sampled_from(sorted(_TAILS)), chunk=st.integers(1, 400))
+def test_every_reader_applies_the_same_torn_tail_rule(tmp_path: Path, n: int, tail: str, chunk: int) -> None:
+    """read_events, iter_events (any chunk size), follow, verify and a writer reopening the log all
+    agree on where the whole events end and what is torn."""
+    path = tmp_path / f"{n}-{tail}-{chunk}" / "events.jsonl"
+    log = EventLog.open(path, "run-1")
+    for i in range(n):
+        log.append("E", {"i": i, "pad": "x" * (i * 37 % 90)})
+    log.close()
+    with open(path, "ab") as f:
+        f.write(_TAILS[tail])
+    whole = read_events(path)
+    assert [e["data"]["i"] for e in whole.events] == list(range(n))
+    assert (whole.torn is None) == (tail == "none")
+    assert list(iter_events(path, chunk=chunk)) == whole.events
+    assert list(follow(path, stop=lambda: True)) == whole.events
+    checked = verify(path)
+    assert checked.ok and checked.count == n and (checked.torn is None) == (tail == "none")
+    reopened = EventLog.open(path, "run-1", create=False)
+    assert reopened.last_seq == n and (reopened.torn is None) == (tail == "none")
+    reopened.close()
+    assert path.read_bytes().count(b"\n") == n  # the writer cut exactly the torn tail
+
+
+def test_a_bad_line_followed_by_more_is_corruption_for_every_reader(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    log = EventLog.open(path, "run-1")
+    log.append("E", {"i": 0})
+    log.close()
+    with open(path, "ab") as f:
+        f.write(b"{oops\n")
+    log = EventLog.open(path, "run-1", create=False)  # the writer cuts it as a torn tail ...
+    log.close()
+    with open(path, "ab") as f:  # ... so damage it where it is not the last line
+        f.write(b"{oops\n")
+        f.write(b"{}\n")
+    with pytest.raises(CorruptLog):
+        read_events(path)
+    with pytest.raises(CorruptLog):
+        list(iter_events(path, chunk=7))
+    with pytest.raises(CorruptLog):
+        list(follow(path, stop=lambda: True))
+    assert not verify(path).ok
 
 
 # -- durability ---------------------------------------------------------------------------------
@@ -489,9 +545,11 @@ def _start_writer(path: Path, name: str, count: int) -> subprocess.Popen:
     )
 
 
-def _wait_ready(proc: subprocess.Popen) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes]) -> None:
     ready: queue.Queue[bytes] = queue.Queue()
-    threading.Thread(target=lambda: ready.put(proc.stdout.readline()), daemon=True).start()
+    out = proc.stdout
+    assert out is not None
+    threading.Thread(target=lambda: ready.put(out.readline()), daemon=True).start()
     assert ready.get(timeout=TIMEOUT) == b"ready\n"
 
 
@@ -503,6 +561,7 @@ def test_two_processes_appending_at_once_make_one_chain_without_lost_or_doubled_
         for proc in procs:
             _wait_ready(proc)
         for proc in procs:  # release both at once
+            assert proc.stdin is not None
             proc.stdin.write(b"go\n")
             proc.stdin.flush()
         for proc in procs:
@@ -652,7 +711,7 @@ def _split_last_line(path: Path, at: int) -> bytes:
     return lines[-1][at:]
 
 
-def _stop_after(actions: list) -> callable:
+def _stop_after(actions: list[Any]) -> Callable[[], bool]:
     """A stop callable that runs one action per poll and says stop when they are used up."""
     remaining = list(actions)
 

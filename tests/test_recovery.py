@@ -237,7 +237,7 @@ def test_transitive_dependents_follow_the_dag_in_plan_order() -> None:
     assert transitive_dependents(graph, "e") == []
 
 
-_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=80)
 _failures = st.fixed_dictionaries(
     {},
     optional={

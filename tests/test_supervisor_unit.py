@@ -57,8 +57,9 @@ def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_a
         if state is None:
             index.apply(log.append(kind, {"attempt": 1, "worker_id": wid}, task_id=tid, worker_id=wid))
             continue
-        etype, data, _, _ = from_wire(_wire(kind, wid, tid, state), 1) or (None, {}, None, None)
-        index.apply(log.append(etype, data, task_id=tid, worker_id=wid))
+        logged = from_wire(_wire(kind, wid, tid, state), 1)
+        assert logged is not None
+        index.apply(log.append(logged[0], logged[1], task_id=tid, worker_id=wid))
     handed = index.worker_events()
     assert [(e["worker_id"], e["event"]) for e in handed] == [
         ("w2", "worker_spawned"),
@@ -73,8 +74,9 @@ def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_a
         again.apply(event)
     assert again.worker_events() == handed
     # A late event of a settled worker does not bring back a partial history.
-    etype, data, _, _ = from_wire(_wire("worker_failed", "w1", "a", "failed"), 1) or (None, {}, None, None)
-    index.apply(log.append(etype, data, task_id="a", worker_id="w1"))
+    late = from_wire(_wire("worker_failed", "w1", "a", "failed"), 1)
+    assert late is not None
+    index.apply(log.append(late[0], late[1], task_id="a", worker_id="w1"))
     assert "w1" not in {e["worker_id"] for e in index.worker_events()}
     log.close()
 

@@ -12,10 +12,13 @@ import argparse
 import contextlib
 import os
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from .vocab import TASK_DECISIONS, ExitCode, Source
+
+if TYPE_CHECKING:
+    from .events import EventType
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.FAILED, ExitCode.USAGE
 
@@ -77,7 +80,7 @@ def _readable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         raise UsageError(str(exc)) from exc
 
 
-def _append(workspace: str, run_id: str, events: list[tuple[str, dict[str, Any], str | None]]) -> None:
+def _append(workspace: str, run_id: str, events: list[tuple[EventType, dict[str, Any], str | None]]) -> None:
     """Record decisions in a run's log (safe while a supervisor also appends: the log locks)."""
     from . import eventlog
     from .events import LOG_FORMAT, log_format
@@ -167,6 +170,7 @@ def _early_services(workspace: str, args: argparse.Namespace):
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
+    from .events import EventType as E
     from .state import RunStatus
 
     workspace = _workspace(args)
@@ -184,7 +188,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     if args.reject or args.clarify:
         feedback = args.reject or args.clarify
         kind = "reject" if args.reject else "clarify"
-        _append(workspace, args.run_id, [("GATE_REJECTED", {**base, "feedback": feedback, "kind": kind}, None)])
+        _append(workspace, args.run_id, [(E.GATE_REJECTED, {**base, "feedback": feedback, "kind": kind}, None)])
         print(
             f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan."
         )
@@ -195,7 +199,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         data["keep_dependents"] = args.keep_dependents
     if args.order:
         data["order"] = args.order
-    _append(workspace, args.run_id, [("GATE_APPROVED", data, None)])
+    _append(workspace, args.run_id, [(E.GATE_APPROVED, data, None)])
     print(f"Approved revision {state.revision} of run {args.run_id}. Continue with `harness resume {args.run_id}`.")
     return EXIT_OK
 
@@ -204,6 +208,8 @@ DECISIONS = [str(d) for d in TASK_DECISIONS]
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
+    from .events import EventType as E
+
     workspace = _workspace(args)
     _, state, _ = _load_state(workspace, args.run_id)
     task = state.tasks.get(args.task_id)
@@ -223,16 +229,18 @@ def cmd_decide(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {"decision": args.decision, "source": Source.cli, "approver": _user()}
     if args.note:
         data["note"] = args.note
-    events: list[tuple[str, dict[str, Any], str | None]] = []
+    events: list[tuple[EventType, dict[str, Any], str | None]] = []
     if args.decision == "skip":
         data["keep_dependents"] = args.keep_dependents
-    events.append(("TASK_DECISION", data, args.task_id))
+    events.append((E.TASK_DECISION, data, args.task_id))
     _append(workspace, args.run_id, events)
     print(f"Recorded '{args.decision}' for {args.task_id}. Continue with `harness resume {args.run_id}`.")
     return EXIT_OK
 
 
 def cmd_amend(args: argparse.Namespace) -> int:
+    from .events import EventType as E
+
     workspace = _workspace(args)
     _, state, _ = _load_state(workspace, args.run_id)
     unknown = [t for t in args.skip if t not in state.tasks]
@@ -255,7 +263,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
         args.run_id,
         [
             (
-                "PLAN_AMENDED",
+                E.PLAN_AMENDED,
                 {
                     "skip": args.skip,
                     "keep_dependents": args.keep_dependents,
@@ -344,6 +352,7 @@ def cmd_log(args: argparse.Namespace) -> int:
     import json
 
     from . import eventlog
+    from .events import EventType as E
 
     workspace = _workspace(args)
     path, state, result = _load_state(workspace, args.run_id)
@@ -381,13 +390,13 @@ def cmd_log(args: argparse.Namespace) -> int:
     import threading
 
     stop = threading.Event()
-    stops = ("EXECUTION_COMPLETE", "RUN_WAITING", "RUN_ABORTED")
+    stops = (E.EXECUTION_COMPLETE, E.RUN_WAITING, E.RUN_ABORTED)
     # --until-end: the run's next stop. A run that has already ended ends the output at once.
-    finished = bool(result.events) and result.events[-1]["type"] == "EXECUTION_COMPLETE"
+    finished = bool(result.events) and result.events[-1]["type"] == E.EXECUTION_COMPLETE
     known = 0 if finished else (result.events[-1]["seq"] if result.events else 0)
     try:
         for event in eventlog.follow(path, stop=stop):
-            if event["type"] == "PLAN_CREATED":
+            if event["type"] == E.PLAN_CREATED:
                 titles.update({t["id"]: t.get("title", t["id"]) for t in event["data"]["plan"].get("tasks", [])})
             show(event)
             if args.until_end and event["type"] in stops and event["seq"] > known:

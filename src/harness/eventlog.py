@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ __all__ = [
     "CorruptLog",
     "EventLog",
     "EventLogError",
-    "EventType",
     "LogClosed",
     "LogFailed",
     "LogState",
@@ -89,46 +88,6 @@ _PREVIEW = 80
 
 _encode_utf8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _encode_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
-
-
-class EventType(StrEnum):
-    """The event types the harness writes. On the wire they are plain strings; a type read from a
-    file that is not listed here stays a string, so old readers never choke on new logs."""
-
-    RUN_STARTED = "RUN_STARTED"
-    PLAN_CREATED = "PLAN_CREATED"
-    GATE_APPROVAL_REQUESTED = "GATE_APPROVAL_REQUESTED"
-    GATE_APPROVED = "GATE_APPROVED"
-    GATE_REJECTED = "GATE_REJECTED"
-    GATE_CLARIFICATION = "GATE_CLARIFICATION"
-    PLAN_AMENDED = "PLAN_AMENDED"
-    BOOTSTRAP_PHASE_STARTED = "BOOTSTRAP_PHASE_STARTED"
-    BOOTSTRAP_PHASE_COMPLETED = "BOOTSTRAP_PHASE_COMPLETED"
-    BOOTSTRAP_FAILED = "BOOTSTRAP_FAILED"
-    TASK_READY = "TASK_READY"
-    TASK_STARTED = "TASK_STARTED"
-    TASK_COMPLETED = "TASK_COMPLETED"
-    TASK_FAILED = "TASK_FAILED"
-    TASK_SKIPPED = "TASK_SKIPPED"
-    TASK_WAITING = "TASK_WAITING"  # a manual step or a decision is awaited
-    TASK_DECISION = "TASK_DECISION"
-    TRUST_REQUIRED = "TRUST_REQUIRED"
-    TRUST_RESOLVED = "TRUST_RESOLVED"
-    WORKER_EVENT = "WORKER_EVENT"
-    FAILURE_DETECTED = "FAILURE_DETECTED"
-    FAILURE_CLASSIFIED = "FAILURE_CLASSIFIED"
-    RECOVERY_APPLIED = "RECOVERY_APPLIED"
-    RECOVERY_ESCALATION = "RECOVERY_ESCALATION"
-    PERMISSION_REQUIRED = "PERMISSION_REQUIRED"
-    ESCALATION_DECIDED = "ESCALATION_DECIDED"
-    SERVICE_STARTED = "SERVICE_STARTED"
-    SERVICE_CRASHED = "SERVICE_CRASHED"
-    SERVICE_RESTARTED = "SERVICE_RESTARTED"
-    SERVICE_FATAL = "SERVICE_FATAL"
-    RUN_WAITING = "RUN_WAITING"
-    RUN_RESUMED = "RUN_RESUMED"
-    RUN_ABORTED = "RUN_ABORTED"
-    EXECUTION_COMPLETE = "EXECUTION_COMPLETE"
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -384,78 +343,87 @@ def _read_locked(path: str | os.PathLike[str]) -> bytes:
         os.close(fd)
 
 
-def _split_whole(data: bytes) -> tuple[list[bytes], Torn | None]:
-    """The whole lines of a buffer (without newlines) and the bytes after the last newline."""
+def _whole_end(data: bytes, fast: Callable[[bytes], Any]) -> int:
+    """THE torn-tail rule, the one place it is written. ``data`` runs from a line start to the end
+    of the file; the result is where its torn tail starts (``len(data)`` when there is none).
+
+    A crash mid-append leaves at most one damaged line, the last: bytes after the last newline, or
+    a last whole line that is not a JSON object (a write cut inside it, then a newline of a later
+    append). Both are torn: reported, ignored by readers, cut by the next writer. Every line before
+    the torn tail must be a JSON event; a bad one there is corruption, never a tear.
+    """
     end = data.rfind(b"\n") + 1
-    torn = Torn(end, len(data) - end, _preview(data[end:])) if end < len(data) else None
-    lines = data[:end].split(b"\n")
+    if end == 0:
+        return 0
+    start = data.rfind(b"\n", 0, end - 1) + 1
+    return end if _parse_line(data[start : end - 1], fast) is not None else start
+
+
+def _torn(data: bytes, cut: int, base: int) -> Torn | None:
+    return Torn(base + cut, len(data) - cut, _preview(data[cut:])) if cut < len(data) else None
+
+
+def _strict(whole: bytes, base: int, fast: Callable[[bytes], Any]) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """The lines of ``whole`` (complete lines, before any torn tail) and their events; a line that
+    is not a JSON event raises :class:`CorruptLog`."""
+    lines = whole.split(b"\n")
     lines.pop()  # the empty string after the last newline
-    return lines, torn
-
-
-def _parse_lines(lines: list[bytes], torn: Torn | None, base: int = 0) -> ReadResult:
-    """Parse whole lines; an unparseable last line becomes the torn tail, any other raises.
-    Offsets in the result are relative to the first line; ``base`` only shapes error messages."""
-    fast = _loads_fn()
     with _GcPaused():
         try:
             events = [fast(line) for line in lines]
             if all(type(e) is dict for e in events):
-                return ReadResult(events, torn)
+                return lines, events
         except ValueError:
             pass
-        # Slow path: find the line that broke, and tell a torn last line from corruption.
         events = []
-        offset = 0
+        offset = base
         for i, line in enumerate(lines):
             event = _parse_line(line, fast)
             if event is None:
-                if i == len(lines) - 1:
-                    size = len(line) + 1 + (torn.size if torn else 0)
-                    return ReadResult(events, Torn(offset, size, _preview(line)))
-                raise CorruptLog(
-                    f"line {i + 1} (offset {base + offset}) is not a JSON event; run `harness log verify`",
-                    offset=base + offset,
-                    line_no=i + 1,
-                )
+                where = f"line {i + 1} (offset {offset})" if base == 0 else f"offset {offset}"
+                raise CorruptLog(f"{where} is not a JSON event; run `harness log verify`", offset=offset, line_no=i + 1)
             events.append(event)
             offset += len(line) + 1
-        return ReadResult(events, torn)
+    return lines, events
+
+
+def _read(data: bytes, base: int = 0) -> tuple[list[bytes], list[dict[str, Any]], Torn | None]:
+    """Lines, events and torn tail of a buffer that runs from a line start to the end of the file."""
+    fast = _loads_fn()
+    cut = _whole_end(data, fast)
+    lines, events = _strict(data[:cut], base, fast)
+    return lines, events, _torn(data, cut, base)
 
 
 def read_events(path: str | os.PathLike[str]) -> ReadResult:
     """Every whole event of a log, fast (one pass, one parse per line, collector paused).
 
-    A torn tail (last line without a newline, or a last line that is not JSON) is reported in
-    ``.torn`` and left out. A bad line anywhere else raises :class:`CorruptLog`. Hashes are not
-    checked here; that is :func:`verify`'s job.
+    A torn tail (see :func:`_whole_end`) is reported in ``.torn`` and left out. A bad line anywhere
+    else raises :class:`CorruptLog`. Hashes are not checked here; that is :func:`verify`'s job.
     """
-    lines, torn = _split_whole(_read_locked(path))
-    return _parse_lines(lines, torn)
+    _, events, torn = _read(_read_locked(path))
+    return ReadResult(events, torn)
 
 
-def iter_events(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+def iter_events(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[dict[str, Any]]:
     """The events of a log one by one, in bounded memory. Same rules as :func:`read_events`: a
-    torn tail ends the iteration quietly, a bad line before the end raises :class:`CorruptLog`."""
+    torn tail ends the iteration quietly, a bad line before the end raises :class:`CorruptLog`.
+    The last whole line of each chunk is held back until more follows, since the torn-tail rule
+    may apply to it."""
     fast = _loads_fn()
     with open(path, "rb") as f:
-        offset = 0
-        pending: tuple[int, int] | None = None  # (offset, line number) of an unparseable line
-        for line_no, line in enumerate(f, 1):
-            if pending is not None:
-                raise CorruptLog(
-                    f"line {pending[1]} (offset {pending[0]}) is not a JSON event",
-                    offset=pending[0],
-                    line_no=pending[1],
-                )
-            if not line.endswith(b"\n"):
-                return  # torn tail
-            event = _parse_line(line, fast)
-            if event is None:
-                pending = (offset, line_no)
-            else:
-                yield event
-            offset += len(line)
+        base, carry = 0, b""
+        while True:
+            more = f.read(chunk)
+            data = carry + more
+            if not more:
+                cut = _whole_end(data, fast)
+                yield from _strict(data[:cut], base, fast)[1]
+                return
+            last = data.rfind(b"\n")
+            held = data.rfind(b"\n", 0, last) + 1 if last > 0 else 0
+            yield from _strict(data[:held], base, fast)[1]
+            base, carry = base + held, data[held:]
 
 
 # -- verification ---------------------------------------------------------------------------------
@@ -467,8 +435,12 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     event breaks ``seq`` and ``prev`` where it was. (Cutting events off the end leaves a shorter
     valid chain; compare ``count`` with what you expect to catch that.) A torn tail is a note.
     """
-    lines, torn = _split_whole(_read_locked(path))
+    data = _read_locked(path)
     fast = _loads_fn()
+    cut = _whole_end(data, fast)
+    torn = _torn(data, cut, 0)
+    lines = data[:cut].split(b"\n")
+    lines.pop()
     result = VerifyResult(ok=True, count=0, torn=torn)
     expected_seq, prev_hash, run_id = 1, GENESIS, None
 
@@ -478,16 +450,10 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
             result.first_bad_seq = seq if seq is not None else expected_seq
 
     with _GcPaused():
-        offset = 0
         for i, line in enumerate(lines):
             event = _parse_line(line, fast)
             if event is None:
-                if i == len(lines) - 1:
-                    size = len(line) + 1 + (torn.size if torn else 0)
-                    result.torn = torn = Torn(offset, size, _preview(line))
-                    break
                 bad(None, f"line {i + 1}: not a JSON event")
-                offset += len(line) + 1
                 expected_seq += 1
                 continue
             result.count += 1
@@ -512,7 +478,6 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
                 bad(seq, f"{where}: run_id {event.get('run_id')!r} differs from {run_id!r}")
             expected_seq = (seq if seq is not None else expected_seq) + 1
             prev_hash = stored if stored is not None else str(event.get("hash"))
-            offset += len(line) + 1
     if torn is not None:
         result.notes.append(torn.describe())
     result.ok = not result.problems
@@ -581,23 +546,10 @@ def follow(
 
 
 def _follow_chunk(data: bytes, base: int, fast: Callable[[bytes], Any]) -> tuple[int, list[dict[str, Any]]]:
-    """(bytes consumed, events) of the whole lines in ``data``. An unparseable line with nothing
-    after it is left unconsumed (it may be a torn tail about to be truncated); one followed by
-    more lines is corruption."""
-    end = data.rfind(b"\n") + 1
-    lines = data[:end].split(b"\n")
-    lines.pop()
-    events = []
-    consumed = 0
-    for i, line in enumerate(lines):
-        event = _parse_line(line, fast)
-        if event is None:
-            if i == len(lines) - 1 and end == len(data):
-                break
-            raise CorruptLog(f"offset {base + consumed}: not a JSON event", offset=base + consumed, line_no=None)
-        events.append(event)
-        consumed += len(line) + 1
-    return consumed, events
+    """(bytes consumed, events) of ``data``. What may still be a torn tail (see :func:`_whole_end`)
+    is left unconsumed: it is read again once the writer cuts or completes it."""
+    cut = _whole_end(data, fast)
+    return cut, _strict(data[:cut], base, fast)[1]
 
 
 # -- the writer -----------------------------------------------------------------------------------
@@ -643,39 +595,24 @@ def _scan_tail(fd: int, size: int) -> tuple[dict[str, Any] | None, Torn | None]:
     while True:
         start = max(0, size - chunk)
         data = os.pread(fd, size - start, start)
-        at_top = start == 0
-        end = data.rfind(b"\n") + 1
-        if end == 0 and not at_top:
-            chunk *= 2
+        if start > 0:  # begin at a line start: the first (partial) line belongs to an earlier chunk
+            first = data.find(b"\n") + 1
+            start, data = start + first, data[first:] if first else b""
+        cut = _whole_end(data, fast)
+        last_start = data.rfind(b"\n", 0, cut - 1) + 1 if cut else 0
+        if cut == 0 and start > 0:
+            chunk *= 2  # no whole line in this chunk: look further back
             continue
-        torn = None
-        if end < len(data):
-            torn = Torn(start + end, size - start - end, _preview(data[end:]))
-        if end == 0:
+        torn = _torn(data, cut, start)
+        if cut == 0:
             return None, torn  # no whole line at all
-        line_start = data.rfind(b"\n", 0, end - 1) + 1
-        if line_start == 0 and not at_top:
-            chunk *= 2
-            continue
-        event = _parse_line(data[line_start : end - 1], fast)
-        if event is not None:
-            return _check_tail_event(event, start + line_start), torn
-        # The last whole line is not JSON: it is torn too. The event before it must be whole.
-        torn = Torn(start + line_start, size - start - line_start, _preview(data[line_start:]))
-        if line_start == 0:
-            return None, torn
-        prev_start = data.rfind(b"\n", 0, line_start - 1) + 1
-        if prev_start == 0 and not at_top:
-            chunk *= 2
-            continue
-        event = _parse_line(data[prev_start : line_start - 1], fast)
+        event = _parse_line(data[last_start : cut - 1], fast)
         if event is None:
+            offset = start + last_start
             raise CorruptLog(
-                f"offset {start + prev_start}: not a JSON event; run `harness log verify`",
-                offset=start + prev_start,
-                line_no=None,
+                f"offset {offset}: not a JSON event; run `harness log verify`", offset=offset, line_no=None
             )
-        return _check_tail_event(event, start + prev_start), torn
+        return _check_tail_event(event, start + last_start), torn
 
 
 def _check_tail_event(event: dict[str, Any], offset: int) -> dict[str, Any]:
@@ -928,11 +865,10 @@ class EventLog:
             self._resync(size)
             return
         data = os.pread(self._fd, size - self._end, self._end)
-        lines, torn = _split_whole(data)
-        result = _parse_lines(lines, torn, base=self._end)
+        lines, events, torn = _read(data, base=self._end)
         seq, prev = self._seq, self._hash
         offset = self._end
-        for line, event in zip(lines, result.events):
+        for line, event in zip(lines, events, strict=True):
             split = _split_hash(line)
             if (
                 event.get("seq") != seq + 1
@@ -946,13 +882,12 @@ class EventLog:
                 )
             seq, prev = event["seq"], split[1]
             offset += len(line) + 1
-        if result.torn is not None:
-            torn = Torn(self._end + result.torn.offset, result.torn.size, result.torn.preview)
+        if torn is not None:  # offsets are absolute already (base=self._end)
             os.ftruncate(self._fd, torn.offset)
             _datasync(self._fd)
             self.torn = torn
             size = torn.offset
-        self._foreign.extend(result.events)
+        self._foreign.extend(events)
         self._seq, self._hash, self._end = seq, prev, size
 
 
