@@ -64,7 +64,7 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, 
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"the supervisor did not finish:\n{out}\n{err}")
+        raise AssertionError(f"the supervisor did not finish:\n{out}\n{err}") from None
     return proc.returncode, out, err
 
 

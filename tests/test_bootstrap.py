@@ -458,7 +458,7 @@ def test_each_execution_emits_started_then_completed_matching_their_schemas(svc:
     assert started["context_digest"] == completed["context_digest"]
     assert started["idempotency_key"] == completed["idempotency_key"] == "notes/1"
     assert "idempotency_key" not in notes[2][1]
-    for (_, note), result in zip(notes[1::2], results):
+    for (_, note), result in zip(notes[1::2], results, strict=True):
         assert {k: note[k] for k in result} == result
     assert [n["cached"] for _, n in notes[1::2]] == [False, True]
     assert notes[1][1]["input_digest"] == notes[3][1]["input_digest"]
@@ -587,10 +587,11 @@ def test_daemon_worker_with_a_dead_pid_fails(svc: Bootstrap, tmp_path: Path) -> 
 
 
 def test_daemon_worker_names_missing_methods_and_missing_info(svc: Bootstrap, tmp_path: Path) -> None:
-    wm = {"pid": os.getpid(), "methods": ["spawn_worker", "replay"]}
+    methods = ["spawn_worker", "replay"]
+    wm = {"pid": os.getpid(), "methods": methods}
     partial = svc.phase("daemon_worker_fastpath", {"workspace": str(tmp_path), "worker_manager": wm})
     assert partial["status"] == "failed"
-    assert partial["artifacts"]["missing_methods"] == [m for m in WORKER_MANAGER_METHODS if m not in wm["methods"]]
+    assert partial["artifacts"]["missing_methods"] == [m for m in WORKER_MANAGER_METHODS if m not in methods]
     absent = svc.phase("daemon_worker_fastpath", {"workspace": str(tmp_path)})
     assert (absent["status"], absent["artifacts"]["reachable"]) == ("failed", False)
 

@@ -240,6 +240,18 @@ def test_the_flag_answers_the_plan_gate_before_any_policy() -> None:
     assert isinstance(d.resolve(ask, log.state, rules()), d.Unanswered)
 
 
+def test_a_policy_rejects_a_plan_once_then_a_person_is_asked() -> None:
+    reject = Policy(rules=[PolicyRule(name="too-big", gate=Question.plan, decision=Decision.reject, note="split")])
+    log = Log().plan({"id": "a"})
+    ask = d.plan_question(log.state, rules())
+    first = d.resolve(ask, log.state, rules(policy=reject))
+    assert isinstance(first, d.Answer) and first.decision is Decision.reject and first.feedback == "split"
+    log.apply(d.answer_events(ask, first, log.state))
+    log.add(E.PLAN_CREATED, {"plan": {"objective": "o", "tasks": [{"id": "a"}]}, "revision": 2, "report": None})
+    again = d.plan_question(log.state, rules())
+    assert d.resolve(again, log.state, rules(policy=reject)) == d.Unanswered(policy_exhausted="too-big")
+
+
 def test_the_gate_requests_approval_once_per_revision_then_asks() -> None:
     log = Log().plan({"id": "a"})
     [request] = d.gate_step(log.state, rules())

@@ -74,7 +74,7 @@ def assert_report_matches_log(markdown: str, evts: list[dict], task_ids: list[st
         classes = [e["data"] for e in evts if e["type"] == "FAILURE_CLASSIFIED" and e.get("task_id") == tid]
         lines = [line for line in flat[tid].splitlines() if line.startswith("  - attempt")]
         assert len(lines) == len(failed), (tid, flat[tid])
-        for line, failure, cls in zip(lines, failed, classes):
+        for line, failure, cls in zip(lines, failed, classes, strict=True):
             assert line.startswith(
                 f"  - attempt {failure['data']['attempt']}: `{cls['failure_type']}` (rule `{cls['rule']}`)"
             )

@@ -67,7 +67,11 @@ def test_out_of_order_responses_reach_their_own_requests(spawn: Callable[..., Se
     futures = []
     for i in range(16):
         fut = service.peer.request_async("echo", {"value": i}, timeout=WAIT)
-        fut.add_done_callback(lambda f, i=i: arrival.append(i))
+
+        def arrived(_: Future[Any], i: int = i) -> None:
+            arrival.append(i)
+
+        fut.add_done_callback(arrived)
         futures.append(fut)
     assert [result_of(f)["value"] for f in futures] == list(range(16))
     assert arrival == list(reversed(range(16)))  # the service really answered last-first

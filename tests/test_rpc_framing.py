@@ -211,7 +211,7 @@ def test_line_reader_bounds_each_line_and_continues_after_an_oversized_one(
     if lines and not final_newline and expected[-1] == b"":
         expected.pop()  # "a\n" + "" without a newline: the stream simply ends
     assert len(got) == len(expected)
-    for content, item in zip(expected, got):
+    for content, item in zip(expected, got, strict=True):
         if len(content) <= max_line:
             assert item == content
         else:

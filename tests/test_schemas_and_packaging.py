@@ -39,7 +39,7 @@ def test_every_contract_names_existing_schemas_and_known_error_codes() -> None:
             for code in spec.get("errors", []):
                 assert code in contract["errors"], (service, name, code)
                 assert code in harness.rpc.CODE_NAMES, code
-        for name, spec in (contract.get("notifications") or {}).items():
+        for spec in (contract.get("notifications") or {}).values():
             load_schema(spec["params"])
 
 

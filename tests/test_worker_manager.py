@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -307,7 +308,7 @@ def test_unknown_workers_are_not_found(wm: Manager) -> None:
         ("run_worker", {"worker_id": "w-nope"}),
         ("cancel_worker", {"worker_id": "w-nope"}),
     ]:
-        assert rpc_error(lambda: wm.call(method, params)).code == NOT_FOUND
+        assert rpc_error(partial(wm.call, method, params)).code == NOT_FOUND
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -594,7 +595,7 @@ def test_without_a_pgid_file_replay_kills_the_started_pid_only_if_its_environmen
 
 # -- the fold, in process ---------------------------------------------------------------------
 
-_OUTCOMES = {
+_OUTCOMES: dict[str, dict[str, Any]] = {
     "ok": {"commands": ["true"], "acceptance_tests": ["true"]},
     "command_fails": {"commands": ["false"], "acceptance_tests": ["true"]},
     "acceptance_fails": {"acceptance_tests": ["false"]},

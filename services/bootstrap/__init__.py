@@ -53,5 +53,8 @@ def build_server() -> Server:
 
 
 def main() -> NoReturn:
-    """Serve on stdin/stdout until EOF or ``shutdown``."""
+    """Serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
+    from harness.rpc import configure_logging
+
+    configure_logging()
     build_server().run_stdio_and_exit()

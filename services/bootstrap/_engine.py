@@ -13,10 +13,9 @@ re-sent requests of a recovering supervisor from the cache.
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,8 @@ from ._models import (
 )
 from ._phase import Outcome, Phase, PhaseCall
 from ._system_prompt import SystemPromptFastpath
+
+logger = logging.getLogger(__name__)
 
 #: The phases in the order a run executes them.
 PHASES: tuple[Phase, ...] = (
@@ -196,8 +197,8 @@ class Bootstrap:
 
     @staticmethod
     def _crashed(phase: Phase, step: str, exc: Exception, started: float) -> PhaseResult:
-        traceback.print_exc(file=sys.stderr)
         message = f"internal error in {phase.name} ({step}): {type(exc).__name__}: {exc}"
+        logger.error("%s", message, exc_info=exc)
         return _result(phase.name, Outcome.failed(message), started)
 
     # -- replay ---------------------------------------------------------------------------------

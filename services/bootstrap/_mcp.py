@@ -247,8 +247,12 @@ def _verdict(answer: dict[str, Any]) -> dict[str, Any]:
     result = answer["result"]
     if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
         return {"ok": False, "error": "initialize answered without a protocolVersion"}
-    info = result.get("serverInfo") if isinstance(result.get("serverInfo"), dict) else {}
-    capabilities = result.get("capabilities") if isinstance(result.get("capabilities"), dict) else {}
+    info = result.get("serverInfo")
+    if not isinstance(info, dict):
+        info = {}
+    capabilities = result.get("capabilities")
+    if not isinstance(capabilities, dict):
+        capabilities = {}
     return {
         "ok": True,
         "protocol_version": result["protocolVersion"],

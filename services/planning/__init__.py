@@ -109,7 +109,10 @@ __all__ = [
 
 
 def main() -> NoReturn:
-    """Console entry point: serve on stdin/stdout until EOF or ``shutdown``."""
+    """Console entry point: serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
+    from harness.rpc import configure_logging
+
     from .service import build_server
 
+    configure_logging()
     build_server().run_stdio_and_exit()

@@ -24,11 +24,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-Replan = Callable[[str], list["TaskPacket"]]
-
 from harness.models import Plan, Scope, TaskPacket, slug
 
 from .text import sentence
+
+Replan = Callable[[str], list[TaskPacket]]
 
 _ID = r"[A-Za-z0-9][\w.\-]*"
 _ID_SEP = r"\s*(?:,|\band\b|&)\s*|\s+"

@@ -39,10 +39,13 @@ def validate(params: ValidateParams) -> ValidationReport:
     """Every problem of a plan or of bare packets, at once; never raises for a bad plan."""
     from .validation import validate_packets, validate_plan
 
-    kwargs = {"workspace": params.workspace, "strictness": params.strictness, "config": params.config}
     if params.plan is not None:
-        return validate_plan(params.plan, **kwargs)
-    return validate_packets(params.packets or [], **kwargs)
+        return validate_plan(
+            params.plan, workspace=params.workspace, strictness=params.strictness, config=params.config
+        )
+    return validate_packets(
+        params.packets or [], workspace=params.workspace, strictness=params.strictness, config=params.config
+    )
 
 
 def build_server() -> Server:

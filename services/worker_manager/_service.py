@@ -8,7 +8,7 @@ from types import FrameType
 from typing import NoReturn
 
 from harness import __version__
-from harness.rpc import Server
+from harness.rpc import Server, configure_logging
 
 from ._manager import WorkerManager
 
@@ -46,6 +46,8 @@ def _die_with_workers(manager: WorkerManager) -> None:
 
 
 def main() -> NoReturn:
+    """Serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
+    configure_logging()
     server, manager = build_server()
     _die_with_workers(manager)
     server.run_stdio_and_exit()

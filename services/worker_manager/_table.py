@@ -139,9 +139,9 @@ class WorkerTable:
             if wid in self.workers or len(wid) > WORKER_ID_MAX or not WORKER_ID.fullmatch(wid):
                 self.ignored += 1
                 return None  # a duplicate spawn (the first one stands) or an unusable id
-            rec = WorkerRecord.from_spawned(event)
-            self.add(rec)
-            return rec
+            spawned = WorkerRecord.from_spawned(event)
+            self.add(spawned)
+            return spawned
         rec = self.workers.get(event.worker_id)
         if rec is None:
             self.ignored += 1

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
+from ._logging import configure_logging
 from .vocab import TASK_DECISIONS, ExitCode, Source
 
 if TYPE_CHECKING:
@@ -582,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging()
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -23,11 +23,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from .models import Plan, Requirements, TaskPacket
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 __all__ = ["PlanFileError", "PlanFileProblem", "load_plan_file", "parse_plan"]
 
@@ -145,13 +148,12 @@ def _loc(prefix: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _message(error: dict[str, Any]) -> str:
-    if error.get("type") == "extra_forbidden":
+def _message(error: ErrorDetails) -> str:
+    if error["type"] == "extra_forbidden":
         return "unknown field"
-    if error.get("type") == "missing":
+    if error["type"] == "missing":
         return "required field is missing"
-    msg = str(error.get("msg", ""))
-    return msg.removeprefix("Value error, ")
+    return error["msg"].removeprefix("Value error, ")
 
 
 class _Checker:

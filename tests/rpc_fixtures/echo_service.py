@@ -42,8 +42,7 @@ class BigParams(BaseModel):
 
 
 def build(max_line: int | None = None) -> Server:
-    kwargs = {"max_line": max_line} if max_line else {}
-    server = Server("echo-fixture", "0.0.1", notifications=["tick"], **kwargs)
+    server = Server("echo-fixture", "0.0.1", notifications=["tick"], max_line=max_line)  # None: the default
 
     @server.method()
     def echo(params: EchoParams) -> dict[str, Any]:

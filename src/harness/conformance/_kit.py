@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +183,9 @@ class _Run:
         for name, spec in self.methods.items():
             if name in LIFECYCLE:
                 continue
-            self.check(f"methods.{name}.result_schema", lambda n=name, s=spec: self.examples(wire, n, s))
+            self.check(f"methods.{name}.result_schema", partial(self.examples, wire, name, spec))
             if takes_params(spec.get("params", "Empty")):
-                self.check(f"methods.{name}.invalid_params", lambda n=name, s=spec: self.invalid_params(wire, n, s))
+                self.check(f"methods.{name}.invalid_params", partial(self.invalid_params, wire, name, spec))
         self.protocol_checks(wire)
         self.check("lifecycle.shutdown", lambda: self.shutdown(wire))
         self.check("lifecycle.exit_after_shutdown", lambda: self.exits(wire, "after shutdown and EOF"))

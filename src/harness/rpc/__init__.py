@@ -5,6 +5,7 @@ requests, dispatch: :class:`Server` on the service side, :class:`Peer` on the ca
 transport (:class:`ServiceProcess`: a child process and its pipes).
 """
 
+from .._logging import LOG_LEVEL_ENV, configure_logging
 from ._client import Peer
 from ._errors import (
     CANCELLED,
@@ -53,6 +54,7 @@ __all__ = [
     "INVALID_PLAN",
     "INVALID_REQUEST",
     "INVALID_TRANSITION",
+    "LOG_LEVEL_ENV",
     "METHOD_NOT_FOUND",
     "NOT_FOUND",
     "PARSE_ERROR",
@@ -82,6 +84,7 @@ __all__ = [
     "Response",
     "Server",
     "ServiceProcess",
+    "configure_logging",
     "decode",
     "encode",
     "from_error_object",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from ._errors import (
     ClientClosed,
@@ -31,6 +31,8 @@ from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, Oversized, decod
 from ._messages import JSONRPC_VERSION, readable_id
 from ._server import dump_result
 
+logger = logging.getLogger(__name__)
+
 NotificationCallback = Callable[[str, Any], None]
 CloseCallback = Callable[[BaseException | None], None]
 
@@ -40,8 +42,8 @@ class Peer:
 
     def __init__(
         self,
-        reader: BinaryIO,
-        writer: BinaryIO | int | LineWriter,
+        reader: IO[bytes],
+        writer: IO[bytes] | int | LineWriter,
         *,
         name: str = "peer",
         on_notification: NotificationCallback | None = None,
@@ -201,7 +203,12 @@ class Peer:
                 try:
                     self._on_notification(str(obj["method"]), obj.get("params"))
                 except Exception as exc:  # a callback bug must not stop the reader
-                    print(f"{self.name}: notification callback failed: {exc!r}", file=sys.stderr)
+                    logger.error(
+                        "%s: notification callback failed: %r",
+                        self.name,
+                        exc,
+                        exc_info=logger.isEnabledFor(logging.DEBUG),
+                    )
             return
         rid = readable_id(obj)
         with self._lock:
@@ -226,7 +233,9 @@ class Peer:
             try:
                 self._on_close(error)
             except Exception as exc:
-                print(f"{self.name}: close callback failed: {exc!r}", file=sys.stderr)
+                logger.error(
+                    "%s: close callback failed: %r", self.name, exc, exc_info=logger.isEnabledFor(logging.DEBUG)
+                )
 
     # -- timeouts -------------------------------------------------------------------------------
     def _ensure_timer(self) -> None:

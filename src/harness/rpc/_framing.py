@@ -12,8 +12,9 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 #: Default maximum size of one line, in bytes (configurable per reader).
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
@@ -93,7 +94,7 @@ class Oversized:
 class LineReader:
     """Reads newline-terminated lines from a binary stream, bounding each line's size."""
 
-    def __init__(self, stream: BinaryIO, max_line: int = DEFAULT_MAX_LINE) -> None:
+    def __init__(self, stream: IO[bytes], max_line: int = DEFAULT_MAX_LINE) -> None:
         self._stream = stream
         self.max_line = max_line
 
@@ -114,7 +115,7 @@ class LineReader:
                 break
         return Oversized(size, head)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes | Oversized]:
         while (line := self.read()) is not None:
             yield line
 
@@ -122,7 +123,7 @@ class LineReader:
 class LineWriter:
     """The single writer of a stream: each ``write`` puts one whole line, under a lock."""
 
-    def __init__(self, stream: BinaryIO | int) -> None:
+    def __init__(self, stream: IO[bytes] | int) -> None:
         self._fd: int | None = stream if isinstance(stream, int) else None
         self._stream = None if isinstance(stream, int) else stream
         self._lock = threading.Lock()

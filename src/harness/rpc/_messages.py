@@ -6,16 +6,16 @@ carries ``"jsonrpc": "2.0"``. Batches are refused: every call must pass the gate
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictInt, StrictStr, Tag, TypeAdapter
 
 from ._errors import InvalidRequest, validation_details
 
-JSONRPC_VERSION = "2.0"
+JSONRPC_VERSION: Final = "2.0"
 
-RequestId = Union[StrictInt, StrictStr]
-Params = Union[dict[str, Any], list[Any], None]
+RequestId: TypeAlias = StrictInt | StrictStr
+Params: TypeAlias = dict[str, Any] | list[Any] | None
 
 
 class _Message(BaseModel):
@@ -71,7 +71,10 @@ def _kind(obj: Any) -> str | None:
 
 
 Message = Annotated[
-    Annotated[Request, Tag("request")] | Annotated[Notification, Tag("notification")] | Annotated[Response, Tag("response")] | Annotated[ErrorResponse, Tag("error")],
+    Annotated[Request, Tag("request")]
+    | Annotated[Notification, Tag("notification")]
+    | Annotated[Response, Tag("response")]
+    | Annotated[ErrorResponse, Tag("error")],
     Discriminator(_kind),
 ]
 

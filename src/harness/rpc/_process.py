@@ -49,12 +49,14 @@ class ServiceProcess:
         self.argv = list(argv)
         self.name = name or os.path.basename(self.argv[0])
         self.proc = started if started is not None else spawn_child(self.argv, env=env, cwd=cwd, stderr=stderr)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        # Replies are read through a buffer (one read per chunk, not per byte); requests are
-        # written unbuffered, each line in one write.
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        # Replies are read through a buffer (one read per chunk, not per byte): a raw pipe (as
+        # spawn_child makes them) gets one. Requests are written unbuffered, each line in one write.
+        reader: IO[bytes] = io.BufferedReader(stdout, 65536) if isinstance(stdout, io.RawIOBase) else stdout
         self.peer = Peer(
-            io.BufferedReader(self.proc.stdout, 65536),
-            self.proc.stdin,
+            reader,
+            stdin,
             name=self.name,
             on_notification=on_notification,
             on_close=on_close,

@@ -9,6 +9,7 @@ gets exactly one reply; nothing the peer sends can end the loop except EOF or ``
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -16,7 +17,7 @@ import typing
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, NoReturn
+from typing import IO, Any, NoReturn
 
 from pydantic import BaseModel
 
@@ -37,13 +38,7 @@ PROTOCOL_VERSION = "1"
 
 Handler = Callable[..., Any]
 
-
-def _log(message: str) -> None:
-    try:
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+logger = logging.getLogger(__name__)
 
 
 def _max_line_from_env() -> int:
@@ -189,7 +184,9 @@ class Server:
         try:
             data = encode(msg)
         except (TypeError, ValueError, RecursionError) as exc:
-            _log(f"{self.name}: cannot encode {msg.get('method') or 'a reply'}: {type(exc).__name__}: {exc}")
+            logger.error(
+                "%s: cannot encode %s: %s: %s", self.name, msg.get("method") or "a reply", type(exc).__name__, exc
+            )
             if "id" not in msg:
                 return
             error = {
@@ -207,11 +204,17 @@ class Server:
 
     def _reply_error(self, rid: Any, exc: BaseException) -> None:
         if not isinstance(exc, RPCError) and not hasattr(exc, "errors"):
-            _log(f"{self.name}: internal error: {type(exc).__name__}: {exc}")
+            logger.error(
+                "%s: internal error: %s: %s",
+                self.name,
+                type(exc).__name__,
+                exc,
+                exc_info=exc if logger.isEnabledFor(logging.DEBUG) else None,
+            )
         self._send({"jsonrpc": JSONRPC_VERSION, "id": rid, "error": to_error_object(exc)})
 
     # -- the loop -----------------------------------------------------------------------------
-    def serve(self, reader: BinaryIO, writer: LineWriter | BinaryIO | int) -> None:
+    def serve(self, reader: IO[bytes], writer: LineWriter | IO[bytes] | int) -> None:
         """Answer lines from ``reader`` until EOF or shutdown; then wait for calls in flight."""
         self._writer = writer if isinstance(writer, LineWriter) else LineWriter(writer)
         lines = LineReader(reader, self.max_line)
@@ -310,7 +313,14 @@ class Server:
         try:
             method.invoke(note.params)
         except Exception as exc:
-            _log(f"{self.name}: notification {note.method} failed: {type(exc).__name__}: {exc}")
+            logger.error(
+                "%s: notification %s failed: %s: %s",
+                self.name,
+                note.method,
+                type(exc).__name__,
+                exc,
+                exc_info=logger.isEnabledFor(logging.DEBUG),
+            )
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

@@ -180,8 +180,12 @@ def resolve(ask: Ask, state: RunState, rules: Rules) -> Answer | Unanswered:
             ask.kind is Question.escalation
             and rule.decision is Decision.retry
             and not rules.recovery.policy_may_retry(ask.failure_type or "unknown", retries)
+        ) or (
+            ask.kind is Question.plan
+            and rule.decision is Decision.reject
+            and any(r.get("rule") == rule.name for r in state.rejections)
         ):
-            exhausted = rule.name  # a policy can never loop: past its retries, a person is asked
+            exhausted = rule.name  # a policy can never loop: past its retries (or one rejection), a person is asked
         else:
             approver = rules.policy.name if ask.kind in (Question.plan, Question.trust) else None
             return Answer(rule.decision, Source.policy, approver, rule=rule.name, feedback=rule.note or "")

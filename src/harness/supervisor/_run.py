@@ -500,8 +500,8 @@ class Supervisor:
                         name=f"task-{action.task_id}",
                         daemon=True,
                     ).start()
-                elif isinstance(action, decide.Pause):
-                    self._wait_for_task(launched, timeout=max(0.0, action.until - time.time()))
+                elif isinstance(action, decide.Pause):  # awake now and then for decisions made elsewhere
+                    self._wait_for_task(launched, timeout=min(0.5, max(0.0, action.until - time.time())))
                 elif isinstance(action, decide.Drain):
                     while launched:
                         self._wait_for_task(launched, timeout=1.0)  # each task is bounded by its own timeout
