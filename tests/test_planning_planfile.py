@@ -90,7 +90,7 @@ tasks:
 """
     found = problems(write(tmp_path, "plan.yaml", text))
     assert found == [
-        "colour: unknown field (allowed: objective, tasks, defaults, requires) (line 2)",
+        "colour: unknown field (allowed: objective, tasks, defaults, requires, budget) (line 2)",
         "defaults.timeout: Input should be greater than 0 (line 4)",
         "defaults.depends_on: cannot be a default: it belongs to one task (line 5)",
         "tasks[0].flavour: unknown field (line 10)",

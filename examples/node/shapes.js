@@ -102,6 +102,24 @@ const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const strings = () => array(string());
 const list = () => [];
 
+const Budget = object({
+  usd: [nullable(positiveNumber()), () => null],
+  tokens: [nullable(integer({ min: 1 })), () => null],
+  turns: [nullable(integer({ min: 1 })), () => null],
+  minutes: [nullable(positiveNumber()), () => null],
+});
+
+const AgentSpec = object({
+  name: [nullable(string()), () => null],
+  command: [nullable(strings()), () => null],
+  model: [nullable(string()), () => null],
+  max_turns: [nullable(integer({ min: 1 })), () => null],
+  budget: [nullable(Budget), () => null],
+  permission: [nullable(string()), () => null],
+  extra_args: [strings(), list],
+  env: [strings(), list],
+});
+
 const TaskPacket = object(
   {
     id: [string({ pattern: ID })],
@@ -118,6 +136,7 @@ const TaskPacket = object(
     commit_policy: [string(), () => 'none'],
     escalation_policy: [string(), () => 'ask'],
     env: [mapOf(string()), () => ({})],
+    agent: [nullable(AgentSpec), () => null],
   },
   {
     check: (task) => {
@@ -138,6 +157,7 @@ const Plan = object({
   source: [string(), () => 'generated'],
   defaults: [mapOf(any()), () => ({})],
   requires: [Requirements, () => ({ env: [], tools: [], mcp: false })],
+  budget: [nullable(Budget), () => null],
 });
 
 const PlanningContext = object(

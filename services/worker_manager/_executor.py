@@ -25,14 +25,35 @@ TAIL_BYTES = 2048
 
 
 class Step:
-    """One step of a job: a command from ``commands`` or ``acceptance_tests``, and its position."""
+    """One step of a job: a command from ``commands`` or ``acceptance_tests``, and its position.
 
-    __slots__ = ("kind", "index", "command")
+    An agent step is an argv (never a shell string), with the prompt on stdin or none, its own
+    extra environment (the agent CLI's variables, which the acceptance tests never see), a parser
+    that reads its stdout line by line, and usage caps checked as it goes.
+    """
 
-    def __init__(self, kind: StepKind, index: int, command: str) -> None:
+    __slots__ = ("kind", "index", "command", "argv", "stdin", "env", "parser", "budget")
+
+    def __init__(
+        self,
+        kind: StepKind,
+        index: int,
+        command: str,
+        *,
+        argv: list[str] | None = None,
+        stdin: bytes | None = None,
+        env: dict[str, str] | None = None,
+        parser: Any = None,
+        budget: dict[str, Any] | None = None,
+    ) -> None:
         self.kind = kind
         self.index = index
         self.command = command
+        self.argv = argv
+        self.stdin = stdin
+        self.env = env or {}
+        self.parser = parser
+        self.budget = budget or {}
 
 
 class Job:
@@ -77,7 +98,7 @@ class Outcome:
 
     __slots__ = (
         "ok", "reason", "exit_code", "signal", "timed_out", "failed_step", "steps", "duration_ms",
-        "stdout_tail", "stderr_tail", "stdout_path", "stderr_path", "interrupted", "message",
+        "stdout_tail", "stderr_tail", "stdout_path", "stderr_path", "interrupted", "message", "agent",
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +126,7 @@ class Outcome:
         self.stderr_path = stderr_path
         self.interrupted = interrupted
         self.message = message
+        self.agent: dict[str, Any] | None = None  # what the agent step did (AgentReport.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
         step = self.failed_step
@@ -125,6 +147,7 @@ class Outcome:
             "stderr_path": self.stderr_path,
             "interrupted": self.interrupted,
             "message": self.message,
+            "agent": self.agent,
         }
 
 

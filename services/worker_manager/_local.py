@@ -179,13 +179,14 @@ class LocalExecution:
             os.write(out, f"$ {step.command}\n".encode("utf-8", "replace"))
             offsets = (os.fstat(out).st_size, os.fstat(err).st_size)
             ts = time.monotonic()
+            agent = step.argv is not None
             try:
                 proc = subprocess.Popen(
-                    [_SH, "-c", step.command],
+                    step.argv if step.argv is not None else [_SH, "-c", step.command],
                     cwd=job.cwd,
-                    env=job.env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
+                    env={**job.env, **step.env} if step.env else job.env,
+                    stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if agent else out,
                     stderr=err,
                     start_new_session=True,
                 )
@@ -203,10 +204,22 @@ class LocalExecution:
             if not started:
                 started = True
                 on_started(proc.pid)
-            rc, timed_out = self._wait(proc, deadline)
+            watch = _AgentWatch(proc, step, out, ts) if agent else None
+            step_deadline = deadline
+            if watch is not None and step.budget.get("minutes"):
+                step_deadline = min(deadline, ts + float(step.budget["minutes"]) * 60.0)
+            rc, timed_out = self._wait(proc, step_deadline)
             with self._lock:
                 self._proc = None
             result.steps.append(_step_record(step, rc, ts))
+            if watch is not None:
+                over = watch.finish(rc, budget_timeout=timed_out and step_deadline < deadline)
+                result.agent = watch.report
+                if over is not None:
+                    result.exit_code = rc if rc is not None and rc >= 0 else None
+                    return self._fail(result, FailureReason.budget_exceeded, step, out, err, offsets, over)
+                if not timed_out and self._reason is None:
+                    continue  # the agent's exit code is not the verdict: the acceptance tests are
             if rc == 0 and not timed_out:
                 continue
             result.exit_code = rc if rc is not None and rc >= 0 else None
@@ -256,6 +269,91 @@ class LocalExecution:
         result.message = message
         result.stdout_tail, result.stderr_tail = _tail(out, offsets[0]), _tail(err, offsets[1])
         return result
+
+
+class _AgentWatch:
+    """Reads an agent's stdout as it comes: into the worker's log, into the adapter's parser, and
+    against the step's usage caps (tokens, usd, turns), stopping the agent's group at the first
+    cap reached. The prompt, when it goes on stdin, is written by a thread of its own."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], step: Step, out: int, started: float) -> None:
+        self.proc = proc
+        self.step = step
+        self.out = out
+        self.started = started
+        self.over: str | None = None
+        self.report: dict[str, object] | None = None
+        self._reader = threading.Thread(target=self._read, name="agent-stdout", daemon=True)
+        self._reader.start()
+        if step.stdin is not None:
+            threading.Thread(target=self._feed, name="agent-stdin", daemon=True).start()
+
+    def _feed(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(self.step.stdin or b"")
+        except (BrokenPipeError, OSError):
+            pass
+        finally:
+            try:
+                stdin.close()
+            except OSError:
+                pass
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        assert stdout is not None
+        parser = self.step.parser
+        for raw in stdout:
+            os.write(self.out, raw)
+            if parser is None:
+                continue
+            try:
+                parser.feed(raw.decode("utf-8", "replace"))
+            except Exception:  # an adapter's bug must not lose the agent's output
+                continue
+            if self.over is None:
+                self.over = _over_budget(parser.state, self.step.budget)
+                if self.over is not None:
+                    signal_group(self.proc.pid, signal.SIGKILL)
+
+    def finish(self, rc: int | None, *, budget_timeout: bool) -> str | None:
+        """The report once the agent ended; the cap that stopped it, if one did."""
+        self._reader.join(KILL_WAIT)
+        if budget_timeout and self.over is None:
+            self.over = f"the agent ran past its budget of {self.step.budget['minutes']:g} minutes"
+        parser = self.step.parser
+        if parser is None:
+            return self.over
+        report = parser.report(rc)
+        if self.over is not None:
+            from harness.agents import AgentFailure
+
+            report.failure, report.failure_detail = AgentFailure.budget, self.over
+        report_dict = report.as_dict()
+        report_dict["duration_ms"] = _ms(self.started)
+        self.report = report_dict
+        return self.over
+
+
+def _over_budget(report: object, budget: dict[str, object]) -> str | None:
+    """The first cap of ``budget`` that ``report`` (an AgentReport) has reached, in words."""
+    if not budget:
+        return None
+    tokens = getattr(report, "tokens_in", 0) + getattr(report, "tokens_out", 0)
+    cost = getattr(report, "cost_usd", None)
+    turns = getattr(report, "turns", 0)
+    cap = budget.get("tokens")
+    if isinstance(cap, int | float) and tokens >= cap:
+        return f"{tokens} tokens used, budget {cap:g}"
+    cap = budget.get("usd")
+    if isinstance(cap, int | float) and cost is not None and cost >= cap:
+        return f"${cost:.4f} spent, budget ${cap:g}"
+    cap = budget.get("turns")
+    if isinstance(cap, int | float) and turns >= cap:
+        return f"{turns} turns taken, budget {cap:g}"
+    return None
 
 
 def _step_record(step: Step, rc: int | None, started: float) -> dict[str, object]:

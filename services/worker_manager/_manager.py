@@ -177,7 +177,8 @@ class WorkerManager:
         packet = p.task_packet
         key = p.idempotency_key
         workspace = os.path.realpath(p.workspace)
-        scope_dir = confine(workspace, packet.scope_path)
+        base = os.path.relpath(confine(workspace, p.workdir), workspace) if p.workdir else "."
+        scope_dir = confine(workspace, os.path.join(base, packet.scope_path))
         run_dir = os.path.abspath(p.run_dir) if p.run_dir else os.path.join(workspace, ".harness", "workers-adhoc")
         with self._lock:
             if key is not None:
@@ -198,6 +199,8 @@ class WorkerManager:
                 "scope_dir": scope_dir,
                 "env_allow": list(p.env_allow),
             }
+            if p.budget is not None:
+                data["budget"] = p.budget.model_dump(exclude_none=True)
             rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), WorkerState.trust_required, data)
             if p.trusted_roots:
                 self._trust_decision(rec, p.trusted_roots)
@@ -266,7 +269,10 @@ class WorkerManager:
 
     def _job(self, rec: WorkerRecord) -> Job:
         packet = rec.packet
-        steps = tuple(Step(StepKind.command, i, c) for i, c in enumerate(packet.get("commands") or ())) + tuple(
+        work = tuple(Step(StepKind.command, i, c) for i, c in enumerate(packet.get("commands") or ()))
+        if not work and packet.get("agent"):
+            work = (self._agent_step(rec),)
+        steps = work + tuple(
             Step(StepKind.acceptance, i, c) for i, c in enumerate(packet.get("acceptance_tests") or ())
         )
         env = dict(self._base_env)
@@ -287,6 +293,48 @@ class WorkerManager:
             env=env,
             timeout=float(packet.get("timeout") or DEFAULT_TIMEOUT),
             out_dir=rec.worker_dir,
+        )
+
+    def _agent_step(self, rec: WorkerRecord) -> Step:
+        """The agent's turn: its adapter's argv, the prompt the supervisor saved in the worker's
+        folder (on stdin or as an argument, never through a shell), its CLI's environment."""
+        from harness.agents import AgentCall, GenericAdapter, adapter_for, passes_through
+
+        spec = rec.packet["agent"]
+        prompt_file = f"{rec.worker_dir}/prompt.md"
+        try:
+            with open(prompt_file, encoding="utf-8") as f:
+                prompt = f.read()
+        except OSError as exc:
+            raise InvalidParams(
+                f"worker {rec.worker_id} has no prompt at {prompt_file}: write it before run_worker ({exc.strerror})",
+                {"worker_id": rec.worker_id},
+            ) from exc
+        command = spec.get("command")
+        adapter = adapter_for(spec.get("name"), command)
+        named = not isinstance(adapter, GenericAdapter)
+        call = AgentCall(
+            prompt=prompt,
+            prompt_file=prompt_file,
+            workdir=rec.scope_dir,
+            model=spec.get("model"),
+            max_turns=spec.get("max_turns"),
+            permission=spec.get("permission"),
+            extra_args=tuple(spec.get("extra_args") or ()),
+            command=tuple(command) if named and command else None,
+        )
+        argv = adapter.argv(call)
+        env = passes_through(adapter, list(spec.get("env") or ()), self._environ)
+        budget = rec.budget if rec.budget is not None else (spec.get("budget") or {})
+        return Step(
+            StepKind.agent,
+            0,
+            " ".join(argv[:1] + [f"<{len(argv) - 1} args>"]),
+            argv=argv,
+            stdin=prompt.encode("utf-8") if adapter.wants_stdin() else None,
+            env=env,
+            parser=adapter.parser(),
+            budget=dict(budget),
         )
 
     def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:

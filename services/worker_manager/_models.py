@@ -10,13 +10,14 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.models import TaskPacket, WorkerEvent
+from harness.models import Budget, TaskPacket, WorkerEvent
 
 
 class StepKind(StrEnum):
     """Which list of the packet a step comes from: ``commands`` first, then ``acceptance_tests``."""
 
     command = "command"
+    agent = "agent"  # the packet's agent, run before the acceptance tests
     acceptance = "acceptance"
 
 
@@ -31,6 +32,7 @@ class FailureReason(StrEnum):
     interrupted = "interrupted"
     scope_missing = "scope_missing"
     spawn_error = "spawn_error"
+    budget_exceeded = "budget_exceeded"  # a usage cap was reached: the agent was stopped
 
 
 class _Params(BaseModel):
@@ -53,6 +55,12 @@ class SpawnWorkerParams(_Params):
         description="As in check_trust: when given, the trust gate is tried at once (saving a round trip); "
         "a worker it does not resolve stays in trust_required.",
     )
+    workdir: str | None = Field(
+        default=None,
+        description="Run here instead of the workspace (a task's git worktree inside the workspace); "
+        "the packet's scope_path is taken relative to it.",
+    )
+    budget: Budget | None = Field(default=None, description="Caps for this attempt's agent (default: the packet's).")
 
 
 class CheckTrustParams(_Params):

@@ -9,6 +9,8 @@ cannot drift apart silently.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from harness.models import WorkerState
@@ -51,6 +53,11 @@ class WorkerResult(BaseModel):
     stderr_path: str | None = None
     interrupted: bool = Field(default=False, description="True when the worker's manager died while it ran.")
     message: str | None = Field(default=None, description="A human explanation, for spawn errors and the like.")
+    agent: dict[str, Any] | None = Field(
+        default=None,
+        description="What the agent step did, read from its output: session_id, model, tools, tokens_in, "
+        "tokens_out, cost_usd, turns, final_message, failure (why it failed, whatever its exit code), exit_code.",
+    )
 
 
 class WorkerInfo(BaseModel):

@@ -28,7 +28,7 @@ class WorkerRecord:
 
     __slots__ = (
         "worker_id", "task_id", "attempt", "state", "idempotency_key", "scope_dir", "workspace", "run_dir",
-        "packet", "env_allow", "trusted", "trust_source", "approver", "pid", "result",
+        "packet", "env_allow", "budget", "trusted", "trust_source", "approver", "pid", "result",
     )  # fmt: skip
 
     def __init__(
@@ -44,6 +44,7 @@ class WorkerRecord:
         run_dir: str,
         packet: dict[str, Any],
         env_allow: list[str],
+        budget: dict[str, Any] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.task_id = task_id
@@ -55,6 +56,7 @@ class WorkerRecord:
         self.run_dir = run_dir
         self.packet = packet
         self.env_allow = env_allow
+        self.budget = budget  # caps on this attempt's agent (None: the packet's own)
         self.trusted = False
         self.trust_source: str | None = None
         self.approver: str | None = None
@@ -105,6 +107,7 @@ class WorkerRecord:
             run_dir=str(data["run_dir"]),
             packet=dict(data["packet"]),
             env_allow=list(data.get("env_allow") or []),
+            budget=data.get("budget"),
         )
 
 

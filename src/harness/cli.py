@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
@@ -140,9 +141,99 @@ def cmd_run(args: argparse.Namespace) -> int:
             if args.objective:
                 plan["objective"] = args.objective
         config = _config(args, workspace)
+        agent = _agent_option(args.agent, config) if args.agent else None
         ui = _make_ui(args)
-        options = RunOptions(objective=args.objective, plan=plan, approve=args.approve, parallel=args.parallel)
-        return Supervisor(workspace, config, ui, options, prespawned=early).start()
+        options = RunOptions(
+            objective=args.objective,
+            plan=plan,
+            approve=args.approve,
+            parallel=args.parallel,
+            agent=agent,
+            merge=args.merge,
+        )
+        code = Supervisor(workspace, config, ui, options, prespawned=early).start()
+    if code == EXIT_OK and args.merge:
+        from . import eventlog
+
+        return _merge(workspace, eventlog.list_runs(workspace)[-1], yes=True)
+    return code
+
+
+def _agent_option(value: str, config: Any) -> dict[str, Any]:
+    from .agents import known_names
+    from .agents.plan import agent_option
+
+    try:
+        return agent_option(value, known_names() | set(config.agents))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _merge(workspace: str, run_id: str, *, yes: bool) -> int:
+    """A completed run's integration branch merged into the user's branch, behind a confirmation."""
+    from .events import EventType as E
+    from .state import RunStatus
+    from .worktrees import GitError, Worktrees
+
+    _, state, _ = _load_state(workspace, run_id)
+    if state.integration is None:
+        raise UsageError(f"run {run_id} has no agent work to merge (no integration branch)")
+    if state.status is not RunStatus.completed:
+        raise UsageError(f"run {run_id} is {state.status.value}: only a completed run is merged")
+    trees = Worktrees(Path(workspace), run_id)
+    branch = trees.integration_branch
+    tip = trees.tip()
+    if tip is None:
+        raise UsageError(f"the branch {branch} of run {run_id} is gone (cleaned?)")
+    if not yes:
+        if not _interactive():
+            raise UsageError("merging a run needs confirmation: pass --yes (no terminal to ask on)")
+        answer = input(f"Merge {branch} ({tip[:12]}) into your current branch? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("Nothing changed.")
+            return EXIT_OK
+    try:
+        into, commit = trees.merge_into_checkout(f"Merge run {run_id}: {state.objective}")
+    except GitError as exc:
+        raise UsageError(f"the merge did not happen: {exc}") from exc
+    merged = {"branch": branch, "into": into, "commit": commit, "by": _user()}
+    _append(workspace, run_id, [(E.RUN_MERGED, merged, None)])
+    print(f"Merged {branch} into {into} ({commit[:12]}).")
+    return EXIT_OK
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
+    return _merge(workspace, args.run_id, yes=args.yes)
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    """A run's worktrees and branches removed (never while a supervisor drives it)."""
+    import fcntl
+
+    from . import eventlog
+    from .events import EventType as E
+    from .worktrees import Worktrees, is_repository
+
+    workspace = _workspace(args)
+    _require_run(workspace, args.run_id)
+    lock = eventlog.run_dir(workspace, args.run_id) / "lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"run {args.run_id} is being driven by a harness process: stop it first") from None
+        if not is_repository(workspace):
+            print("Nothing to clean: the workspace is not a git repository.")
+            return EXIT_OK
+        removed = Worktrees(Path(workspace), args.run_id).clean()
+        if removed:
+            _append(workspace, args.run_id, [(E.RUN_CLEANED, {"removed": removed, "by": _user()}, None)])
+        print("\n".join(f"removed {r}" for r in removed) or f"Run {args.run_id} has no worktrees or branches.")
+        return EXIT_OK
+    finally:
+        os.close(fd)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -308,7 +399,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         extra = f" attempts={t.attempts}" if t.attempts > 1 else ""
         why = f" ({t.waiting_for})" if t.waiting_for else (f" ({t.skip_reason})" if t.skip_reason else "")
         ftype = f" [{t.failure_type}]" if t.failure_type and t.status.value != "completed" else ""
+        if t.tokens or t.cost_usd:
+            extra += f" tokens={t.tokens} cost=${t.cost_usd:.4f}"
         print(f"  {t.id:<20} {t.status.value:<10}{why}{ftype}{extra}  {t.title}")
+    usage = state.usage()
+    if usage["tokens"] or usage["cost_usd"]:
+        print(f"Agents: {int(usage['tokens'])} tokens, ${usage['cost_usd']:.4f}, {int(usage['turns'])} turns")
     if state.services:
         print("Services:")
         for s in state.services.values():
@@ -494,6 +590,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approve", action="store_true", help="approve the plan explicitly (recorded as the approval)")
     p.add_argument("--parallel", type=int, default=1, metavar="N", help="run at most N tasks at once (default 1)")
     p.add_argument("--json", action="store_true", help="stream every event as NDJSON on stdout")
+    p.add_argument(
+        "--agent",
+        metavar="AGENT",
+        help="who does tasks without commands: claude, codex, gemini, opencode, aider, or 'PROGRAM ARGS...'",
+    )
+    p.add_argument("--merge", action="store_true", help="once the run completed, merge its work into your branch")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="continue a run from its event log")
@@ -532,6 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-dependents", action="store_true")
     p.add_argument("--yes", action="store_true", help="confirm without asking")
     p.set_defaults(func=cmd_amend)
+
+    p = sub.add_parser("merge", help="merge a completed run's work (branch harness/RUN) into your current branch")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--yes", action="store_true", help="confirm without asking")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("clean", help="remove a run's worktrees and branches")
+    p.add_argument("run_id")
+    ws(p)
+    p.set_defaults(func=cmd_clean)
 
     p = sub.add_parser("status", help="a run's state, folded from its log (default: the latest run)")
     p.add_argument("run_id", nargs="?")
@@ -608,6 +721,7 @@ def _report_error(exc: BaseException) -> int:
     from .config import ConfigError
     from .events import LogFormatError
     from .supervisor import PlanRejected, RunLocked
+    from .worktrees import NotARepository
 
     if isinstance(exc, PlanRejected):
         print(f"harness: {exc}: {len(exc.problems)} problem(s)", file=sys.stderr)
@@ -623,6 +737,9 @@ def _report_error(exc: BaseException) -> int:
         return EXIT_USAGE
     plan_file_error = _plan_file_error_class()
     if plan_file_error is not None and isinstance(exc, plan_file_error):
+        print(f"harness: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, NotARepository):
         print(f"harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, LogFormatError):

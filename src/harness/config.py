@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ._spawn import DEFAULT_MODULES, WORKSPACE_CONFIG_FILES, default_command
+from .models import Budget
 from .vocab import ANSWERS, Decision, Question
 
 SERVICE_NAMES = tuple(DEFAULT_MODULES)
@@ -108,6 +109,7 @@ class Policy(_Strict):
         description="Workers whose scope lies inside one of these (real paths; relative to the workspace) are trusted.",
     )
     rules: list[PolicyRule] = Field(default_factory=list)
+    budget: Budget | None = Field(default=None, description="Caps on what a run's agents may spend together.")
 
     def rule_for(self, gate: Question, **facts: Any) -> PolicyRule | None:
         """The first rule of this gate whose matchers accept the facts."""
@@ -133,8 +135,19 @@ class Policy(_Strict):
         return [str((base / root).resolve()) for root in self.trusted_roots]
 
 
+class AgentDefinition(_Strict):
+    """A named agent as this workspace runs it: another path or program, more arguments, and the
+    environment variables (names) it may see, e.g. its API key."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: list[str] = Field(default_factory=list)
+    model: str | None = None
+
+
 class Config(_Strict):
     services: dict[str, ServiceOverride] = Field(default_factory=dict)
+    agents: dict[str, AgentDefinition] = Field(default_factory=dict, description="Named agents, defined or adjusted.")
     policy: Policy = Field(default_factory=Policy)
     recovery: dict[str, Any] = Field(default_factory=dict, description="Classification rules and recipes.")
     source: str | None = Field(default=None, exclude=True)

@@ -58,7 +58,12 @@ class EventType(StrEnum):
     TASK_DECISION = "TASK_DECISION"
     TASK_READY = "TASK_READY"
     TRUST_REQUIRED = "TRUST_REQUIRED"
+    INTEGRATION_CREATED = "INTEGRATION_CREATED"
+    WORKTREE_CREATED = "WORKTREE_CREATED"
     TASK_STARTED = "TASK_STARTED"
+    AGENT_USAGE = "AGENT_USAGE"
+    MERGE_STARTED = "MERGE_STARTED"
+    WORKTREE_REMOVED = "WORKTREE_REMOVED"
     TASK_COMPLETED = "TASK_COMPLETED"
     TASK_FAILED = "TASK_FAILED"
     TASK_SKIPPED = "TASK_SKIPPED"
@@ -77,6 +82,8 @@ class EventType(StrEnum):
     RUN_WAITING = "RUN_WAITING"
     RUN_ABORTED = "RUN_ABORTED"
     EXECUTION_COMPLETE = "EXECUTION_COMPLETE"
+    RUN_MERGED = "RUN_MERGED"
+    RUN_CLEANED = "RUN_CLEANED"
     SERVICE_STARTED = "SERVICE_STARTED"
     SERVICE_CRASHED = "SERVICE_CRASHED"
     SERVICE_RESTARTED = "SERVICE_RESTARTED"
@@ -95,6 +102,7 @@ class RunOptionsData(TypedDict):
     parallel: int
     approve: bool
     policy: str
+    agent: NotRequired[dict[str, Any]]
 
 
 @_closed
@@ -222,9 +230,64 @@ class TrustRequired(TypedDict):
 
 
 @_closed
+class IntegrationCreated(TypedDict):
+    """The run's integration branch, made from ``base`` (the user's HEAD) before the first agent task."""
+
+    branch: str
+    base: str
+    path: str
+
+
+@_closed
+class WorktreeCreated(TypedDict):
+    attempt: int
+    path: str
+    branch: str
+    start: str | None  # the integration tip it starts from (None until created)
+
+
+@_closed
+class WorktreeRemoved(TypedDict):
+    attempt: int | None
+    reason: str
+    diff: NotRequired[str | None]  # where the changes of an attempt not accepted were saved
+
+
+@_closed
 class TaskStarted(TypedDict):
     attempt: int
     worker_id: str
+    prompt_sha256: NotRequired[str]  # an agent task: the prompt saved in the worker's folder
+    prompt_bytes: NotRequired[int]
+    worktree: NotRequired[str]
+
+
+@_closed
+class AgentUsage(TypedDict):
+    """What one attempt's agent did and spent, read from its output (whatever its exit code)."""
+
+    attempt: int
+    agent: str
+    model: str | None
+    session_id: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float | None
+    turns: int
+    tools: dict[str, int]
+    duration_ms: float | None
+    exit_code: int | None
+    failure: str | None
+    failure_detail: NotRequired[str | None]
+    denied_tools: NotRequired[list[str]]
+    final_message: str  # bounded
+
+
+@_closed
+class MergeStarted(TypedDict):
+    attempt: int
+    commit: str  # the task's commit
+    before: str  # the integration tip before the merge: resume resets to it if the merge is not accepted
 
 
 @_closed
@@ -232,6 +295,8 @@ class TaskCompleted(TypedDict):
     attempt: int
     worker_id: str
     duration_ms: float | None
+    commit: NotRequired[str | None]  # an agent task: its commit (None when it changed nothing)
+    merged: NotRequired[str | None]  # the integration tip after its merge
 
 
 @_closed
@@ -255,6 +320,10 @@ class TaskFailed(TypedDict):
     stderr_tail: NotRequired[str]
     stdout_tail: NotRequired[str]
     message: NotRequired[str]
+    agent_failure: NotRequired[str | None]  # what went wrong inside the agent (AgentFailure)
+    agent_detail: NotRequired[str | None]
+    agent_message: NotRequired[str]  # the agent's last message (bounded)
+    conflict: NotRequired[list[str]]  # a merge conflict: the files
 
 
 @_closed
@@ -403,6 +472,20 @@ class ExecutionComplete(TypedDict):
 
 
 @_closed
+class RunMerged(TypedDict):
+    branch: str
+    into: str
+    commit: str
+    by: str
+
+
+@_closed
+class RunCleaned(TypedDict):
+    removed: list[str]
+    by: str
+
+
+@_closed
 class ServiceStarted(TypedDict):
     service: str
     pid: int
@@ -462,7 +545,12 @@ PAYLOADS: dict[EventType, type] = {
     E.TASK_DECISION: TaskDecision,
     E.TASK_READY: TaskReady,
     E.TRUST_REQUIRED: TrustRequired,
+    E.INTEGRATION_CREATED: IntegrationCreated,
+    E.WORKTREE_CREATED: WorktreeCreated,
     E.TASK_STARTED: TaskStarted,
+    E.AGENT_USAGE: AgentUsage,
+    E.MERGE_STARTED: MergeStarted,
+    E.WORKTREE_REMOVED: WorktreeRemoved,
     E.TASK_COMPLETED: TaskCompleted,
     E.TASK_FAILED: TaskFailed,
     E.TASK_SKIPPED: TaskSkipped,
@@ -481,6 +569,8 @@ PAYLOADS: dict[EventType, type] = {
     E.RUN_WAITING: RunWaiting,
     E.RUN_ABORTED: RunAborted,
     E.EXECUTION_COMPLETE: ExecutionComplete,
+    E.RUN_MERGED: RunMerged,
+    E.RUN_CLEANED: RunCleaned,
     E.SERVICE_STARTED: ServiceStarted,
     E.SERVICE_CRASHED: ServiceCrashed,
     E.SERVICE_RESTARTED: ServiceRestarted,
@@ -625,6 +715,20 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"needs trust: {d.get('reason')}: `{d.get('how')}`"
     if etype == E.TASK_STARTED:
         return f"(attempt {d.get('attempt')})"
+    if etype == E.AGENT_USAGE:
+        cost = f", ${d['cost_usd']:.4f}" if isinstance(d.get("cost_usd"), int | float) else ""
+        tools = sum((d.get("tools") or {}).values())
+        failed = f"; {d['failure']}" if d.get("failure") else ""
+        used = f"{d.get('tokens_in', 0)} in / {d.get('tokens_out', 0)} out tokens{cost}"
+        return f"{d.get('agent')} {d.get('model') or ''}: {used}, {d.get('turns', 0)} turns, {tools} tool calls{failed}"
+    if etype == E.INTEGRATION_CREATED:
+        return f"{d.get('branch')} from {str(d.get('base'))[:12]}"
+    if etype == E.WORKTREE_CREATED:
+        return f"attempt {d.get('attempt')}: {d.get('branch')} at {d.get('path')}"
+    if etype == E.WORKTREE_REMOVED:
+        return str(d.get("reason") or "")
+    if etype == E.MERGE_STARTED:
+        return f"merging {str(d.get('commit'))[:12]} into the integration branch"
     if etype == E.TASK_COMPLETED:
         ms = d.get("duration_ms") or 0
         return f"({float(ms) / 1000:.1f} s)"
@@ -656,6 +760,10 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"for {d.get('reason')}" + (f": `{d['how']}`" if d.get("how") else "")
     if etype == E.RUN_ABORTED:
         return f"the run was aborted{_note(d)}"
+    if etype == E.RUN_MERGED:
+        return f"{d.get('branch')} merged into {d.get('into')} by {d.get('by')}"
+    if etype == E.RUN_CLEANED:
+        return f"{len(d.get('removed') or [])} worktrees and branches removed by {d.get('by')}"
     if etype == E.EXECUTION_COMPLETE:
         return str(d.get("status")) + (f": {d['reason']}" if d.get("reason") else "")
     if etype.startswith("SERVICE_"):

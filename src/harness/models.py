@@ -29,6 +29,51 @@ class Risk(StrEnum):
     high = "high"
 
 
+class Budget(BaseModel):
+    """Caps on what one task (or a whole run) may spend; the agent is stopped when one is reached."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float | None = Field(default=None, gt=0, description="Dollars, as the agent reports its cost.")
+    tokens: int | None = Field(default=None, gt=0, description="Input plus output tokens.")
+    turns: int | None = Field(default=None, gt=0, description="Model turns (tool round trips).")
+    minutes: float | None = Field(default=None, gt=0, description="Wall-clock minutes of the agent.")
+
+
+class AgentSpec(BaseModel):
+    """Which agent does a task, and how. A plan file may write just the name (``agent: claude``);
+    settings without a name or command apply to the run's agent (``--agent``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, description="A named agent: claude, codex, gemini, opencode, aider (or one from the config)."
+    )
+    command: list[str] | None = Field(
+        default=None,
+        description="Any other program and its arguments: it gets the prompt on stdin, or in the file "
+        "whose path replaces a {prompt_file} argument. With a name: that CLI, run from this path.",
+    )
+    model: str | None = None
+    max_turns: int | None = Field(default=None, gt=0)
+    budget: Budget | None = None
+    permission: str | None = Field(
+        default=None, description="The CLI's own permission mode (default: the narrowest that edits)."
+    )
+    extra_args: list[str] = Field(default_factory=list)
+    env: list[str] = Field(
+        default_factory=list,
+        description="More environment variables passed to the agent (names only, e.g. an API key).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        return value
+
+
 class TaskPacket(BaseModel):
     """One unit of work in a plan: what to do, where, how to verify it, and what it waits for.
 
@@ -54,6 +99,9 @@ class TaskPacket(BaseModel):
     commit_policy: str = Field(default="none", description="What to commit when done (seed field).")
     escalation_policy: str = Field(default="ask", description="Who decides on failure (seed field).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker.")
+    agent: AgentSpec | None = Field(
+        default=None, description="The agent that does the work when there are no commands (else: a manual step)."
+    )
 
     @model_validator(mode="after")
     def _title_or_objective(self) -> TaskPacket:
@@ -67,7 +115,7 @@ class TaskPacket(BaseModel):
 
     @property
     def is_manual(self) -> bool:
-        return not self.commands
+        return not self.commands and self.agent is None
 
 
 class Requirements(BaseModel):
@@ -91,6 +139,7 @@ class Plan(BaseModel):
     source: str = Field(default="generated", description="generated | file | refined")
     defaults: dict[str, Any] = Field(default_factory=dict)
     requires: Requirements = Field(default_factory=Requirements)
+    budget: Budget | None = Field(default=None, description="Caps on what all the run's agents may spend together.")
 
 
 class Severity(StrEnum):

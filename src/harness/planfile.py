@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .models import Plan, Requirements, TaskPacket
+from .models import Budget, Plan, Requirements, TaskPacket
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["PlanFileError", "PlanFileProblem", "load_plan_file", "parse_plan"]
 
 SUFFIXES = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}
-TOP_LEVEL = ("objective", "tasks", "defaults", "requires")
+TOP_LEVEL = ("objective", "tasks", "defaults", "requires", "budget")
 #: Task fields a ``defaults`` mapping may not set: they identify or connect one task.
 NOT_DEFAULTABLE = ("id", "title", "objective", "depends_on")
 NEEDS_A_NAME = "a task needs a title or an objective"
@@ -217,6 +217,15 @@ class _Checker:
             self.pydantic(("requires",), exc)
             return Requirements()
 
+    def budget(self, raw: Any) -> Budget | None:
+        if raw is None:
+            return None
+        try:
+            return Budget.model_validate(raw)
+        except ValidationError as exc:
+            self.pydantic(("budget",), exc)
+            return None
+
     def tasks(self, raw: Any, defaults: dict[str, Any]) -> list[TaskPacket]:
         if raw is None:
             self.add(("tasks",), "required field is missing")
@@ -255,6 +264,7 @@ def parse_plan(data: Any, *, lines: Any = None, source: str = "file") -> tuple[P
     defaults = checker.defaults(doc.get("defaults"))
     requires = checker.requires(doc.get("requires"))
     tasks = checker.tasks(doc.get("tasks"), defaults)
+    budget = checker.budget(doc.get("budget"))
     if checker.problems:
         return None, checker.problems
     plan = Plan(
@@ -264,6 +274,7 @@ def parse_plan(data: Any, *, lines: Any = None, source: str = "file") -> tuple[P
         source=source,
         defaults=defaults,
         requires=requires,
+        budget=budget,
     )
     return plan, []
 

@@ -42,6 +42,8 @@ class FailureType(StrEnum):
     invalid_input = "invalid_input"
     logic_error = "logic_error"
     unrecoverable = "unrecoverable"
+    budget = "budget"  # an agent reached its turn limit or a usage cap of ours
+    conflict = "conflict"  # a task's changes do not merge with the work of other tasks
     unknown = "unknown"
 
 
@@ -69,6 +71,9 @@ class Rule(BaseModel):
     name: str = Field(min_length=1)
     failure_type: FailureType
     reasons: list[str] = Field(default_factory=list, description="Worker failure reasons, e.g. timeout, interrupted.")
+    agent_failures: list[str] = Field(
+        default_factory=list, description="What went wrong inside an agent (auth, rate_limited, max_turns, ...)."
+    )
     exit_codes: list[int] = Field(default_factory=list)
     signals: list[int] = Field(default_factory=list, description="Empty with any_signal: any signal.")
     any_signal: bool = False
@@ -89,6 +94,10 @@ class Rule(BaseModel):
 
     def matches(self, failure: Mapping[str, Any], output: str) -> bool:
         checks = 0
+        if self.agent_failures:
+            checks += 1
+            if failure.get("agent_failure") not in self.agent_failures:
+                return False
         if self.reasons:
             checks += 1
             if failure.get("reason") not in self.reasons:
@@ -112,9 +121,12 @@ class Rule(BaseModel):
                 return False
         return checks > 0
 
-    def evidence(self, output: str) -> str | None:
+    def evidence(self, output: str, failure: Mapping[str, Any] | None = None) -> str | None:
         """The last output line this rule matched (nearest the error), to show a person what was
-        seen; None when the rule does not look at output."""
+        seen; for an agent's failure, what the agent reported; None when the rule sees neither."""
+        if self.agent_failures and failure is not None:
+            detail = failure.get("agent_detail")
+            return str(detail)[:200] if detail else None
         if self.output is None:
             return None
         pattern = re.compile(self.output, re.IGNORECASE | re.MULTILINE)
@@ -126,6 +138,17 @@ class Rule(BaseModel):
 
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "interrupted", "reasons": [INTERRUPTED], "failure_type": "transient"},
+    # What an agent's output says went wrong comes first: its exit code hides it.
+    {"name": "agent-auth", "agent_failures": ["auth"], "failure_type": "permission"},
+    {"name": "agent-tool-denied", "agent_failures": ["tool_denied"], "failure_type": "permission"},
+    {
+        "name": "agent-api-busy",
+        "agent_failures": ["rate_limited", "overloaded", "server_error"],
+        "failure_type": "transient",
+    },
+    {"name": "agent-budget", "agent_failures": ["max_turns", "budget"], "failure_type": "budget"},
+    {"name": "budget-exceeded", "reasons": ["budget_exceeded"], "failure_type": "budget"},
+    {"name": "merge-conflict", "reasons": ["merge_conflict"], "failure_type": "conflict"},
     # The supervisor closed its own connection to the worker manager (Ctrl-C, shutdown) while
     # the task ran: an interruption too, not a failure of the task.
     {
@@ -239,6 +262,11 @@ DEFAULT_RECIPES: dict[str, dict[str, Any]] = {
         "policy_retries": 0,
         "ask": "a resource it needs is gone: skip it or abort the run",
     },
+    "budget": {"retries": 0, "ask": "it reached its budget: raise the budget and retry, or skip or abort"},
+    "conflict": {
+        "retries": 0,
+        "ask": "its changes conflict with work merged before it: retry (it re-runs on top of that work), skip or abort",
+    },
     "unknown": {
         "retries": 0,
         "ask": "no rule recognised the failure, so it is not retried blindly: retry, skip or abort",
@@ -302,7 +330,7 @@ class Recovery:
         output = failure_output(failure)
         for rule in self.rules:
             if rule.matches(failure, output):
-                return Classification(rule.failure_type, rule.name, rule.evidence(output))
+                return Classification(rule.failure_type, rule.name, rule.evidence(output, failure))
         return Classification(FailureType.unknown, NO_RULE)
 
     def recipe(self, failure_type: FailureType | str) -> Recipe:
@@ -329,7 +357,7 @@ def was_interrupted(failure: Mapping[str, Any], classification: Classification) 
 
 def failure_output(failure: Mapping[str, Any]) -> str:
     """The text the output matchers search: stderr tail, stdout tail, then the worker's message."""
-    return "\n".join(str(failure.get(k) or "") for k in ("stderr_tail", "stdout_tail", "message"))
+    return "\n".join(str(failure.get(k) or "") for k in ("stderr_tail", "stdout_tail", "message", "agent_detail"))
 
 
 def summarize(failure: Mapping[str, Any]) -> str:
@@ -347,7 +375,11 @@ def summarize(failure: Mapping[str, Any]) -> str:
     what = f"{step.get('kind', '')} `{step.get('command', '')}`".strip() if step else reason
     code = failure.get("exit_code")
     out = f"{what} exited {code}" if code is not None else what
-    return f"{out}: {last}" if last else out
+    out = f"{out}: {last}" if last else out
+    if failure.get("agent_failure"):
+        detail = " ".join(str(failure.get("agent_detail") or "").split())[:120]
+        out += f" (the agent: {failure['agent_failure']}{': ' + detail if detail else ''})"
+    return out
 
 
 def escalation_reason(failure_type: FailureType | str, recipe: Recipe, retries: int) -> str:

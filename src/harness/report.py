@@ -221,6 +221,9 @@ def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = 
     )
     if events:
         lines.append(f"- Events: {len(events)}, from {events[0].get('time', '?')} to {events[-1].get('time', '?')}")
+    usage = state.usage()
+    if usage["tokens"] or usage["cost_usd"]:
+        lines.append(f"- Agents: {int(usage['tokens'])} tokens, ${usage['cost_usd']:.4f}, {int(usage['turns'])} turns")
     if state.outcome and state.outcome.get("reason"):
         lines.append(f"- Outcome: {_md(state.outcome['reason'])}")
     if log_path:
@@ -234,7 +237,9 @@ def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = 
             continue
         for r in by_section[section]:
             ask = f": `{r.ask}`" if r.ask else ""
-            lines.append(f"- `{r.id}` {_md(r.title)}: {_md(r.detail)}{ask}")
+            t = state.tasks[r.id]
+            spent = f" ({t.tokens} tokens, ${t.cost_usd:.4f})" if t.tokens or t.cost_usd else ""
+            lines.append(f"- `{r.id}` {_md(r.title)}: {_md(r.detail)}{spent}{ask}")
             lines += [_failure_line(f) for f in r.failures]
     return "\n".join(lines) + "\n"
 

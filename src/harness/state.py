@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, cast
@@ -90,6 +90,14 @@ class TaskState:
     started_unix: float | None = None
     finished_unix: float | None = None
     duration_ms: float | None = None
+    # -- agent tasks
+    worktree: str | None = None  # the attempt's worktree while it exists
+    merge_before: str | None = None  # a merge started and not yet accepted: the integration tip before it
+    commit: str | None = None
+    agent_message: str | None = None  # the last attempt's agent's final message (bounded)
+    tokens: int = 0  # all attempts
+    cost_usd: float = 0.0
+    turns: int = 0
 
 
 @dataclass
@@ -178,6 +186,7 @@ class RunState:
     last_seq: int = 0
     last_unix: float = 0.0
     started_unix: float | None = None
+    integration: dict[str, Any] | None = None  # the run's integration branch (agent tasks), once made
     # -- indexes for the scheduler: derived from the above, kept per event, not part of a snapshot
     packets: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
     ready: ReadyQueue = field(default_factory=lambda: ReadyQueue({}), repr=False, compare=False)
@@ -200,6 +209,15 @@ class RunState:
 
     def is_approved(self) -> bool:
         return self.approved_revision is not None and self.approved_revision == self.revision
+
+    def usage(self) -> dict[str, float]:
+        """Tokens, cost and turns of every agent attempt of the run."""
+        tasks = self.tasks.values()
+        return {
+            "tokens": sum(t.tokens for t in tasks),
+            "cost_usd": round(sum(t.cost_usd for t in tasks), 6),
+            "turns": sum(t.turns for t in tasks),
+        }
 
     def halted(self) -> bool:
         """Stop on error: a task that failed for good, or awaits an escalation decision, holds new starts."""
@@ -465,12 +483,47 @@ def _task_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     s.status = RunStatus.executing
 
 
+def _integration_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    s.integration = dict(data)
+
+
+def _worktree_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    t = _task(s, e)
+    if t is not None:
+        t.worktree = cast(ev.WorktreeCreated, data).get("path")
+
+
+def _worktree_removed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    t = _task(s, e)
+    if t is not None:
+        t.worktree = None
+
+
+def _agent_usage(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    t = _task(s, e)
+    if t is None:
+        return
+    d = cast(ev.AgentUsage, data)
+    t.tokens += int(d.get("tokens_in") or 0) + int(d.get("tokens_out") or 0)
+    t.cost_usd += float(d.get("cost_usd") or 0.0)
+    t.turns += int(d.get("turns") or 0)
+    t.agent_message = d.get("final_message") or None
+
+
+def _merge_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    t = _task(s, e)
+    if t is not None:
+        t.merge_before = cast(ev.MergeStarted, data).get("before")
+
+
 def _task_completed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     t = _task(s, e)
     if t is None:
         return
     t.finished_unix = e.get("unix")
     t.duration_ms = cast(ev.TaskCompleted, data).get("duration_ms")
+    t.commit = data.get("commit")
+    t.merge_before = None
     t.waiting_for = None
     _decide(s, t, None)
     if t.retries or t.failure:
@@ -485,6 +538,7 @@ def _task_failed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
         return
     d = cast(ev.TaskFailed, data)
     t.failure = dict(d)
+    t.merge_before = None
     t.finished_unix = e.get("unix")
     t.duration_ms = d.get("duration_ms")
     # A failure is final unless recovery schedules a retry (RECOVERY_APPLIED) or a human decides.
@@ -669,6 +723,11 @@ _HANDLERS = {
     E.BOOTSTRAP_PHASE_STARTED: _bootstrap_started,
     E.BOOTSTRAP_PHASE_COMPLETED: _phase_completed,
     E.BOOTSTRAP_FAILED: _bootstrap_failed,
+    E.INTEGRATION_CREATED: _integration_created,
+    E.WORKTREE_CREATED: _worktree_created,
+    E.WORKTREE_REMOVED: _worktree_removed,
+    E.AGENT_USAGE: _agent_usage,
+    E.MERGE_STARTED: _merge_started,
     E.TASK_STARTED: _task_started,
     E.TASK_COMPLETED: _task_completed,
     E.TASK_FAILED: _task_failed,
@@ -692,10 +751,3 @@ _HANDLERS = {
     E.SERVICE_FATAL: _service_fatal,
     E.SERVICE_STOPPED: _service_stopped,
 }
-
-
-def iter_tasks(state: RunState, ids: Iterable[str]) -> Iterator[TaskState]:
-    for tid in ids:
-        t = state.tasks.get(tid)
-        if t is not None:
-            yield t

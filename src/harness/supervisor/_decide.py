@@ -346,7 +346,8 @@ def execute_step(state: RunState, view: View, rules: Rules) -> list[Action]:
             ready = state.ready.first(free, skip=lambda t: t in view.launched or state.tasks[t].retry_at > view.now)
             for tid in ready:
                 t = state.tasks[tid]
-                if not state.packets[tid].get("commands") and not t.manual_done:
+                packet = state.packets[tid]
+                if not packet.get("commands") and not packet.get("agent") and not t.manual_done:
                     return [manual_question(state, rules, tid)]
             if ready:
                 return [Launch(tid, state.tasks[tid].attempts + 1) for tid in ready]
@@ -393,8 +394,66 @@ def task_result(attempt: int, worker_id: str, final: Mapping[str, Any]) -> Recor
         "stdout_tail": (result.get("stdout_tail") or "")[-600:],
         "message": (result.get("message") or "")[-300:],
     }
+    agent = result.get("agent") or {}
+    if agent:
+        failure["agent_failure"] = agent.get("failure")
+        failure["agent_detail"] = (agent.get("failure_detail") or "")[-300:] or None
+        failure["agent_message"] = (agent.get("final_message") or "")[-600:]
     failure["summary"] = summarize(failure)
     return Record(E.TASK_FAILED, failure, worker_id=worker_id)
+
+
+def conflict_failure(attempt: int, worker_id: str, conflict: Any) -> dict[str, Any]:
+    """TASK_FAILED data for a task whose tests passed but whose work does not merge."""
+    files = list(getattr(conflict, "files", []) or [])
+    summary = f"merge conflict in {', '.join(files) or 'the integration branch'}"
+    return {
+        "attempt": attempt,
+        "reason": "merge_conflict",
+        "summary": summary,
+        "message": str(conflict)[-300:],
+        "conflict": files,
+    }
+
+
+def agent_usage(attempt: int, report: Mapping[str, Any]) -> dict[str, Any]:
+    """AGENT_USAGE data from the agent's report (the final message bounded, nothing else added)."""
+    usage = {
+        key: report.get(key)
+        for key in ("agent", "model", "session_id", "cost_usd", "duration_ms", "exit_code", "failure")
+    }
+    usage.update(
+        attempt=attempt,
+        tokens_in=int(report.get("tokens_in") or 0),
+        tokens_out=int(report.get("tokens_out") or 0),
+        turns=int(report.get("turns") or 0),
+        tools=dict(report.get("tools") or {}),
+        final_message=str(report.get("final_message") or "")[-1500:],
+    )
+    if report.get("failure_detail"):
+        usage["failure_detail"] = str(report["failure_detail"])[-300:]
+    if report.get("denied_tools"):
+        usage["denied_tools"] = list(report["denied_tools"])
+    return usage
+
+
+def attempt_budget(state: RunState, tid: str, run_cap: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The caps for the next attempt of an agent task: its own budget, tightened by what is left of
+    the run's (``run_cap``: the plan's budget, else the policy's) after every earlier attempt."""
+    own = dict(((state.packets.get(tid) or {}).get("agent") or {}).get("budget") or {})
+    if not run_cap:
+        return {k: v for k, v in own.items() if v is not None} or None
+    used = {"usd": state.usage()["cost_usd"], "tokens": state.usage()["tokens"], "turns": state.usage()["turns"]}
+    left: dict[str, Any] = {"minutes": run_cap.get("minutes")}
+    for key, spent in used.items():
+        cap = run_cap.get(key)
+        left[key] = cap - spent if cap is not None else None
+    out = {}
+    for key in ("usd", "tokens", "turns", "minutes"):
+        caps = [v for v in (own.get(key), left[key]) if v is not None]
+        if caps:
+            out[key] = max(min(caps), 0.000001 if key == "usd" else 1)
+    return out or None
 
 
 def harness_failure(attempt: int, error: str) -> dict[str, Any]:

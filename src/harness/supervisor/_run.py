@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import eventlog
+from ..agents.plan import apply_agents
 from ..config import Config
 from ..events import LOG_FORMAT, LogFormatError
 from ..events import EventType as E
@@ -30,7 +31,9 @@ from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError
 from ..state import RunState, RunStatus, fold
 from ..vocab import Decision, ExitCode, Source, TaskOutcome, WaitReason
+from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
+from ._agents import AgentWork
 from ._mesh import ServiceMesh, kill_stale
 from ._replay import ReplayIndex, from_wire
 from ._service import ServiceFatal, SupervisedService
@@ -65,6 +68,8 @@ class RunOptions:
     approve: bool = False
     parallel: int = 1
     approver: str = field(default_factory=user)
+    agent: dict[str, Any] | None = None  # --agent: who does tasks that have no commands
+    merge: bool = False  # --merge: a completed run's work goes into the user's branch
 
 
 class Supervisor:
@@ -95,6 +100,13 @@ class Supervisor:
         self._lock_fd: int | None = None
         self._interrupted = False
         self._executing = False
+        self._agents: AgentWork | None = None
+
+    @property
+    def agents(self) -> AgentWork:
+        if self._agents is None:
+            self._agents = AgentWork(self.workspace, self.run_id, self.emit, lambda: self.state)
+        return self._agents
 
     @property
     def rules(self) -> decide.Rules:
@@ -280,7 +292,13 @@ class Supervisor:
 
     def _begin(self) -> int:
         self._open_log(create=True)
-        options = {"parallel": self.options.parallel, "approve": self.options.approve, "policy": self.policy.name}
+        options: dict[str, Any] = {
+            "parallel": self.options.parallel,
+            "approve": self.options.approve,
+            "policy": self.policy.name,
+        }
+        if self.options.agent is not None:
+            options["agent"] = self.options.agent
         data: dict[str, Any] = {
             "log_format": LOG_FORMAT,
             "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
@@ -316,10 +334,14 @@ class Supervisor:
         for note in kill_stale(self.state):
             self.ui.note(note)
         self.emit(E.RUN_RESUMED, {"supervisor_pid": os.getpid()}, durable=True)
+        for note in self.agents.reconcile():
+            self.ui.note(note)
         self._start_services()
         return self._drive()
 
     def _shutdown(self) -> None:
+        if self.state.integration is not None:
+            self.agents.finish()
         self._stop_services()
         if self.log is not None:
             with self._lock:
@@ -381,7 +403,13 @@ class Supervisor:
             failed = {"status": "failed", "reason": str(exc), **self.state.counts()}
             self.emit(E.EXECUTION_COMPLETE, failed, durable=True)
             raise
+        plan = self._with_agents(plan)
         self.emit(E.PLAN_CREATED, {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
+
+    def _with_agents(self, plan: dict[str, Any]) -> dict[str, Any]:
+        definitions = {name: d.model_dump() for name, d in self.config.agents.items()}
+        default = self.options.agent or self.state.options.get("agent")
+        return apply_agents(plan, default, definitions)
 
     def _initial_plan(self) -> tuple[dict[str, Any], dict[str, Any]]:
         planning = self.svc("planning")
@@ -405,7 +433,7 @@ class Supervisor:
     def _refine(self, rejection: Any) -> None:
         params = {"plan": self.state.plan, "feedback": rejection.get("feedback", ""), "context": self._context()}
         result = self.svc("planning").call("refine", params)
-        plan = result["plan"]
+        plan = self._with_agents(result["plan"])
         plan["revision"] = self.state.revision + 1
         revised = {
             "plan": plan,
@@ -478,6 +506,13 @@ class Supervisor:
     def _execute(self) -> int:
         """The scheduler: ask the decision layer, carry out what it says, wait for a thread."""
         self._executing = True
+        if any(p.get("agent") and not p.get("commands") for p in self.state.packets.values()):
+            try:
+                self.agents.trees.require_repository()
+            except NotARepository as exc:
+                failed = {"status": "failed", "reason": str(exc), **self.state.counts()}
+                self.emit(E.EXECUTION_COMPLETE, failed, durable=True)
+                raise
         launched: set[str] = set()
         parallel = max(1, self.options.parallel)
         while True:
@@ -532,20 +567,29 @@ class Supervisor:
             outcome, payload = TaskOutcome.error, exc
         except ClientClosed:
             outcome = TaskOutcome.interrupted  # we are shutting down (Ctrl-C): resume re-runs it
-        except RPCError as exc:
+        except (RPCError, GitError) as exc:  # the machinery failed, not the task: recorded, then classified
             outcome = TaskOutcome.failed
-            failure = decide.harness_failure(attempt, f"{type(exc).__name__}: {exc.message}")
+            message = exc.message if isinstance(exc, RPCError) else str(exc)
+            failure = decide.harness_failure(attempt, f"{type(exc).__name__}: {message}")
             self.emit(E.TASK_FAILED, failure, task_id=tid, durable=True)
+            if self.state.tasks[tid].worktree:
+                try:
+                    self.agents.settle(tid, attempt, accepted=False, worker_dir=None)
+                except GitError as cleanup:
+                    logger.warning("could not remove the worktree of %s: %s", tid, cleanup)
         except BaseException as exc:  # never leave the scheduler waiting
             outcome, payload = TaskOutcome.error, exc
         self._done.put((tid, outcome, payload))
 
     def _run_task(self, tid: str, attempt: int) -> TaskOutcome:
-        """One attempt: spawn (idempotent), the trust gate, TASK_STARTED, run, the verdict."""
+        """One attempt: (a worktree), spawn (idempotent), the trust gate, (the prompt), TASK_STARTED,
+        run, the verdict of the acceptance tests, (commit and merge), TASK_COMPLETED or TASK_FAILED."""
         packet = self.state.packets[tid]
+        agent = bool(packet.get("agent")) and not packet.get("commands")
+        workdir = self.agents.prepare(tid, attempt) if agent else None
         key = f"{self.run_id}:{tid}:{attempt}"
         wm = self.svc("worker-manager")
-        spawn = {
+        spawn: dict[str, Any] = {
             "task_packet": packet,
             "workspace": str(self.workspace),
             "run_dir": str(self.run_dir),
@@ -553,20 +597,45 @@ class Supervisor:
             "idempotency_key": key,
             "trusted_roots": self._trusted_roots,  # the trust gate tried at once by policy
         }
+        if agent:
+            spawn["workdir"] = workdir
+            with self._lock:
+                plan_cap = (self.state.plan or {}).get("budget")
+                policy_cap = self.policy.budget.model_dump(exclude_none=True) if self.policy.budget else None
+                budget = decide.attempt_budget(self.state, tid, plan_cap or policy_cap)
+            if budget:
+                spawn["budget"] = budget
         info = wm.call("spawn_worker", spawn)
         wid = info["worker_id"]
+        worker_dir = f"{self.run_dir}/workers/{wid}"
         if not info.get("trusted") and not self._trust(tid, wid):
             return TaskOutcome.waiting
+        started: dict[str, Any] = {"attempt": attempt, "worker_id": wid}
+        if agent:
+            assert workdir is not None
+            started.update(self.agents.prompt(tid, info.get("scope_dir") or workdir, worker_dir))
         with self._lock:  # stop on error: a sibling that failed for good while we set up holds us
             if self.state.halted():
                 return TaskOutcome.held
-            self.emit(E.TASK_STARTED, {"attempt": attempt, "worker_id": wid}, task_id=tid, worker_id=wid)
+            self.emit(E.TASK_STARTED, started, task_id=tid, worker_id=wid)
         assert self.log is not None
         self.log.sync()  # TASK_STARTED is durable before the worker's process starts
         timeout = float(packet.get("timeout") or 600) + 60
         final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=timeout)
+        report = (final.get("result") or {}).get("agent")
+        if report:
+            self.emit(E.AGENT_USAGE, decide.agent_usage(attempt, report), task_id=tid, worker_id=wid)
         verdict = decide.task_result(attempt, wid, final)
-        self.emit(verdict.type, verdict.data, task_id=tid, worker_id=wid, durable=True)
+        data = dict(verdict.data)
+        if agent and verdict.type is E.TASK_COMPLETED:
+            try:
+                data["commit"], data["merged"] = self.agents.land(tid, attempt, report)
+            except MergeConflict as conflict:
+                verdict = decide.Record(E.TASK_FAILED, decide.conflict_failure(attempt, wid, conflict))
+                data = dict(verdict.data)
+        self.emit(verdict.type, data, task_id=tid, worker_id=wid, durable=True)
+        if agent:
+            self.agents.settle(tid, attempt, accepted=verdict.type is E.TASK_COMPLETED, worker_dir=worker_dir)
         return TaskOutcome.completed if verdict.type is E.TASK_COMPLETED else TaskOutcome.failed
 
     def _trust(self, tid: str, wid: str) -> bool:

@@ -90,7 +90,13 @@ class UI:
                 if t.get("risk") == "high"
                 else ""
             )
-            kind = "manual" if not t.get("commands") else f"{len(t['commands'])} command(s)"
+            agent = t.get("agent") or {}
+            if t.get("commands"):
+                kind = f"{len(t['commands'])} command(s)"
+            elif agent:
+                kind = f"agent {agent.get('name') or ' '.join(agent.get('command') or [])}"
+            else:
+                kind = "manual"
             self.say(f"  {i}. {t['id']}: {t.get('title')} ({kind}){deps}{risk}")
             for cmd in t.get("commands", []):
                 self.say(f"       $ {cmd}")
