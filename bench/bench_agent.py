@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -122,7 +123,7 @@ def run_bare(root: Path, n: int) -> float:
     return time.perf_counter() - t0
 
 
-def marginal(fn, root: Path, n: int, reps: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def marginal(fn: Callable[[Path, int], float], root: Path, n: int, reps: int) -> tuple[float, float]:
     """(marginal seconds per task, wall of one task), medians over ``reps``."""
     ones = [fn(root, 1) for _ in range(reps)]
     many = [fn(root, n) for _ in range(reps)]
