@@ -34,7 +34,7 @@ def repo(tmp_path: Path) -> Path:
     git(ws, "config", "user.email", "dev@example.com")
     git(ws, "config", "user.name", "Dev")
     (ws / "README.md").write_text("a project\n")
-    (ws / ".gitignore").write_text(".harness/\n")
+    (ws / ".gitignore").write_text("*.pyc\n")  # .harness/ is excluded by the harness itself
     git(ws, "add", "-A")
     git(ws, "commit", "-qm", "initial")
     return ws

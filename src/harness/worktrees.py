@@ -139,7 +139,9 @@ class Worktrees:
         return out or None
 
     def ensure_integration(self, base: str) -> None:
-        """The integration branch (from ``base``) and its worktree, created if missing."""
+        """The integration branch (from ``base``) and its worktree, created if missing; ``.harness/``
+        is listed in the repository's own exclude file so the user's ``git status`` stays clean."""
+        self._exclude_harness()
         if self.tip() is None:
             git(self.workspace, "branch", self.integration_branch, base)
         if not (self.integration_path / ".git").exists():
@@ -268,6 +270,17 @@ class Worktrees:
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()
         return gone
+
+    def _exclude_harness(self) -> None:
+        exclude = Path(self.workspace, git(self.workspace, "rev-parse", "--git-path", "info/exclude"))
+        try:
+            lines = exclude.read_text(encoding="utf-8").splitlines() if exclude.exists() else []
+            if ".harness/" not in lines and "/.harness/" not in lines:
+                exclude.parent.mkdir(parents=True, exist_ok=True)
+                with exclude.open("a", encoding="utf-8") as f:
+                    f.write(("\n" if lines and lines[-1] else "") + "/.harness/\n")
+        except OSError:
+            pass  # only cosmetic: untracked .harness/ would show in git status
 
     def _prune(self) -> None:
         git(self.workspace, "worktree", "prune", check=False)
