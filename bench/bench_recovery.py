@@ -572,7 +572,11 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         ("replay of N worker events, round trip, limit lifted", "lifted_ms", "{:.1f}"),
     ]
     for label, key, fmt in rows:
-        print(f"{label:<58}" + _cells(results, lambda r: "-" if r.comp.get(key) is None else fmt.format(r.comp[key])))
+
+        def comp_cell(r: Result, key: str = key, fmt: str = fmt) -> str:
+            return "-" if r.comp.get(key) is None else fmt.format(r.comp[key])
+
+        print(f"{label:<58}" + _cells(results, comp_cell))
     for r in results:
         if r.comp["replay_ms"] is None:
             print(f"  {r.size:,} events: replay {r.comp['replay_note']}")
@@ -595,26 +599,22 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         )
         for mark, label in marks:
 
-            def cell(r: Result, mark: str = mark) -> str:
+            def cell(r: Result, mark: str = mark, lifted: bool = lifted) -> str:
                 vals = [x["marks"][mark] for x in r.runs[lifted] if mark in x.get("marks", {})]
                 return f"{median(vals):.1f}" if vals else "-"
 
             print(f"{label:<58}" + _cells(results, cell))
 
-        def replay_cell(r: Result) -> str:
+        def replay_cell(r: Result, lifted: bool = lifted) -> str:
             vals = [x["replay_ms"] for x in r.runs[lifted] if x.get("replay_ms") is not None]
             return f"{median(vals):.1f}" if vals else "-"
 
+        def recovered_cell(r: Result, lifted: bool = lifted) -> str:
+            runs = r.runs[lifted]
+            return f"{sum(1 for x in runs if x['code'] == 0 and x['attempts'] == [1, 2])}/{len(runs)}"
+
         print(f"{'  of which SupervisedService._replay (source + request)':<58}" + _cells(results, replay_cell))
-        print(
-            f"{'runs recovered and finished (exit 0, attempts [1, 2])':<58}"
-            + _cells(
-                results,
-                lambda r: (
-                    f"{sum(1 for x in r.runs[lifted] if x['code'] == 0 and x['attempts'] == [1, 2])}/{len(r.runs[lifted])}"
-                ),
-            )
-        )
+        print(f"{'runs recovered and finished (exit 0, attempts [1, 2])':<58}" + _cells(results, recovered_cell))
         for r in results:
             bad = next((x for x in r.runs[lifted] if x["code"] != 0 or x["attempts"] != [1, 2]), None)
             if bad is not None:

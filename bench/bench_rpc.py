@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.util import find_spec
+from typing import IO
 
 RAW_ECHO = r"""
 import json, sys
@@ -86,20 +87,23 @@ class Child:
     """A child speaking JSON lines on its pipes, driven by plain reads and writes."""
 
     def __init__(self, argv: Sequence[str]) -> None:
-        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.fd_in = self.proc.stdin.fileno()
-        self.out = io.BufferedReader(self.proc.stdout, 1 << 16)
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        self.stdin = stdin
+        self.fd_in = stdin.fileno()
+        self.out: IO[bytes] = io.BufferedReader(stdout, 1 << 16) if isinstance(stdout, io.RawIOBase) else stdout
 
     def round_trip(self, line: bytes) -> bytes:
         os.write(self.fd_in, line)
         reply = self.out.readline()
         if not reply:
-            raise RuntimeError(f"{self.proc.args} closed its output")
+            raise RuntimeError(f"{self.argv} closed its output")
         return reply
 
     def close(self) -> None:
-        self.proc.stdin.close()  # type: ignore[union-attr]
+        self.stdin.close()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -20,7 +20,7 @@ Sections (``--only``):
               against each bare loop, log bytes per task, phases of the run, per-task gaps between
               the events of one task, log bytes by event type.
   dag         DAG set-up per task: loading the plan file (YAML and JSON), the planning service's
-              ``validate`` round trip, folding PLAN_CREATED, and the scheduler's per-task scans,
+              ``validate`` round trip, folding PLAN_CREATED, and the scheduler's step per completion,
               against ``graphlib.TopologicalSorter`` over the same graph.
   --profile   the sequential run in-process: perf_counter timers around the supervisor's costs,
               then cProfile of every supervisor thread and of the worker manager (a child that
@@ -55,6 +55,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -375,7 +376,8 @@ def per_task_gaps(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
 
 def bytes_by_type(path: Path) -> list[tuple[str, int, int]]:
     """(type, count, bytes) for every event type in a log, largest first."""
-    count, size = Counter(), Counter()
+    count: Counter[str] = Counter()
+    size: Counter[str] = Counter()
     for line in path.read_bytes().splitlines():
         etype = json.loads(line)["type"]
         count[etype] += 1
@@ -464,7 +466,7 @@ def section_throughput(root: Path, args: argparse.Namespace) -> dict[str, Row]:
     head = f"{'':<48} {'proc':>4} {'wall s':>7} {'tasks/s':>8} {'exec t/s':>9} {'x bare1':>8} {'x bare2':>8} {'CPU µs/task':>11} {'log B/task':>10}"
     print(head)
     print("-" * len(head))
-    for key, row in rows.items():
+    for row in rows.values():
         wall = median(row.walls)
         rate = n / wall
         execs = f"{n / median(row.execs):>9,.0f}" if row.execs else f"{'':>9}"
@@ -549,7 +551,7 @@ def section_dag(root: Path, args: argparse.Namespace) -> None:
 def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
     from harness.planfile import load_plan_file
     from harness.rpc import ServiceProcess
-    from harness.state import TaskStatus, fold
+    from harness.state import fold
 
     shapes = {
         "independent": None,
@@ -577,21 +579,17 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
                     times.append(time.perf_counter() - t)
                 return median(times) * 1e3
 
-            baseline = med(
-                lambda: list(
-                    graphlib.TopologicalSorter({t["id"]: t.get("depends_on", []) for t in tasks}).static_order()
-                )
-            )
+            baseline = med(partial(_static_order, tasks))
             for fmt in ("yaml", "json"):
                 path = write_plan(ws, tasks, fmt)
-                rows.append((f"load_plan_file ({fmt}: parse + Plan model)", med(lambda: load_plan_file(path))))
+                rows.append((f"load_plan_file ({fmt}: parse + Plan model)", med(partial(load_plan_file, path))))
             plan = load_plan_file(write_plan(ws, tasks, "json")).model_dump(mode="json")
             params = {"plan": plan, "workspace": str(ws), "strictness": "file"}
             report = planning.request("validate", params, timeout=60)
             if not report.get("valid"):
                 raise RuntimeError(f"the bench plan is invalid: {report.get('problems')}")
             rows.append(
-                ("planning validate (round trip)", med(lambda: planning.request("validate", params, timeout=60)))
+                ("planning validate (round trip)", med(partial(planning.request, "validate", params, timeout=60)))
             )
             created = {
                 "seq": 1,
@@ -600,12 +598,9 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
                 "run_id": "r",
                 "data": {"plan": plan, "revision": 1, "report": report},
             }
-            rows.append(("fold PLAN_CREATED (RunState)", med(lambda: fold([created]))))
+            rows.append(("fold PLAN_CREATED (RunState)", med(partial(fold, [created]))))
             rows.append(
-                (
-                    "scheduler scans (ready/skip/halted per completion)",
-                    med(lambda: _scheduler_scans(fold([created]), TaskStatus)),
-                )
+                ("scheduler steps (execute_step + fold, per completion)", med(partial(_scheduler_steps, created)))
             )
             for name, ms in rows:
                 print(f"{name:<58} {shape:<28} {ms:>8.2f} {ms / n:>9.4f}")
@@ -626,20 +621,37 @@ def _dag_for(root: Path, args: argparse.Namespace, n: int) -> None:
         planning.stop(grace=2.0, term_grace=1.0)
 
 
-def _scheduler_scans(state: Any, TaskStatus: Any) -> None:
-    """The supervisor's per-iteration scans (``_ready``, ``_skip_dependents``, ``_halted``), run
-    once per task completion as its loop does, on a bare Supervisor holding this state."""
-    from harness.config import Config
-    from harness.supervisor import UI, Supervisor
+def _static_order(tasks: list[dict[str, Any]]) -> list[str]:
+    """The baseline: a plain topological sort of the tasks, graph built included."""
+    return list(graphlib.TopologicalSorter({t["id"]: t.get("depends_on", []) for t in tasks}).static_order())
 
-    sup = Supervisor(REPO, Config(), UI(io.StringIO()))
-    sup.state = state
+
+def _scheduler_steps(created: dict[str, Any]) -> None:
+    """The scheduler's work per task completion, as the supervisor's loop does it: ask the
+    decision layer what to do next (``execute_step``), then fold the attempt's TASK_STARTED and
+    TASK_COMPLETED, until it says the run is complete. Starts from the state folded from
+    ``created`` (a PLAN_CREATED event; the fold is timed too)."""
+    from harness.config import Policy
+    from harness.events import EventType
+    from harness.recovery import Recovery
+    from harness.state import fold
+    from harness.supervisor import _decide as decide
+
+    state = fold([created])
+    rules = decide.Rules(run_id="bench", policy=Policy(), recovery=Recovery())
+    view = decide.View(frozenset(), 0.0, 1)
+    seq = int(created["seq"])
     for tid in list(state.order):
-        sup._skip_dependents()
-        sup._halted()
-        ready = sup._ready()
-        assert tid in ready
-        state.tasks[tid].status = TaskStatus.completed
+        actions = decide.execute_step(state, view, rules)
+        assert actions == [decide.Launch(tid, 1)], actions
+        for etype, data in (
+            (EventType.TASK_STARTED, {"attempt": 1, "worker_id": "w"}),
+            (EventType.TASK_COMPLETED, {"attempt": 1, "worker_id": "w", "duration_ms": 0.0}),
+        ):
+            seq += 1
+            state.apply({"seq": seq, "unix": 0.0, "type": etype, "run_id": "bench", "task_id": tid, "data": data})
+    done = decide.execute_step(state, view, rules)[0]  # then the summary and the exit code
+    assert isinstance(done, decide.Record) and done.type is EventType.EXECUTION_COMPLETE, done
 
 
 # -- profiling ----------------------------------------------------------------------------------------
@@ -658,13 +670,13 @@ class ThreadProfiles:
     def install(self) -> None:
         orig, profiles = self._orig, self
 
-        def run(thread: threading.Thread) -> None:
+        def run(self: threading.Thread) -> None:  # replaces Thread.run: the same signature
             prof = cProfile.Profile()
             with profiles._lock:
                 profiles.unfinished += 1
             prof.enable()
             try:
-                orig(thread)
+                orig(self)
             finally:
                 prof.disable()
                 with profiles._lock:
@@ -786,10 +798,12 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     from harness import eventlog
     from harness.state import RunState
     from harness.supervisor import UI, SupervisedService, Supervisor
+    from harness.supervisor import _decide as decide
 
     n = args.tasks
     print(f"\n== profile: {n} tasks sequential, in-process Supervisor.start() (plan loaded beforehand)")
-    walls, execs, shutdowns = [], [], []
+    walls: list[float] = []
+    execs: list[float] = []
     for i in range(max(3, args.rounds)):
         wall, sup = _inprocess_run(root, f"inproc-plain-{i}", n, args.format)
         events = read_log(sup.log_path)
@@ -815,15 +829,8 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     timers.wrap(Supervisor, "_start_services", "Supervisor._start_services (3 concurrently)")
     timers.wrap(Supervisor, "_shutdown", "Supervisor._shutdown (stop services, close log)")
     timers.wrap(Supervisor, "_task_thread", "Supervisor._task_thread (one task, all of it)")
-    for meth in (
-        "_ready",
-        "_skip_dependents",
-        "_halted",
-        "_apply_decisions",
-        "_absorb_foreign",
-        "_packet",
-        "_check_services",
-    ):
+    timers.wrap(decide, "execute_step", "scheduler decide.execute_step (what next)")
+    for meth in ("perform", "_absorb_foreign"):
         timers.wrap(Supervisor, meth, f"scheduler Supervisor.{meth}")
     try:
         wall, sup = _inprocess_run(root, "inproc-timed", n, args.format)
@@ -897,7 +904,7 @@ def _print_top(stats: pstats.Stats, n: int, top: int) -> None:
     """Top functions by own time (waits listed apart, they are not work), then our own
     functions by cumulative time; microseconds per task."""
     rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
         short = file
         for mark in ("/src/harness/", "/services/"):  # our code, wherever it was imported from
             if mark in short and "site-packages" not in short:
