@@ -100,6 +100,8 @@ class StreamParser:
     """
 
     TAIL_LINES: ClassVar[int] = 20
+    #: Plain-text agents: their last lines are the final message. Structured streams set False.
+    TEXT_TAIL: ClassVar[bool] = True
 
     def __init__(self, agent: str) -> None:
         self.state = AgentReport(agent=agent)
@@ -115,7 +117,7 @@ class StreamParser:
         """The report once the agent ended with ``exit_code`` (None: killed or not started)."""
         r = self.state
         r.exit_code = exit_code
-        if not r.final_message and self._tail:
+        if not r.final_message and self._tail and self.TEXT_TAIL:
             r.final_message = "\n".join(self._tail)
         return r
 

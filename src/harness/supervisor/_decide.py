@@ -416,8 +416,9 @@ def conflict_failure(attempt: int, worker_id: str, conflict: Any) -> dict[str, A
     }
 
 
-def agent_usage(attempt: int, report: Mapping[str, Any]) -> dict[str, Any]:
-    """AGENT_USAGE data from the agent's report (the final message bounded, nothing else added)."""
+def agent_usage(attempt: int, report: Mapping[str, Any], model: str | None = None) -> dict[str, Any]:
+    """AGENT_USAGE data from the agent's report (the final message bounded); ``model`` is the one
+    the task asked for, for agents whose output does not name it."""
     usage = {
         key: report.get(key)
         for key in ("agent", "model", "session_id", "cost_usd", "duration_ms", "exit_code", "failure")
@@ -430,6 +431,7 @@ def agent_usage(attempt: int, report: Mapping[str, Any]) -> dict[str, Any]:
         tools=dict(report.get("tools") or {}),
         final_message=str(report.get("final_message") or "")[-1500:],
     )
+    usage["model"] = usage["model"] or model
     if report.get("failure_detail"):
         usage["failure_detail"] = str(report["failure_detail"])[-300:]
     if report.get("denied_tools"):

@@ -624,7 +624,8 @@ class Supervisor:
         final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=timeout)
         report = (final.get("result") or {}).get("agent")
         if report:
-            self.emit(E.AGENT_USAGE, decide.agent_usage(attempt, report), task_id=tid, worker_id=wid)
+            usage = decide.agent_usage(attempt, report, (packet.get("agent") or {}).get("model"))
+            self.emit(E.AGENT_USAGE, usage, task_id=tid, worker_id=wid)
         verdict = decide.task_result(attempt, wid, final)
         data = dict(verdict.data)
         if agent and verdict.type is E.TASK_COMPLETED:

@@ -1,0 +1,63 @@
+"""Finding the real agent CLIs for tests, and the isolated environment each needs to talk only to
+the tests' fake model server (tests/fake_models.py).
+
+The CLIs are installed by ``.ci/install-agents DIR`` (pinned versions from the npm registry);
+tests look in ``$HARNESS_AGENT_BIN_DIR``, then ``<repo>/.ci/agents/node_modules/.bin``, then PATH,
+and skip with the command to run when a CLI is missing, so a plain ``pytest`` passes offline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BIN = REPO / ".ci" / "agents" / "node_modules" / ".bin"
+
+
+def find_cli(name: str) -> str:
+    """The CLI's path, or a skip naming how to install it."""
+    for folder in (os.environ.get("HARNESS_AGENT_BIN_DIR"), str(DEFAULT_BIN)):
+        if folder and os.access(os.path.join(folder, name), os.X_OK):
+            return os.path.join(folder, name)
+    found = shutil.which(name)
+    if found:
+        return found
+    pytest.skip(f"the {name} CLI is not installed: run `.ci/install-agents .ci/agents` (npm, pinned versions)")
+
+
+def claude_env(home: Path, url: str) -> dict[str, str]:
+    """Claude Code pointed at the fake, with its extra traffic and retries off."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_API_KEY": "sk-ant-test-key-0000",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_BUG_COMMAND": "1",
+        "CLAUDE_CODE_DISABLE_FEEDBACK_SURVEY": "1",
+        "DISABLE_NON_ESSENTIAL_MODEL_CALLS": "1",
+        "CLAUDE_CODE_MAX_RETRIES": "0",
+    }
+
+
+def codex_env(home: Path, url: str) -> dict[str, str]:
+    """Codex with a provider of its own on the fake (its OPENAI_BASE_URL is not honoured)."""
+    codex_home = home / ".codex"
+    codex_home.mkdir(parents=True, exist_ok=True)
+    (codex_home / "config.toml").write_text(
+        f'model_provider = "fake"\nmodel = "gpt-5.5"\ncheck_for_update_on_startup = false\n'
+        f"[analytics]\nenabled = false\n"
+        f'[model_providers.fake]\nname = "fake"\nbase_url = "{url}/v1"\nenv_key = "OPENAI_API_KEY"\n'
+        f'wire_api = "responses"\nrequest_max_retries = 0\nstream_max_retries = 0\n'
+    )
+    return {"HOME": str(home), "CODEX_HOME": str(codex_home), "OPENAI_API_KEY": "sk-openai-test-key-0000"}
+
+
+ENVIRONMENTS = {"claude": claude_env, "codex": codex_env}
