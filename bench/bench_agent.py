@@ -91,16 +91,48 @@ def script_of(n: int) -> dict[str, object]:
     return {f"t{i}": [{"write": {f"out_{i}.txt": "x\n"}}] for i in range(n)}
 
 
+# -- the agent: the stand-in program, or Claude Code on the tests' fake model ----------------------
+AGENT = {"kind": "fake", "cli": "", "url": "", "home": ""}
+
+
+def claude_cli() -> str:
+    folder = os.environ.get("HARNESS_AGENT_BIN_DIR") or str(REPO / ".ci" / "agents" / "node_modules" / ".bin")
+    path = os.path.join(folder, "claude")
+    if not os.access(path, os.X_OK):
+        raise SystemExit(f"no Claude Code at {path}: run .ci/install-agents .ci/agents")
+    return path
+
+
+def agent_env() -> dict[str, str]:
+    if AGENT["kind"] != "claude":
+        return {}
+    from agent_clis import claude_env
+
+    return claude_env(Path(AGENT["home"]), AGENT["url"])
+
+
+def agent_plan(n: int) -> dict[str, object]:
+    plan = plan_of(n)
+    if AGENT["kind"] == "claude":  # the fake model writes hello.txt through Claude's own Write tool
+        for task in plan["tasks"]:  # type: ignore[attr-defined]
+            task["acceptance_tests"] = ["grep -q hello hello.txt"]
+    return plan
+
+
 def run_harness(root: Path, n: int) -> float:
     ws = make_repo(root / f"h-{n}-{time.monotonic_ns()}", 20)
-    (ws.parent / "plan.yaml").write_text(yaml.safe_dump(plan_of(n)))
+    (ws.parent / "plan.yaml").write_text(yaml.safe_dump(agent_plan(n)))
     (ws.parent / "script.json").write_text(json.dumps(script_of(n)))
-    config = {"agents": {"fake": {"command": [sys.executable, str(FAKE), str(ws.parent / "script.json")]}}}
+    if AGENT["kind"] == "claude":
+        config = {"agents": {"claude": {"command": [AGENT["cli"]]}}}
+    else:
+        config = {"agents": {"fake": {"command": [sys.executable, str(FAKE), str(ws.parent / "script.json")]}}}
     (ws.parent / "harness.yaml").write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "harness.cli", "run", "--plan", str(ws.parent / "plan.yaml"), "--approve"]
-    cmd += ["--agent", "fake", "--config", str(ws.parent / "harness.yaml"), "--workspace", str(ws)]
+    cmd += ["--agent", AGENT["kind"], "--config", str(ws.parent / "harness.yaml"), "--workspace", str(ws)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env={**os.environ, "CI": "true"})
+    env = {**os.environ, "CI": "true", **agent_env()}
+    proc = subprocess.run(cmd, cwd=ws, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"harness run failed:\n{proc.stdout}\n{proc.stderr}")
@@ -114,6 +146,17 @@ def run_bare(root: Path, n: int) -> float:
     run_dir.mkdir()
     t0 = time.perf_counter()
     for i in range(n):
+        if AGENT["kind"] == "claude":
+            from harness.agents import AgentCall, adapter_for
+
+            call = AgentCall(
+                prompt=f"Write hello.txt (task {i})", prompt_file="", workdir=str(ws), command=(AGENT["cli"],)
+            )
+            env = {"PATH": os.environ["PATH"], **agent_env()}
+            argv = adapter_for("claude").argv(call)
+            subprocess.run(argv, cwd=ws, env=env, stdin=subprocess.DEVNULL, check=True, capture_output=True)
+            subprocess.run(["/bin/sh", "-c", "grep -q hello hello.txt"], cwd=ws, check=True)
+            continue
         env = {**os.environ, "HARNESS_TASK_ID": f"t{i}", "HARNESS_ATTEMPT": "1", "HARNESS_RUN_DIR": str(run_dir)}
         subprocess.run(
             [sys.executable, str(FAKE), str(ws.parent / "script.json")],
@@ -135,7 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks and repetitions (under a minute)")
     parser.add_argument("--tasks", type=int, default=0, help="tasks in the long chain (default 10, quick 4)")
+    parser.add_argument("--agent", choices=["fake", "claude"], default="fake", help="the agent both sides run")
     args = parser.parse_args(argv)
+    if args.agent == "claude":
+        sys.path.insert(0, str(REPO / "tests"))
+        from fake_models import fake_model
+
+        with fake_model() as model, tempfile.TemporaryDirectory() as home:
+            AGENT.update(kind="claude", cli=claude_cli(), url=model.url, home=home)
+            return measure_all(args)
+    return measure_all(args)
+
+
+def measure_all(args: argparse.Namespace) -> int:
     n = args.tasks or (4 if args.quick else 10)
     reps = 1 if args.quick else 3
     root = Path(tempfile.mkdtemp(prefix="bench-agent-"))
@@ -144,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"git worktree add on 1,000 files: {wt['add_ms']:.1f} ms (remove {wt['remove_ms']:.1f} ms), median")
         bare, bare_one = marginal(run_bare, root, n, reps)
         ours, ours_one = marginal(run_harness, root, n, reps)
-        print(f"agent: {FAKE.name}, chain of {n} one-turn tasks, medians of {reps}")
+        who = "Claude Code on the fake model" if AGENT["kind"] == "claude" else FAKE.name
+        print(f"agent: {who}, chain of {n} one-turn tasks, medians of {reps}")
         print(f"{'':<10} {'ms/task':>9} {'1-task wall':>12}")
         print(f"{'bare':<10} {bare * 1000:9.1f} {bare_one:11.2f}s")
         print(f"{'harness':<10} {ours * 1000:9.1f} {ours_one:11.2f}s")
