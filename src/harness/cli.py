@@ -50,6 +50,16 @@ def _interactive() -> bool:
         return False
 
 
+def _confirm(what: str, question: str) -> bool:
+    """A yes on the terminal; without one, a usage error naming --yes (never a silent default)."""
+    if not _interactive():
+        raise UsageError(f"{what} needs confirmation: pass --yes (no terminal to ask on)")
+    if input(f"{question} [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    print("Nothing changed.")
+    return False
+
+
 def _require_run(workspace: str, run_id: str):
     """The run's log path; a clear usage error naming the latest run when there is no such run."""
     from . import eventlog
@@ -185,13 +195,8 @@ def _merge(workspace: str, run_id: str, *, yes: bool) -> int:
     tip = trees.tip()
     if tip is None:
         raise UsageError(f"the branch {branch} of run {run_id} is gone (cleaned?)")
-    if not yes:
-        if not _interactive():
-            raise UsageError("merging a run needs confirmation: pass --yes (no terminal to ask on)")
-        answer = input(f"Merge {branch} ({tip[:12]}) into your current branch? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
-            print("Nothing changed.")
-            return EXIT_OK
+    if not yes and not _confirm("merging a run", f"Merge {branch} ({tip[:12]}) into your current branch?"):
+        return EXIT_OK
     try:
         into, commit = trees.merge_into_checkout(f"Merge run {run_id}: {state.objective}")
     except GitError as exc:
@@ -343,13 +348,8 @@ def cmd_amend(args: argparse.Namespace) -> int:
         raise UsageError(
             f"cannot skip task(s) already {', '.join(f'{t} ({state.tasks[t].status.value})' for t in done)}"
         )
-    if not args.yes:
-        if not _interactive():
-            raise UsageError("amending a run needs confirmation: pass --yes (no terminal to ask on)")
-        answer = input(f"Skip {', '.join(args.skip)} in run {args.run_id}? [y/N] ").strip().lower()
-        if answer not in ("y", "yes"):
-            print("Nothing changed.")
-            return EXIT_OK
+    if not args.yes and not _confirm("amending a run", f"Skip {', '.join(args.skip)} in run {args.run_id}?"):
+        return EXIT_OK
     _append(
         workspace,
         args.run_id,

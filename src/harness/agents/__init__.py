@@ -16,6 +16,7 @@ says *why* something failed, which is what recovery classifies.
 
 from __future__ import annotations
 
+import json
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ __all__ = [
     "AgentFailure",
     "AgentReport",
     "GenericAdapter",
+    "JsonStreamParser",
     "StreamParser",
     "adapter_for",
     "known_names",
@@ -120,6 +122,24 @@ class StreamParser:
         if not r.final_message and self._tail and self.TEXT_TAIL:
             r.final_message = "\n".join(self._tail)
         return r
+
+
+class JsonStreamParser(StreamParser):
+    """A CLI that prints one JSON object per line: each object goes to :meth:`on_event`."""
+
+    TEXT_TAIL = False
+
+    def feed(self, line: str) -> None:
+        super().feed(line)
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(event, dict):
+            self.on_event(event)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
 
 
 class Adapter(ABC):

@@ -8,10 +8,9 @@ It exits 0 after an API error or a denied write, which only the stream tells.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, StreamParser
+from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser
 
 #: The narrowest mode in which it may edit files without asking (it cannot ask: there is no terminal).
 EDIT_MODE = "acceptEdits"
@@ -32,23 +31,14 @@ def failure_for_status(status: int | None) -> AgentFailure | None:
     return AgentFailure.api_error
 
 
-class ClaudeParser(StreamParser):
-    TEXT_TAIL = False
-
+class ClaudeParser(JsonStreamParser):
     def __init__(self) -> None:
         super().__init__("claude")
         self._retry_status: int | None = None
         self._result = False
         self._streamed = [0, 0]  # tokens seen in assistant messages before the result totals them
 
-    def feed(self, line: str) -> None:
-        super().feed(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def on_event(self, event: dict[str, Any]) -> None:
         r = self.state
         kind, subtype = event.get("type"), event.get("subtype")
         if kind == "system" and subtype == "init":

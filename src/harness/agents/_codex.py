@@ -7,11 +7,10 @@ Its stream: ``thread.started`` (the session), ``turn.started``, ``item.started``
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
-from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, StreamParser
+from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser
 
 #: The sandbox in which it may edit its working directory and nothing else.
 EDIT_SANDBOX = "workspace-write"
@@ -43,21 +42,12 @@ _TOOL_OF_ITEM = {
 }
 
 
-class CodexParser(StreamParser):
-    TEXT_TAIL = False
-
+class CodexParser(JsonStreamParser):
     def __init__(self) -> None:
         super().__init__("codex")
         self._error: str | None = None
 
-    def feed(self, line: str) -> None:
-        super().feed(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def on_event(self, event: dict[str, Any]) -> None:
         r = self.state
         kind = event.get("type")
         if kind == "thread.started":

@@ -7,9 +7,9 @@ calls). On an API error its exit code is the HTTP status & 255 (401 -> 145, 429 
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, StreamParser
+from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser
 from ._claude import failure_for_status
 
 #: Edits are approved, anything else (shell commands) is not.
@@ -19,23 +19,14 @@ EDIT_MODE = "auto_edit"
 _STATUS_OF_EXIT = {(status & 255): status for status in (401, 403, 429, 500, 502, 503, 504, 529)}
 
 
-class GeminiParser(StreamParser):
-    TEXT_TAIL = False
-
+class GeminiParser(JsonStreamParser):
     def __init__(self) -> None:
         super().__init__("gemini")
         self._status: str | None = None
         self._error: str | None = None
         self._text: list[str] = []
 
-    def feed(self, line: str) -> None:
-        super().feed(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def on_event(self, event: dict[str, Any]) -> None:
         r = self.state
         kind = event.get("type")
         if kind == "init":

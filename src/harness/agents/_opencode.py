@@ -7,28 +7,18 @@ final result line. It exits 1 on an API error and 0 when a permission was reject
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, StreamParser
+from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser
 from ._claude import failure_for_status
 
 
-class OpencodeParser(StreamParser):
-    TEXT_TAIL = False
-
+class OpencodeParser(JsonStreamParser):
     def __init__(self) -> None:
         super().__init__("opencode")
         self._error: dict[str, Any] | None = None
 
-    def feed(self, line: str) -> None:
-        super().feed(line)
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
+    def on_event(self, event: dict[str, Any]) -> None:
         r = self.state
         r.session_id = event.get("sessionID") or r.session_id
         raw = event.get("part")
