@@ -122,3 +122,16 @@ def test_the_agent_demo_plan_loads() -> None:
     assert [t["agent"]["name"] for t in resolved["tasks"]] == ["claude", "claude", "claude"]
     assert resolved["tasks"][2]["agent"]["budget"] == {"usd": 0.5, "tokens": None, "turns": None, "minutes": None}
     assert plan["budget"]["usd"] == 2.0
+
+
+def test_a_usage_cap_is_reached_by_tokens_cost_or_turns_whichever_comes_first() -> None:
+    from harness.agents import AgentReport
+    from harness.services.worker_manager._local import _over_budget
+
+    report = AgentReport(agent="x", tokens_in=900, tokens_out=99, cost_usd=0.5, turns=3)
+    assert _over_budget(report, {}) is None
+    assert _over_budget(report, {"tokens": 1000, "usd": 1.0, "turns": 4}) is None
+    assert _over_budget(report, {"tokens": 999}) == "999 tokens used, budget 999"
+    assert _over_budget(report, {"usd": 0.5}) == "$0.5000 spent, budget $0.5"
+    assert _over_budget(report, {"turns": 3}) == "3 turns taken, budget 3"
+    assert _over_budget(AgentReport(agent="x"), {"usd": 0.01}) is None  # no cost reported: no cap on it

@@ -245,6 +245,34 @@ def test_killing_the_supervisor_while_an_agent_works_resumes_in_a_fresh_worktree
     assert git(repo, "show", f"harness/{run_id}:t.txt") == "x"
 
 
+def test_an_agent_that_exits_non_zero_with_passing_tests_completes_and_its_exit_is_noted(repo: Path) -> None:
+    setup(
+        repo,
+        [{"id": "t", "title": "T", "acceptance_tests": ["test -f t.txt"]}],
+        {"t": [{"write": {"t.txt": "x"}, "exit": 3}]},
+    )
+    proc = run(repo)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    evts = events(repo, latest_run(repo))
+    assert first(evts, "AGENT_USAGE", "t")["data"]["exit_code"] == 3
+    assert "TASK_FAILED" not in types(evts) and first(evts, "TASK_COMPLETED", "t")["data"]["commit"]
+
+
+def test_an_agent_that_exits_0_with_failing_tests_is_a_logic_error_with_the_test_output(repo: Path) -> None:
+    setup(
+        repo,
+        [{"id": "t", "title": "T", "acceptance_tests": ["grep -q yes t.txt"]}],
+        {"t": [{"write": {"t.txt": "no"}}]},
+    )
+    proc = run(repo)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    evts = events(repo, latest_run(repo))
+    failures = [e["data"] for e in evts if e["type"] == "TASK_FAILED"]
+    assert [f["reason"] for f in failures] == ["acceptance_failed", "acceptance_failed"]  # then one retry
+    assert first(evts, "FAILURE_CLASSIFIED", "t")["data"]["failure_type"] == "logic_error"
+    assert "grep -q yes t.txt" in failures[0]["summary"]
+
+
 def test_agent_tasks_in_a_workspace_that_is_not_a_repository_get_a_clear_error(tmp_path: Path) -> None:
     ws = tmp_path / "plain"
     ws.mkdir()
