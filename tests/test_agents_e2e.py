@@ -50,7 +50,9 @@ def setup(ws: Path, tasks: list[dict[str, Any]], script: dict[str, Any], **plan:
                 "env": ["FAKE_API_KEY", "FAKE_AGENT_KEY_VAR"],
             }
         },
-        "recovery": {"recipes": {"logic_error": {"retries": 1, "backoff": [0.0]}}},
+        "recovery": {
+            "recipes": {"logic_error": {"retries": 1, "backoff": [0.0]}, "transient": {"retries": 2, "backoff": [0.1]}}
+        },
     }
     (ws.parent / "harness.yaml").write_text(yaml.safe_dump(config))
 
@@ -271,6 +273,30 @@ def test_an_agent_that_exits_0_with_failing_tests_is_a_logic_error_with_the_test
     assert [f["reason"] for f in failures] == ["acceptance_failed", "acceptance_failed"]  # then one retry
     assert first(evts, "FAILURE_CLASSIFIED", "t")["data"]["failure_type"] == "logic_error"
     assert "grep -q yes t.txt" in failures[0]["summary"]
+
+
+def test_an_agent_killed_by_a_signal_is_retried_in_a_fresh_worktree_and_lands_once(repo: Path) -> None:
+    setup(
+        repo,
+        [{"id": "t", "title": "T", "acceptance_tests": ["test -f t.txt"]}],
+        {"t": [{"sleep": 60}, {"write": {"t.txt": "x"}}]},
+    )
+    plan, config = str(repo.parent / "plan.yaml"), str(repo.parent / "harness.yaml")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "--plan", plan, "--approve", "--agent", "fake", "--config", config,
+         "--workspace", str(repo)],
+        cwd=repo, env={**os.environ, **ENV, "CI": "true"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started = wait_for_log(repo, lambda ev: "WORKER_STARTED" in types(ev))
+    os.killpg(first(started, "WORKER_STARTED")["data"]["pid"], 9)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out + err
+    evts = events(repo, latest_run(repo))
+    assert first(evts, "FAILURE_CLASSIFIED", "t")["data"]["failure_type"] == "transient"
+    assert [e["type"] for e in evts].count("TASK_COMPLETED") == 1
+    created = [e["data"]["path"] for e in evts if e["type"] == "WORKTREE_CREATED"]
+    assert len(created) == 2 and worktrees(repo) == [str(repo)]
 
 
 def test_agent_tasks_in_a_workspace_that_is_not_a_repository_get_a_clear_error(tmp_path: Path) -> None:

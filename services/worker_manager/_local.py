@@ -218,8 +218,9 @@ class LocalExecution:
                 if over is not None:
                     result.exit_code = rc if rc is not None and rc >= 0 else None
                     return self._fail(result, FailureReason.budget_exceeded, step, out, err, offsets, over)
-                if not timed_out and self._reason is None:
+                if not timed_out and self._reason is None and rc is not None and rc >= 0:
                     continue  # the agent's exit code is not the verdict: the acceptance tests are
+                # killed by a signal, timed out or cancelled: its work is cut off, handled as a step
             if rc == 0 and not timed_out:
                 continue
             result.exit_code = rc if rc is not None and rc >= 0 else None
