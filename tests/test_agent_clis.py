@@ -122,6 +122,7 @@ def test_harness_run_with_the_real_cli_completes_the_task_and_logs_session_usage
     run_id = latest_run(ws)
     evts = events(ws, run_id)
     usage = first(evts, "AGENT_USAGE", "hello")["data"]
+    assert first(evts, "EXECUTION_COMPLETE")["data"]["usage"]["tokens"] == usage["tokens_in"] + usage["tokens_out"]
     assert usage["agent"] == name and usage["session_id"] and usage["tokens_in"] > 0 and usage["failure"] is None
     started = first(evts, "TASK_STARTED", "hello")
     prompt = (ws / ".harness" / "runs" / run_id / "workers" / started["worker_id"] / "prompt.md").read_text()

@@ -445,7 +445,8 @@ def test_resume_after_exit_3_ctrl_c_and_sigkill_never_reruns_finished_tasks(ws: 
     # Stop 3: the supervisor is SIGKILLed while d runs; its services and d's worker are left behind.
     proc = start_cli(ws, "resume", run_id)
     try:
-        wait_for_log(ws, started("d"))
+        # d's process has started (not only its TASK_STARTED), so the SIGKILL cuts a real run off
+        wait_for_log(ws, lambda evts: any(e["type"] == "WORKER_STARTED" and e.get("task_id") == "d" for e in evts))
         proc.kill()
         proc.communicate(timeout=10)
     finally:

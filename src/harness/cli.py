@@ -385,7 +385,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         import json
 
-        print(json.dumps(state.snapshot(), default=str))
+        print(json.dumps({**state.snapshot(), "usage": state.usage()}, default=str))
         return EXIT_OK
     print(f"Run {run_id}: {state.status.value}")
     print(f"Objective: {state.objective}")

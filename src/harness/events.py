@@ -463,6 +463,7 @@ class RunAborted(TypedDict):
 class ExecutionComplete(TypedDict):
     status: Literal["completed", "failed", "aborted"]
     reason: NotRequired[str]
+    usage: NotRequired[dict[str, float]]  # the run's agents together: tokens, cost_usd, turns
     pending: int
     running: int
     waiting: int

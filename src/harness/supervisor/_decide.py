@@ -582,7 +582,10 @@ def apply_decision(state: RunState, rules: Rules, tid: str) -> list[Action]:
 # -- LOG: the end of a drive ------------------------------------------------------------------------
 def finish(state: RunState, rules: Rules, *, aborted: bool = False) -> list[Action]:
     """How a drive ends: completed, aborted, waiting on decisions (exit 3), or stuck (failed)."""
-    counts = state.counts()
+    counts: dict[str, Any] = dict(state.counts())
+    usage = state.usage()
+    if usage["tokens"] or usage["cost_usd"]:
+        counts["usage"] = usage
     if aborted:
         return [Record(E.EXECUTION_COMPLETE, {"status": "aborted", **counts}), Summary(), Finish(ExitCode.FAILED)]
     tasks = state.task_list()
