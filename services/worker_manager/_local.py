@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from harness._spawn import start_time
+
 from ._executor import TAIL_BYTES, Job, Outcome, Step
 from ._models import FailureReason, StepKind
 
@@ -404,13 +406,11 @@ def _group_is_ours(pgid: int, written_at: float | None, marker: bytes) -> bool:
     the pgid file was written (one second of slack for the boot-time granularity); without that
     file, only if its environment carries the worker's id.
     """
-    try:
-        with open(f"/proc/{pgid}/stat", "rb") as f:
-            stat = f.read()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return not os.path.isdir("/proc/self")  # no procfs: nothing to check against
+    if not os.path.isdir("/proc/self"):
+        return True  # no procfs: nothing to check against
+    ticks = start_time(pgid)
+    if ticks is None:
+        return not os.path.exists(f"/proc/{pgid}")  # gone: only the step's orphans can hold the group
     if written_at is None:
         try:
             with open(f"/proc/{pgid}/environ", "rb") as f:
@@ -418,9 +418,8 @@ def _group_is_ours(pgid: int, written_at: float | None, marker: bytes) -> bool:
         except OSError:
             return False
     try:
-        ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
         started = _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
-    except (ValueError, IndexError, OSError):
+    except (ValueError, OSError):
         return False
     return started <= written_at + 1.0
 
