@@ -8,6 +8,7 @@ and skip with the command to run when a CLI is missing, so a plain ``pytest`` pa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -60,4 +61,41 @@ def codex_env(home: Path, url: str) -> dict[str, str]:
     return {"HOME": str(home), "CODEX_HOME": str(codex_home), "OPENAI_API_KEY": "sk-openai-test-key-0000"}
 
 
-ENVIRONMENTS = {"claude": claude_env, "codex": codex_env}
+def opencode_env(home: Path, url: str) -> dict[str, str]:
+    """opencode with an OpenAI-compatible provider on the fake, its downloads and plugins off, and
+    its npm registry pointed at the fake (which answers 404)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = {
+        "provider": {
+            "fake": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "Fake",
+                "options": {"baseURL": f"{url}/v1", "apiKey": "{env:OPENCODE_FAKE_KEY}"},
+                "models": {"fake-model": {"name": "fake-model"}},
+            }
+        },
+        "model": "fake/fake-model",
+        "autoupdate": False,
+        "share": "disabled",
+    }
+    (home / "opencode.json").write_text(json.dumps(config))
+    return {
+        "HOME": str(home),
+        "OPENCODE_CONFIG": str(home / "opencode.json"),
+        "OPENCODE_FAKE_KEY": "sk-opencode-test-key-0000",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+        "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1",
+        "OPENCODE_DISABLE_SHARE": "1",
+        "npm_config_registry": f"{url}/npm",
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local" / "share"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "XDG_STATE_HOME": str(home / ".local" / "state"),
+    }
+
+
+ENVIRONMENTS = {"claude": claude_env, "codex": codex_env, "opencode": opencode_env}
+#: The model each CLI is asked for (None: its own default).
+MODELS = {"claude": None, "codex": "gpt-5.5", "opencode": "fake/fake-model"}

@@ -192,6 +192,44 @@ def _responses(model: FakeModel, body: dict[str, Any]) -> bytes:
     )
 
 
+# -- OpenAI chat completions -----------------------------------------------------------------------------
+_WORKING = re.compile(r"[Ww]orking directory: ([^\s\\<\"]+)")
+
+
+def _chat(model: FakeModel, body: dict[str, Any]) -> tuple[bytes, str]:
+    messages = body.get("messages") or []
+    done = any(isinstance(m, dict) and m.get("role") == "tool" for m in messages)
+    tools = [t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
+    name = body.get("model") or "chat-fake"
+    tin, tout = model.tokens
+    if "write" in tools and not done:
+        found = _WORKING.search(json.dumps(messages))
+        workdir = model.workdir or (found.group(1) if found else "")
+        path = f"{workdir.rstrip('/')}/{model.path}" if workdir else model.path
+        args = json.dumps({"filePath": path, "content": model.content})
+        call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "write", "arguments": args}}
+        delta: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+        finish = "tool_calls"
+    else:
+        delta = {"role": "assistant", "content": "Done: the file is written." if done else "Fake title"}
+        finish = "stop"
+    usage = {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}
+    if not body.get("stream"):
+        message = {k: v for k, v in delta.items() if k != "tool_calls"}
+        if "tool_calls" in delta:
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in delta["tool_calls"]]
+        reply = {"id": "chatcmpl-1", "object": "chat.completion", "model": name, "usage": usage,
+                 "choices": [{"index": 0, "message": message, "finish_reason": finish}]}  # fmt: skip
+        return json.dumps(reply).encode(), "application/json"
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": name}
+    events = [
+        {**chunk, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage},
+    ]
+    body_bytes = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
+    return body_bytes, "text/event-stream"
+
+
 def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -231,6 +269,14 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                     return
                 reply = _anthropic(model, body) if route.endswith("/messages") else _responses(model, body)
                 self._send(200, reply, "text/event-stream")
+                return
+            if route.endswith("/chat/completions"):
+                call = model.take_call()
+                if call <= model.fail_first:
+                    self._send(model.status, json.dumps(_error_body(model.status)).encode(), "application/json")
+                    return
+                reply, kind = _chat(model, body)
+                self._send(200, reply, kind)
                 return
             if route.endswith("/count_tokens"):
                 self._send(200, b'{"input_tokens": 10}', "application/json")

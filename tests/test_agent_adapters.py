@@ -1,6 +1,6 @@
-"""Each adapter's argv, environment and output parser. The Claude Code and Codex fixtures are the
-real CLIs' output (pinned versions, against tests/fake_models.py); the gemini, opencode and aider
-lines are written in the shapes those CLIs document, for the parsers' logic."""
+"""Each adapter's argv, environment and output parser. The Claude Code, Codex and opencode fixtures
+are the real CLIs' output (pinned versions, against tests/fake_models.py); the gemini and aider
+lines, and some opencode ones, are written in the shapes those CLIs document, for the parsers' logic."""
 
 from __future__ import annotations
 
@@ -110,6 +110,15 @@ def test_codex_failed_turns_are_classified_from_their_message() -> None:
     auth = parse("codex", fixture("codex-401.jsonl"), 1)
     assert auth.failure is AgentFailure.auth and "401" in (auth.failure_detail or "")
     assert parse("codex", fixture("codex-500.jsonl"), 1).failure is AgentFailure.overloaded
+
+
+# -- opencode (recorded) ---------------------------------------------------------------------------
+def test_opencode_recorded_run_and_its_api_errors() -> None:
+    r = parse("opencode", fixture("opencode-success.jsonl"))
+    assert r.session_id and r.tools == {"write": 1} and (r.tokens_in, r.tokens_out) == (240, 60)
+    assert r.final_message == "Done: the file is written." and r.failure is None
+    assert parse("opencode", fixture("opencode-401.jsonl"), 1).failure is AgentFailure.auth
+    assert parse("opencode", fixture("opencode-500.jsonl"), 1).failure is AgentFailure.server_error
 
 
 # -- gemini, opencode, aider (documented shapes) -------------------------------------------------------

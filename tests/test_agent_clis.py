@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from agent_clis import ENVIRONMENTS, find_cli
+from agent_clis import ENVIRONMENTS, MODELS, find_cli
 from e2e_support import events, first, harness, latest_run
 from fake_models import fake_model
 
@@ -19,14 +19,14 @@ from harness.agents import AgentCall, AgentFailure, AgentReport, adapter_for
 
 pytestmark = pytest.mark.slow
 
-CLIS = ["claude", "codex"]
+CLIS = ["claude", "codex", "opencode"]
 
 
 def run_cli(name: str, work: Path, home: Path, url: str, permission: str | None = None) -> tuple[int, AgentReport]:
     adapter = adapter_for(name)
     call = AgentCall(
         prompt="Write hello.txt saying hello.", prompt_file=str(work / "prompt.md"), workdir=str(work),
-        permission=permission, command=(find_cli(name),), model="gpt-5.5" if name == "codex" else None,
+        permission=permission, command=(find_cli(name),), model=MODELS[name],
     )  # fmt: skip
     env = {"PATH": os.environ["PATH"], **ENVIRONMENTS[name](home, url)}
     proc = subprocess.run(
@@ -54,6 +54,7 @@ def test_the_cli_writes_through_its_own_tool_and_its_report_has_session_and_usag
 @pytest.mark.parametrize(("name", "status", "kind"), [
     ("claude", 401, AgentFailure.auth), ("claude", 500, AgentFailure.server_error),
     ("codex", 401, AgentFailure.auth), ("codex", 500, AgentFailure.overloaded),
+    ("opencode", 401, AgentFailure.auth), ("opencode", 500, AgentFailure.server_error),
 ])  # fmt: skip
 def test_api_errors_are_read_from_the_output_whatever_the_exit_code(
     name: str, status: int, kind: AgentFailure, tmp_path: Path
@@ -96,8 +97,8 @@ def agent_run(
     agent: dict[str, object] = {"name": name}
     if permission:
         agent["permission"] = permission
-    if name == "codex":
-        agent["model"] = "gpt-5.5"
+    if MODELS[name]:
+        agent["model"] = MODELS[name]
     plan = {"objective": "Say hello", "tasks": [{"id": "hello", "title": "Write hello.txt", "agent": agent,
                                                  "acceptance_tests": ["grep -q hello hello.txt"]}]}  # fmt: skip
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
@@ -128,13 +129,13 @@ def test_harness_run_with_the_real_cli_completes_the_task_and_logs_session_usage
     prompt = (ws / ".harness" / "runs" / run_id / "workers" / started["worker_id"] / "prompt.md").read_text()
     assert started["data"]["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest()
     assert git(ws, "show", f"harness/{run_id}:hello.txt") == "hello from the agent"
-    key = next(v for k, v in env.items() if k.endswith("API_KEY"))
+    key = next(v for k, v in env.items() if k.endswith("_KEY"))
     assert not [p for p in (ws / ".harness").rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
 
 
 @pytest.mark.parametrize(("name", "status", "failure_type", "rule"), [
     ("claude", 401, "permission", "agent-auth"), ("claude", 500, "transient", "agent-api-busy"),
-    ("codex", 401, "permission", "agent-auth"),
+    ("codex", 401, "permission", "agent-auth"), ("opencode", 401, "permission", "agent-auth"),
 ])  # fmt: skip
 def test_an_api_failure_of_the_real_cli_is_classified(
     name: str, status: int, failure_type: str, rule: str, tmp_path: Path
