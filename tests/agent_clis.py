@@ -96,6 +96,25 @@ def opencode_env(home: Path, url: str) -> dict[str, str]:
     }
 
 
-ENVIRONMENTS = {"claude": claude_env, "codex": codex_env, "opencode": opencode_env}
-#: The model each CLI is asked for (None: its own default).
-MODELS = {"claude": None, "codex": "gpt-5.5", "opencode": "fake/fake-model"}
+def gemini_env(home: Path, url: str) -> dict[str, str]:
+    """Gemini CLI on the fake with an API key, a trusted workspace, one attempt, no statistics."""
+    (home / ".gemini").mkdir(parents=True, exist_ok=True)
+    settings = {
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "privacy": {"usageStatisticsEnabled": False},
+        "general": {"maxAttempts": 1},
+        "telemetry": {"enabled": False},
+    }
+    (home / ".gemini" / "settings.json").write_text(json.dumps(settings))
+    return {
+        "HOME": str(home),
+        "GEMINI_API_KEY": "gemini-test-key-0000",
+        "GOOGLE_GEMINI_BASE_URL": url,
+        "GEMINI_CLI_TRUST_WORKSPACE": "true",
+        "GEMINI_TELEMETRY_ENABLED": "false",
+    }
+
+
+ENVIRONMENTS = {"claude": claude_env, "codex": codex_env, "opencode": opencode_env, "gemini": gemini_env}
+#: The model each CLI is asked for (None: its own default; gemini pinned to skip its router call).
+MODELS = {"claude": None, "codex": "gpt-5.5", "opencode": "fake/fake-model", "gemini": "gemini-2.5-flash"}

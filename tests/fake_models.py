@@ -230,6 +230,45 @@ def _chat(model: FakeModel, body: dict[str, Any]) -> tuple[bytes, str]:
     return body_bytes, "text/event-stream"
 
 
+# -- Gemini streamGenerateContent ------------------------------------------------------------------
+def _gemini(model: FakeModel, body: dict[str, Any]) -> bytes:
+    contents = body.get("contents") or []
+    done = any(
+        isinstance(part, dict) and "functionResponse" in part
+        for c in contents
+        if isinstance(c, dict)
+        for part in c.get("parts") or []
+    )
+    names = [
+        f.get("name")
+        for tool in body.get("tools") or []
+        if isinstance(tool, dict)
+        for f in tool.get("functionDeclarations") or []
+        if isinstance(f, dict)
+    ]
+    tin, tout = model.tokens
+    if "write_file" in names and not done:
+        found = _WORKING.search(json.dumps(body))
+        workdir = model.workdir or (found.group(1) if found else "")
+        path = f"{workdir.rstrip('/')}/{model.path}" if workdir else model.path
+        part: dict[str, Any] = {
+            "functionCall": {"name": "write_file", "args": {"file_path": path, "content": model.content}}
+        }
+    else:
+        part = {"text": "Done: the file is written." if done else "Fake answer"}
+    chunk = {
+        "candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": tin, "candidatesTokenCount": tout, "totalTokenCount": tin + tout},
+        "modelVersion": "gemini-fake",
+    }
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+def _gemini_error(status: int) -> bytes:
+    kind = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED"}.get(status, "INTERNAL")
+    return json.dumps({"error": {"code": status, "message": f"fake error {status}", "status": kind}}).encode()
+
+
 def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -269,6 +308,16 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
                     return
                 reply = _anthropic(model, body) if route.endswith("/messages") else _responses(model, body)
                 self._send(200, reply, "text/event-stream")
+                return
+            if ":streamGenerateContent" in route or ":generateContent" in route:
+                call = model.take_call()
+                if call <= model.fail_first:
+                    self._send(model.status, _gemini_error(model.status), "application/json")
+                    return
+                self._send(200, _gemini(model, body), "text/event-stream")
+                return
+            if route.endswith(":countTokens"):
+                self._send(200, b'{"totalTokens": 10}', "application/json")
                 return
             if route.endswith("/chat/completions"):
                 call = model.take_call()

@@ -1,6 +1,6 @@
 """Each adapter's argv, environment and output parser. The Claude Code, Codex and opencode fixtures
-are the real CLIs' output (pinned versions, against tests/fake_models.py); the gemini and aider
-lines, and some opencode ones, are written in the shapes those CLIs document, for the parsers' logic."""
+are the real CLIs' output (pinned versions, against tests/fake_models.py), as are gemini's; aider's
+lines, and some more gemini and opencode ones, are written in the shapes those CLIs document, for the parsers' logic."""
 
 from __future__ import annotations
 
@@ -119,6 +119,14 @@ def test_opencode_recorded_run_and_its_api_errors() -> None:
     assert r.final_message == "Done: the file is written." and r.failure is None
     assert parse("opencode", fixture("opencode-401.jsonl"), 1).failure is AgentFailure.auth
     assert parse("opencode", fixture("opencode-500.jsonl"), 1).failure is AgentFailure.server_error
+
+
+def test_gemini_recorded_run_and_the_exit_codes_of_its_api_errors() -> None:
+    r = parse("gemini", fixture("gemini-success.jsonl"))
+    assert r.session_id and r.model == "gemini-2.5-flash" and r.tools == {"write_file": 1}
+    assert (r.tokens_in, r.tokens_out, r.final_message, r.failure) == (240, 60, "Done: the file is written.", None)
+    assert parse("gemini", fixture("gemini-401.jsonl"), 145).failure is AgentFailure.auth
+    assert parse("gemini", fixture("gemini-500.jsonl"), 244).failure is AgentFailure.server_error
 
 
 # -- gemini, opencode, aider (documented shapes) -------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The real agent CLIs (Claude Code, Codex), installed at pinned versions by .ci/install-agents,
+"""The real agent CLIs (Claude Code, Codex, opencode, Gemini CLI), installed at pinned versions by .ci/install-agents,
 driven by the harness against the tests' own fake model server on 127.0.0.1, in an isolated HOME.
 Skipped, with the command that installs them, when they are not installed."""
 
@@ -19,7 +19,7 @@ from harness.agents import AgentCall, AgentFailure, AgentReport, adapter_for
 
 pytestmark = pytest.mark.slow
 
-CLIS = ["claude", "codex", "opencode"]
+CLIS = ["claude", "codex", "opencode", "gemini"]
 
 
 def run_cli(name: str, work: Path, home: Path, url: str, permission: str | None = None) -> tuple[int, AgentReport]:
@@ -55,6 +55,7 @@ def test_the_cli_writes_through_its_own_tool_and_its_report_has_session_and_usag
     ("claude", 401, AgentFailure.auth), ("claude", 500, AgentFailure.server_error),
     ("codex", 401, AgentFailure.auth), ("codex", 500, AgentFailure.overloaded),
     ("opencode", 401, AgentFailure.auth), ("opencode", 500, AgentFailure.server_error),
+    ("gemini", 401, AgentFailure.auth), ("gemini", 500, AgentFailure.server_error),
 ])  # fmt: skip
 def test_api_errors_are_read_from_the_output_whatever_the_exit_code(
     name: str, status: int, kind: AgentFailure, tmp_path: Path
@@ -136,6 +137,7 @@ def test_harness_run_with_the_real_cli_completes_the_task_and_logs_session_usage
 @pytest.mark.parametrize(("name", "status", "failure_type", "rule"), [
     ("claude", 401, "permission", "agent-auth"), ("claude", 500, "transient", "agent-api-busy"),
     ("codex", 401, "permission", "agent-auth"), ("opencode", 401, "permission", "agent-auth"),
+    ("gemini", 500, "transient", "agent-api-busy"),
 ])  # fmt: skip
 def test_an_api_failure_of_the_real_cli_is_classified(
     name: str, status: int, failure_type: str, rule: str, tmp_path: Path
