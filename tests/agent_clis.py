@@ -21,7 +21,11 @@ DEFAULT_BIN = REPO / ".ci" / "agents" / "node_modules" / ".bin"
 
 def find_cli(name: str) -> str:
     """The CLI's path, or a skip naming how to install it."""
-    for folder in (os.environ.get("HARNESS_AGENT_BIN_DIR"), str(DEFAULT_BIN)):
+    for folder in (
+        os.environ.get("HARNESS_AGENT_BIN_DIR"),
+        str(DEFAULT_BIN),
+        str(DEFAULT_BIN.parents[1] / "aider" / "bin"),
+    ):
         if folder and os.access(os.path.join(folder, name), os.X_OK):
             return os.path.join(folder, name)
     found = shutil.which(name)
@@ -115,6 +119,35 @@ def gemini_env(home: Path, url: str) -> dict[str, str]:
     }
 
 
-ENVIRONMENTS = {"claude": claude_env, "codex": codex_env, "opencode": opencode_env, "gemini": gemini_env}
+def aider_env(home: Path, url: str) -> dict[str, str]:
+    """aider (litellm) on the fake's chat completions, with its price list pre-filled so it fetches none."""
+    caches = home / ".aider" / "caches"
+    caches.mkdir(parents=True, exist_ok=True)
+    prices = {"openai/fake-model": {"max_tokens": 4096, "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06,
+                                    "litellm_provider": "openai", "mode": "chat"}}  # fmt: skip
+    (caches / "model_prices_and_context_window.json").write_text(json.dumps(prices))
+    return {
+        "HOME": str(home),
+        "OPENAI_API_BASE": f"{url}/v1",
+        "OPENAI_API_KEY": "sk-aider-test-key-0000",
+        "AIDER_ANALYTICS": "false",
+        "AIDER_CHECK_UPDATE": "false",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+
+
+ENVIRONMENTS = {
+    "claude": claude_env,
+    "codex": codex_env,
+    "opencode": opencode_env,
+    "gemini": gemini_env,
+    "aider": aider_env,
+}
 #: The model each CLI is asked for (None: its own default; gemini pinned to skip its router call).
-MODELS = {"claude": None, "codex": "gpt-5.5", "opencode": "fake/fake-model", "gemini": "gemini-2.5-flash"}
+MODELS = {
+    "claude": None,
+    "codex": "gpt-5.5",
+    "opencode": "fake/fake-model",
+    "gemini": "gemini-2.5-flash",
+    "aider": "openai/fake-model",
+}

@@ -210,8 +210,11 @@ def _chat(model: FakeModel, body: dict[str, Any]) -> tuple[bytes, str]:
         call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "write", "arguments": args}}
         delta: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls"
+    elif not tools and not done:  # aider: no tools; its "whole" edit format is a file listing in the text
+        delta = {"role": "assistant", "content": f"{model.path}\n```\n{model.content}```\n"}
+        finish = "stop"
     else:
-        delta = {"role": "assistant", "content": "Done: the file is written." if done else "Fake title"}
+        delta = {"role": "assistant", "content": "Done: the file is written."}
         finish = "stop"
     usage = {"prompt_tokens": tin, "completion_tokens": tout, "total_tokens": tin + tout}
     if not body.get("stream"):

@@ -1,6 +1,6 @@
 """Each adapter's argv, environment and output parser. The Claude Code, Codex and opencode fixtures
-are the real CLIs' output (pinned versions, against tests/fake_models.py), as are gemini's; aider's
-lines, and some more gemini and opencode ones, are written in the shapes those CLIs document, for the parsers' logic."""
+are the real CLIs' output (pinned versions, against tests/fake_models.py), as are gemini's and
+aider's; some more lines of gemini, opencode and aider are written in the shapes those CLIs document, for the parsers' logic."""
 
 from __future__ import annotations
 
@@ -127,6 +127,13 @@ def test_gemini_recorded_run_and_the_exit_codes_of_its_api_errors() -> None:
     assert (r.tokens_in, r.tokens_out, r.final_message, r.failure) == (240, 60, "Done: the file is written.", None)
     assert parse("gemini", fixture("gemini-401.jsonl"), 145).failure is AgentFailure.auth
     assert parse("gemini", fixture("gemini-500.jsonl"), 244).failure is AgentFailure.server_error
+
+
+def test_aider_recorded_run_and_a_rejected_key_it_exits_0_on() -> None:
+    r = parse("aider", fixture("aider-success.txt"))
+    assert r.model == "openai/fake-model" and r.tools == {"edit": 1} and (r.tokens_in, r.tokens_out) == (120, 30)
+    assert r.cost_usd == pytest.approx(0.00018) and r.failure is None
+    assert parse("aider", fixture("aider-401.txt"), 0).failure is AgentFailure.auth
 
 
 # -- gemini, opencode, aider (documented shapes) -------------------------------------------------------

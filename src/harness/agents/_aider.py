@@ -7,11 +7,13 @@ HTTP statuses it prints). It has no permission modes; the harness commits, so ai
 
 from __future__ import annotations
 
+import os
 import re
 
 from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, StreamParser
 
 _APPLIED = re.compile(r"^Applied edit to (.+)$")
+_MODEL = re.compile(r"^Model: (\S+)")
 _TOKENS = re.compile(r"Tokens: ([\d.]+)(k?) sent, ([\d.]+)(k?) received(?:\. Cost: \$([\d.]+) message)?", re.I)
 _FAILURES = (
     (re.compile(r"AuthenticationError|\b401\b|invalid api key|incorrect api key", re.I), AgentFailure.auth),
@@ -33,6 +35,9 @@ class AiderParser(StreamParser):
         super().feed(line)
         r = self.state
         text = line.strip()
+        model = _MODEL.match(text)
+        if model and r.model is None:
+            r.model = model.group(1)
         applied = _APPLIED.match(text)
         if applied:
             r.count_tool("edit")
@@ -63,7 +68,11 @@ class AiderAdapter(Adapter):
 
     def argv(self, call: AgentCall) -> list[str]:
         argv = self.base(call) + ["--message-file", call.prompt_file, "--yes-always", "--no-auto-commits"]
-        argv += ["--no-check-update", "--analytics-disable", "--no-pretty", "--no-stream"]
+        # its histories go next to the prompt (the worker's folder), never into the work it changes
+        where = os.path.dirname(call.prompt_file) or "."
+        argv += ["--chat-history-file", os.path.join(where, "aider.chat.md")]
+        argv += ["--input-history-file", os.path.join(where, "aider.input")]
+        argv += ["--no-check-update", "--analytics-disable", "--no-pretty", "--no-stream", "--edit-format", "whole"]
         if call.model:
             argv += ["--model", call.model]
         return argv + list(call.extra_args)
