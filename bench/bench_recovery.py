@@ -5,32 +5,38 @@
 
 What one measurement is. A real run of one task is started and left waiting at the plan gate
 (``harness run --plan`` without ``--approve``). Its log is then grown to N events with synthetic
-task histories: the four events of one worker (WORKER_SPAWNED, WORKER_TRUST_RESOLVED,
-WORKER_STARTED, WORKER_FINISHED) exactly as a real worker manager emitted them for a real worker
-in this run, copied with fresh worker ids, task ids and idempotency keys, with the supervisor's
-TASK_STARTED and TASK_COMPLETED in between as a real run logs them (6 events per task, 4 of them
-worker events). A supervisor in this process resumes the run with ``approve``; its one task hangs
-on attempt 1 (``[ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60``). When the task's WORKER_STARTED
-is folded, the worker manager is SIGKILLed; the figure is the time from the kill to the
-TASK_STARTED of attempt 2 (folded, so durable): crash detection, restart, replay of the manager's
-events from the log, the re-sent run_worker, classification, recovery and the new attempt's spawn
-and trust. The workspace's harness.yaml sets ``recovery.recipes.transient.backoff: [0]`` and the
-worker manager's restart backoff to ``--service-backoff`` (default 0; the shipped default is
-0.05 s), so the figure is the mechanism, not a configured wait.
+task histories: the four notifications of one worker (worker_spawned, trust_resolved,
+worker_started, worker_finished) exactly as a real worker manager sent them for a real worker in
+this run, copied with fresh worker ids, task ids and idempotency keys, and logged as the
+supervisor logs them (``harness.supervisor._replay.from_wire``: flat data, the worker event's own
+fields plus ``state`` and ``at``; WORKER_SPAWNED names the plan ``revision`` instead of copying the
+packet), with the supervisor's TASK_STARTED and TASK_COMPLETED in between in the shapes its task
+thread writes (6 events per task, 4 of them worker events). A supervisor in this process resumes
+the run with ``approve``; its one task hangs on attempt 1
+(``[ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60``). When the task's WORKER_STARTED is folded, the
+worker manager is SIGKILLed; the figure is the time from the kill to the TASK_STARTED of attempt 2
+(folded, so durable): crash detection, restart, replay of the manager's events, the re-sent
+run_worker, classification, recovery and the new attempt's spawn and trust. The workspace's
+harness.yaml sets ``recovery.recipes.transient.backoff: [0]`` and the worker manager's restart
+backoff to ``--service-backoff`` (default 0; the shipped default is 0.05 s), so the figure is the
+mechanism, not a configured wait.
 
-The services refuse request lines over ``harness.rpc.DEFAULT_MAX_LINE`` (4 MiB), and replay
-sends every worker event of the log in one request, so from about 9k worker events on, the
-shipped manager refuses the replay (and the run can neither resume nor recover). Then the same
-measurement runs again with "limit lifted": the same manager started with ``HARNESS_MAX_LINE`` at
-1 GiB (what the design costs once replay is not refused).
+What a restarted manager is sent. The supervisor keeps a ``ReplayIndex`` (``_replay.py``) folded
+alongside the state: a worker that ended and whose task outcome is logged is settled and dropped,
+so the ``replay`` request carries only the workers the manager can still be asked about (here the
+hanging attempt's), however long the log. Should a replay still be refused (a request line over
+``harness.rpc.DEFAULT_MAX_LINE``, 4 MiB), the measurement runs again with "limit lifted": the
+same manager started with ``HARNESS_MAX_LINE`` at 1 GiB.
 
-Components: on the log, ``read_events``, the supervisor's replay source (read + keep the worker
-events, as ``Supervisor._replay_source``) and ``harness.state.fold`` of all events; for exactly N
-worker events of the same shapes, the replay request's size and encoding, then in a fresh process
-(the heap a restarted manager has) its ``json.loads``, the ``WorkerReplayParams`` validation and
-``WorkerTable.from_events``, and the ``replay`` round trip to a fresh manager (shipped, and lifted
-when shipped refuses). Baseline in the same run: spawn to answered ``initialize`` of a fresh
-worker manager, with no replay.
+Components: on the log, ``read_events``, ``harness.state.fold`` of all events, the ``ReplayIndex``
+fold of all events (both done once when a run is resumed) and ``ReplayIndex.worker_events()`` (the
+replay source, ``Supervisor._replay_source``, called at each restart). For comparison, what
+replaying the whole history would cost, for exactly N worker events of the same shapes (the
+notifications ``_replay.to_wire`` rebuilds, packets included): the request's size and encoding,
+then in a fresh process (the heap a restarted manager has) its ``json.loads``, the
+``WorkerReplayParams`` validation and ``WorkerTable.from_events``, and the ``replay`` round trip to
+a fresh manager (shipped, and lifted when shipped refuses). Baseline in the same run: spawn to
+answered ``initialize`` of a fresh worker manager, with no replay.
 """
 
 from __future__ import annotations
@@ -190,8 +196,9 @@ def waiting_run(ws: Path, plan: Path) -> tuple[str, Path]:
 
 
 def real_worker_events(ws: Path, run_id: str) -> list[dict[str, Any]]:
-    """The worker events a real manager sends for one real worker (`true`), as the supervisor
-    would: spawn_worker with a full packet, check_trust by trusted root, run_worker."""
+    """The worker events a real manager sends for one real worker (`true`), called as the
+    supervisor's task thread calls it: spawn_worker with the full packet and the trusted roots
+    (the trust gate tried at once), check_trust only if that did not settle it, run_worker."""
     from harness import eventlog
     from harness.models import TaskPacket
     from harness.rpc import ServiceProcess
@@ -222,10 +229,12 @@ def real_worker_events(ws: Path, run_id: str) -> list[dict[str, Any]]:
                 "run_dir": str(eventlog.run_dir(ws, run_id)),
                 "attempt": 1,
                 "idempotency_key": key,
+                "trusted_roots": [str(ws)],
             },
             timeout=30,
         )
-        wm.request("check_trust", {"worker_id": info["worker_id"], "trusted_roots": [str(ws)]}, timeout=30)
+        if not info.get("trusted"):
+            wm.request("check_trust", {"worker_id": info["worker_id"], "trusted_roots": [str(ws)]}, timeout=30)
         wm.request("run_worker", {"worker_id": info["worker_id"], "idempotency_key": key}, timeout=60)
         if not done.wait(10):
             raise RuntimeError("the template worker never finished")
@@ -238,52 +247,80 @@ def real_worker_events(ws: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def synthetic(
-    template: list[dict[str, Any]], count: int, run_id: str, start: float, *, task_events: bool
-) -> list[tuple[str, dict[str, Any], str, str]]:
-    """``count`` events: copies of the template worker's events with fresh ids, keys and times.
+    template: list[dict[str, Any]], n_log: int, n_wire: int, run_id: str, start: float, revision: int
+) -> tuple[list[tuple[str, dict[str, Any], str, str]], list[dict[str, Any]]]:
+    """Copies of the template worker's notifications with fresh ids, keys and times: ``n_log``
+    events to log, and ``n_wire`` worker notifications (the wire shape) for the replay components.
 
-    With ``task_events`` each copy is a whole task history as a real run logs it: the manager's
-    four worker events with the supervisor's TASK_STARTED (after trust) and TASK_COMPLETED (after
-    the finish) in the shapes ``Supervisor._run_task`` writes.
+    Each copy to log is a whole task history as a real run logs it: the manager's four worker
+    events as ``_replay.from_wire`` turns them into log events, with the supervisor's TASK_STARTED
+    (after trust) and TASK_COMPLETED (after the finish) in the shapes its task thread writes
+    (``_decide.task_result``).
     """
     from harness.services.worker_manager._manager import worker_id_for_key
+    from harness.supervisor._replay import from_wire
 
     old_wid = template[0]["worker_id"]
     old_key = template[0]["data"]["idempotency_key"]
     texts = [json.dumps(e) for e in template]
     duration = template[-1]["data"].get("duration_ms")
-    out: list[tuple[str, dict[str, Any], str, str]] = []
+    logged: list[tuple[str, dict[str, Any], str, str]] = []
+    wire: list[dict[str, Any]] = []
     i = 0
-    while len(out) < count:
+    while len(logged) < n_log or len(wire) < n_wire:
         tid = f"hist-{i:06d}"
         key = f"{run_id}:{tid}:1"
         wid = worker_id_for_key(key)
         history: list[tuple[str, dict[str, Any], str, str]] = []
         for j, text in enumerate(texts):
-            event = json.loads(text.replace(old_key, key).replace(old_wid, wid).replace(TEMPLATE_TASK, tid))
-            event["time"] = round(start + i * 0.004 + j * 0.001, 6)
-            history.append(("WORKER_" + event["event"].removeprefix("worker_").upper(), event, tid, wid))
-            if task_events and event["event"] == "trust_resolved":
+            params = json.loads(text.replace(old_key, key).replace(old_wid, wid).replace(TEMPLATE_TASK, tid))
+            params["time"] = round(start + i * 0.004 + j * 0.001, 6)
+            if len(wire) < n_wire:
+                wire.append(params)
+            as_logged = from_wire(params, revision)
+            assert as_logged is not None, params
+            etype, data, _, _ = as_logged
+            history.append((str(etype), data, tid, wid))
+            if params["event"] == "trust_resolved":
                 history.append(("TASK_STARTED", {"attempt": 1, "worker_id": wid}, tid, wid))
-        if task_events:
-            history.append(("TASK_COMPLETED", {"attempt": 1, "duration_ms": duration, "worker_id": wid}, tid, wid))
-        out.extend(history[: count - len(out)])
+        history.append(("TASK_COMPLETED", {"attempt": 1, "duration_ms": duration, "worker_id": wid}, tid, wid))
+        logged.extend(history[: max(0, n_log - len(logged))])
         i += 1
-    return out
+    return logged, wire
+
+
+def check_shapes(template: list[dict[str, Any]], revision: int) -> None:
+    """The template's notifications survive the log's shape: ``to_wire(from_wire(n)) == n``, which
+    is what makes a replay rebuild the table the manager had."""
+    from harness.supervisor._replay import from_wire, to_wire
+
+    packet = next(n["data"]["packet"] for n in template if n["event"] == "worker_spawned")
+    packets = {revision: {TEMPLATE_TASK: packet}}
+    for note in template:
+        as_logged = from_wire(note, revision)
+        assert as_logged is not None, note
+        etype, data, tid, wid = as_logged
+        event = {"type": etype, "data": data, "task_id": tid, "worker_id": wid, "unix": note["time"]}
+        back = to_wire(event, packets)
+        if back != note:
+            raise RuntimeError(f"a worker event does not survive the log's shape:\n{note}\n{back}")
 
 
 def build_template(root: Path, size: int, service_backoff: float) -> tuple[Path, str, list[dict[str, Any]]]:
     """A workspace whose waiting run's log holds ``size`` events in all (whole task histories),
-    and ``size`` worker events of the same shape for the replay components."""
+    and ``size`` worker notifications of the same shape for the replay components."""
     from harness import eventlog
+    from harness.state import fold
 
     ws = root / f"template-{size}"
     plan = write_workspace(ws, service_backoff)
     run_id, path = waiting_run(ws, plan)
     template = real_worker_events(ws, run_id)
-    have = len(eventlog.read_events(path).events)
+    have = eventlog.read_events(path).events
+    revision = fold(have).revision
+    check_shapes(template, revision)
     start = time.time() - 3600
-    events = synthetic(template, max(0, size - have), run_id, start, task_events=True)
+    events, worker_events = synthetic(template, max(size - len(have), 0), size, run_id, start, revision)
     log = eventlog.EventLog.open(path, run_id, create=False)
     try:
         for base in range(0, len(events), 2000):
@@ -291,7 +328,6 @@ def build_template(root: Path, size: int, service_backoff: float) -> tuple[Path,
         log.sync()
     finally:
         log.close()
-    worker_events = [data for _, data, _, _ in synthetic(template, size, run_id, start, task_events=False)]
     return ws, run_id, worker_events
 
 
@@ -319,7 +355,7 @@ def make_ui(stamps: Stamps, sup_ref: list[Any]):
             if stamps.kill_at is None:
                 if etype == "WORKER_STARTED" and event.get("task_id") == "t":
                     try:
-                        pid = sup_ref[0].services["worker-manager"].pid
+                        pid = sup_ref[0].svc("worker-manager").pid
                         stamps.kill_at = time.perf_counter()
                         os.kill(pid, signal.SIGKILL)
                     except BaseException as exc:  # reported, the run is then left to finish
@@ -420,21 +456,27 @@ def replay_round_trip(
 
 
 def components(ws: Path, run_id: str, replay_events: list[dict[str, Any]], reps: int) -> dict[str, Any]:
-    """The log's costs (read, replay source, fold), then replay's costs for ``replay_events``."""
+    """The log's costs (read, fold, the replay index and its source), then the costs of replaying
+    ``replay_events`` (a whole history) in one request."""
     from harness import eventlog
     from harness.rpc import encode
     from harness.state import fold
+    from harness.supervisor._replay import ReplayIndex
 
     path = eventlog.events_path(ws, run_id)
     read_s, result = timed(lambda: eventlog.read_events(path), reps)
     events = result.events
 
-    def replay_source() -> list[dict[str, Any]]:  # what SupervisedService._replay sends (see _run.py)
-        all_events = eventlog.read_events(path).events
-        return [e["data"] for e in all_events if e["type"].startswith("WORKER_") and "event" in e.get("data", {})]
+    def replay_index() -> ReplayIndex:  # what Supervisor._continue folds alongside the state
+        index = ReplayIndex()
+        for event in events:
+            index.apply(event)
+        return index
 
-    source_s, from_log = timed(replay_source, reps)
     fold_s, _ = timed(lambda: fold(events), reps)
+    index_s, index = timed(replay_index, reps)
+    source_s, sent = timed(index.worker_events, reps)  # what Supervisor._replay_source hands a restart
+    in_log = sum(1 for e in events if str(e["type"]).startswith("WORKER_"))
     worker_events = replay_events
     line = encode({"jsonrpc": "2.0", "id": 1, "method": "replay", "params": {"events": worker_events}})
     encode_s, _ = timed(
@@ -458,10 +500,12 @@ def components(ws: Path, run_id: str, replay_events: list[dict[str, Any]], reps:
     return {
         "events": len(events),
         "log_mb": path.stat().st_size / 1e6,
-        "log_worker_events": len(from_log),
+        "log_worker_events": in_log,
+        "sent_worker_events": len(sent),
         "worker_events": len(worker_events),
         "line_mb": len(line) / 1e6,
         "read_ms": read_s * 1e3,
+        "index_ms": index_s * 1e3,
         "source_ms": source_s * 1e3,
         "fold_ms": fold_s * 1e3,
         "encode_ms": encode_s * 1e3,
@@ -561,15 +605,17 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         ("log size (MB)", "log_mb", "{:.1f}"),
         ("worker events in the log", "log_worker_events", "{:,}"),
         ("read_events of the log", "read_ms", "{:.1f}"),
-        ("replay source: read + keep worker events", "source_ms", "{:.1f}"),
         ("fold (harness.state.fold) of all events", "fold_ms", "{:.1f}"),
-        ("replay of N worker events: request size (MB)", "line_mb", "{:.1f}"),
+        ("ReplayIndex of all events (folded on resume)", "index_ms", "{:.1f}"),
+        ("replay source: ReplayIndex.worker_events()", "source_ms", "{:.3f}"),
+        ("  worker events it hands a restarted manager", "sent_worker_events", "{:,}"),
+        ("whole history, N worker events: request size (MB)", "line_mb", "{:.1f}"),
         ("  encode the replay request (supervisor side)", "encode_ms", "{:.1f}"),
         ("  json.loads of the request (fresh process)", "decode_ms", "{:.1f}"),
         ("  WorkerReplayParams validation (fresh process)", "validate_ms", "{:.1f}"),
         ("  WorkerTable.from_events (fresh process)", "table_ms", "{:.1f}"),
-        ("replay of N worker events, round trip, shipped", "replay_ms", "{:.1f}"),
-        ("replay of N worker events, round trip, limit lifted", "lifted_ms", "{:.1f}"),
+        ("  replay round trip, shipped", "replay_ms", "{:.1f}"),
+        ("  replay round trip, limit lifted", "lifted_ms", "{:.1f}"),
     ]
     for label, key, fmt in rows:
 
@@ -579,7 +625,7 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         print(f"{label:<58}" + _cells(results, comp_cell))
     for r in results:
         if r.comp["replay_ms"] is None:
-            print(f"  {r.size:,} events: replay {r.comp['replay_note']}")
+            print(f"  {r.size:,} events: whole-history replay {r.comp['replay_note']}")
 
     marks = [
         ("SERVICE_CRASHED", "crash detected (SERVICE_CRASHED)"),
@@ -618,12 +664,14 @@ def report(results: list[Result], base_ms: float, max_line: int, args: argparse.
         for r in results:
             bad = next((x for x in r.runs[lifted] if x["code"] != 0 or x["attempts"] != [1, 2]), None)
             if bad is not None:
-                err = bad["error"]
+                err = bad["error"] or bad["stamps"].kill_error
                 what = (
                     f"{type(err).__name__}: {str(err)[:140]}"
                     if err is not None
                     else f"exit {bad['code']}, attempts {bad['attempts']}"
                 )
+                if bad["stamps"].kill_error is not None:
+                    what = f"the worker manager could not be killed: {what}"
                 print(f"  {r.size:,} events: {what}")
 
     print("\ntargets:")

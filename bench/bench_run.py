@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 SH = "/bin/sh"
@@ -332,7 +332,7 @@ def bare_loop(folder: Path, n: int, procs: int, parallel: int = 1) -> tuple[floa
 def per_task_gaps(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
     """Median microseconds between the events of one task in a sequential run.
 
-    Worker events carry the manager's own clock (``data.time``) as well as the supervisor's
+    Worker events carry the manager's own clock (``data.at``) as well as the supervisor's
     append time (``unix``); both are ``time.time()`` on one machine, so the gaps split the task
     into: scheduling + spawn_worker, check_trust, durable TASK_STARTED, run_worker up to the
     first process, the processes, and the way back to a durable TASK_COMPLETED.
@@ -361,7 +361,7 @@ def per_task_gaps(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
         if len(ev) < len(TASK_CHAIN):
             continue
         sp, tr, ts, ws, wf, tc = (ev[k] for k in TASK_CHAIN)
-        m = lambda e: e["data"]["time"]  # noqa: E731 - the manager's clock
+        m = lambda e: e["data"]["at"]  # noqa: E731 - the manager's clock, logged flat (_replay.from_wire)
         if prev_done is not None:
             gaps[labels[0]].append(m(sp) - prev_done)
         gaps[labels[1]].append(m(tr) - m(sp))
@@ -627,31 +627,40 @@ def _static_order(tasks: list[dict[str, Any]]) -> list[str]:
 
 
 def _scheduler_steps(created: dict[str, Any]) -> None:
-    """The scheduler's work per task completion, as the supervisor's loop does it: ask the
-    decision layer what to do next (``execute_step``), then fold the attempt's TASK_STARTED and
-    TASK_COMPLETED, until it says the run is complete. Starts from the state folded from
-    ``created`` (a PLAN_CREATED event; the fold is timed too)."""
+    """The scheduler's work per task completion, as ``Supervisor._execute`` does it with
+    ``--parallel 1``: ask the decision layer what to do next (``execute_step``: a Launch), fold the
+    attempt's TASK_STARTED, ask again with the task launched (it says wait: an empty list), fold
+    its TASK_COMPLETED as the task thread logs it; until it answers with the finish. Starts from
+    the state folded from ``created`` (a PLAN_CREATED event; that fold is timed too, and is also
+    shown on its own row). For the previous design's full scans against this, and other shapes,
+    sizes and parallelism, see bench_scheduler.py."""
     from harness.config import Policy
     from harness.events import EventType
     from harness.recovery import Recovery
     from harness.state import fold
     from harness.supervisor import _decide as decide
+    from harness.vocab import ExitCode
 
     state = fold([created])
     rules = decide.Rules(run_id="bench", policy=Policy(), recovery=Recovery())
-    view = decide.View(frozenset(), 0.0, 1)
     seq = int(created["seq"])
+
+    def log(etype: EventType, tid: str, data: dict[str, Any]) -> None:
+        nonlocal seq
+        seq += 1
+        event = {"seq": seq, "unix": 0.0, "type": etype, "run_id": "bench", "task_id": tid, "data": data}
+        state.apply({**event, "worker_id": data["worker_id"]})
+
     for tid in list(state.order):
-        actions = decide.execute_step(state, view, rules)
+        actions = decide.execute_step(state, decide.View(frozenset(), 0.0, 1), rules)
         assert actions == [decide.Launch(tid, 1)], actions
-        for etype, data in (
-            (EventType.TASK_STARTED, {"attempt": 1, "worker_id": "w"}),
-            (EventType.TASK_COMPLETED, {"attempt": 1, "worker_id": "w", "duration_ms": 0.0}),
-        ):
-            seq += 1
-            state.apply({"seq": seq, "unix": 0.0, "type": etype, "run_id": "bench", "task_id": tid, "data": data})
-    done = decide.execute_step(state, view, rules)[0]  # then the summary and the exit code
-    assert isinstance(done, decide.Record) and done.type is EventType.EXECUTION_COMPLETE, done
+        log(EventType.TASK_STARTED, tid, {"attempt": 1, "worker_id": f"w-{tid}"})
+        waiting = decide.execute_step(state, decide.View(frozenset({tid}), 0.0, 1), rules)
+        assert waiting == [], waiting
+        log(EventType.TASK_COMPLETED, tid, {"attempt": 1, "worker_id": f"w-{tid}", "duration_ms": 0.0})
+    done = decide.execute_step(state, decide.View(frozenset(), 0.0, 1), rules)  # the summary and exit code
+    assert isinstance(done[0], decide.Record) and done[0].type is EventType.EXECUTION_COMPLETE, done
+    assert done[-1] == decide.Finish(ExitCode.OK), done
 
 
 # -- profiling ----------------------------------------------------------------------------------------
@@ -700,8 +709,13 @@ class ThreadProfiles:
 
 def wm_child(out: str) -> int:
     """Child mode: the worker manager under per-thread cProfile; stats written to ``out`` at exit."""
+    from harness.rpc import Server
     from harness.services.worker_manager import main as wm_main
 
+    def run_stdio_and_return(self: Server) -> NoReturn:
+        sys.exit(self.run_stdio())  # not os._exit as shipped: the stats below must be written first
+
+    Server.run_stdio_and_exit = run_stdio_and_return  # type: ignore[method-assign]
     profiles = ThreadProfiles()
     profiles.install()
     prof = cProfile.Profile()
