@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import heapq
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any, cast
 
@@ -232,9 +232,10 @@ class RunState:
 
     def snapshot(self) -> dict[str, Any]:
         """A plain, comparable copy of the whole state (the scheduler's indexes left out)."""
-        out = asdict(self)
+        bare = replace(self, **{name: _EMPTY[name]() for name in _INDEXES})  # not deep-copied just to be dropped
+        out = asdict(bare)
         for name in _INDEXES:
-            out.pop(name, None)
+            del out[name]
         return out
 
     def copy(self) -> RunState:
@@ -263,6 +264,12 @@ _INDEXES = (
     "_satisfied",
     "_counts",
 )
+
+
+#: An empty value of each index, for a snapshot that leaves them out.
+_EMPTY: dict[str, Callable[[], Any]] = {
+    f.name: f.default_factory for f in fields(RunState) if f.name in _INDEXES and callable(f.default_factory)
+}
 
 
 def fold(events: Iterable[dict[str, Any]], state: RunState | None = None) -> RunState:

@@ -445,7 +445,8 @@ def attempt_budget(state: RunState, tid: str, run_cap: Mapping[str, Any] | None)
     own = dict(((state.packets.get(tid) or {}).get("agent") or {}).get("budget") or {})
     if not run_cap:
         return {k: v for k, v in own.items() if v is not None} or None
-    used = {"usd": state.usage()["cost_usd"], "tokens": state.usage()["tokens"], "turns": state.usage()["turns"]}
+    usage = state.usage()
+    used = {"usd": usage["cost_usd"], "tokens": usage["tokens"], "turns": usage["turns"]}
     left: dict[str, Any] = {"minutes": run_cap.get("minutes")}
     for key, spent in used.items():
         cap = run_cap.get(key)
