@@ -9,6 +9,9 @@ as a scripted model would:
   ``content`` (Claude's ``Write`` takes an absolute path: ``workdir`` joined with ``path``);
 * otherwise (a title or a probe) -> a short text.
 
+With ``plan`` set, the fake is a planner: Claude Code's ``StructuredOutput`` tool is called with
+the plan, and a Responses request (Codex ``--output-schema``) is answered with the plan's JSON.
+
 ``fail_first=N, status=S`` answers the first N model calls with HTTP status S, to test how an
 agent's failure is read. Every request is recorded (method, path, model, tool names), without
 headers, so no key ever lands in a test's output.
@@ -36,6 +39,7 @@ class FakeModel:
     fail_first: int = 0
     status: int = 500
     tokens: tuple[int, int] = (120, 30)
+    plan: dict[str, Any] | None = None  # a planner's answer: the structured output asked for
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     _calls: int = 0
@@ -99,7 +103,11 @@ def _anthropic(model: FakeModel, body: dict[str, Any]) -> bytes:
             "usage": {"input_tokens": tin, "output_tokens": 1},
         },
     }
-    if "Write" in tools and not done:
+    if model.plan is not None and "StructuredOutput" in tools and not done:
+        block = {"type": "tool_use", "id": "toolu_plan1", "name": "StructuredOutput", "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": json.dumps(model.plan)}
+        stop = "tool_use"
+    elif model.plan is None and "Write" in tools and not done:
         workdir = model.workdir or _primary_directory(body)
         path = f"{workdir.rstrip('/')}/{model.path}" if workdir else model.path
         args = json.dumps({"file_path": path, "content": model.content})
@@ -140,7 +148,12 @@ def _responses(model: FakeModel, body: dict[str, Any]) -> bytes:
     name = body.get("model") or "gpt-fake"
     tin, tout = model.tokens
     item: dict[str, Any]
-    if not done and "apply_patch" in tools:
+    if model.plan is not None:
+        item = {
+            "type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": json.dumps(model.plan), "annotations": []}],
+        }  # fmt: skip
+    elif not done and "apply_patch" in tools:
         patch = "*** Begin Patch\n*** Add File: " + model.path + "\n"
         patch += "".join(f"+{line}\n" for line in model.content.splitlines()) + "*** End Patch\n"
         if tools["apply_patch"].get("type") == "custom":
@@ -302,7 +315,10 @@ def _handler(model: FakeModel) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = {}
             tools = [t.get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
-            model.requests.append({"method": "POST", "path": self.path, "model": body.get("model"), "tools": tools})
+            text_format = ((body.get("text") or {}).get("format") or {}).get("type")
+            model.requests.append(
+                {"method": "POST", "path": self.path, "model": body.get("model"), "tools": tools, "format": text_format}
+            )
             route = self.path.split("?")[0]
             if route.endswith("/messages") or route.endswith("/responses"):
                 call = model.take_call()

@@ -74,8 +74,19 @@ def test_the_worker_manager_examples_run_in_the_kits_own_temporary_workspace_whi
     assert report.ok, report.text()
     assert list(tmp_path.iterdir()) == []  # workspace, worker output and stderr logs all removed
     for service in SERVICES:  # no example names a fixed path of the caller's machine
-        text = json.dumps([spec.get("examples") for spec in load_contract(service)["methods"].values()])
-        assert "/tmp" not in text and '"."' not in text, service
+        examples = [spec.get("examples") for spec in load_contract(service)["methods"].values()]
+        assert "/tmp" not in json.dumps(examples), service
+        # "." as a workspace or run_dir would be the caller's own directory; a scope_path is inside the kit's
+        assert not [v for k, v in _fields(examples) if v == "." and k != "scope_path"], service
+
+
+def _fields(value: Any, key: str = "") -> list[tuple[str, Any]]:
+    """Every (field name, scalar value) pair in ``value``, at any depth (list items keep the list's name)."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _fields(v, str(k))]
+    if isinstance(value, list):
+        return [pair for v in value for pair in _fields(v, key)]
+    return [(key, value)]
 
 
 # -- broken services fail, naming the check -----------------------------------------------------
@@ -89,10 +100,12 @@ def test_a_log_line_on_stdout_fails_framing_and_nothing_else() -> None:
 
 def test_a_result_of_the_wrong_shape_fails_that_methods_result_schema() -> None:
     report = run("planning", fixture("wrong_result_shape"), timeout=10)
-    check = report.get("methods.decompose.result_schema")
+    check = report.get("methods.decompose_plan.result_schema")
     assert check.outcome == Outcome.failed
     assert "'plan' is a required property" in check.detail
-    assert report.get("methods.decompose.invalid_params").outcome == Outcome.passed
+    assert report.get("methods.decompose_plan.invalid_params").outcome == Outcome.passed
+    assert report.get("methods.decompose.result_schema").outcome == Outcome.passed
+    assert report.get("methods.refine.result_schema").outcome == Outcome.failed  # its example needs the plan
     assert report.get("framing.one_message_per_line").outcome == Outcome.passed
 
 
@@ -168,17 +181,17 @@ def test_bad_usage_returns_2_with_a_message_on_stderr_and_runs_nothing(
 
 
 def test_placeholders_take_fields_of_earlier_results_and_the_kits_workspace() -> None:
-    results: dict[str, Any] = {"decompose": {"plan": {"tasks": [{"id": "t1"}, {"id": "t2"}]}}}
+    results: dict[str, Any] = {"decompose_plan": {"plan": {"tasks": [{"id": "t1"}, {"id": "t2"}]}}}
     example = {
-        "plan": "$decompose.plan",
-        "id": "$decompose.plan.tasks.1.id",
+        "plan": "$decompose_plan.plan",
+        "id": "$decompose_plan.plan.tasks.1.id",
         "where": f"{WORKSPACE}/run",
         "root": WORKSPACE,
         "price": "$5",
     }
     filled = substitute(example, results, "/ws")
     assert filled == {
-        "plan": results["decompose"]["plan"],
+        "plan": results["decompose_plan"]["plan"],
         "id": "t2",
         "where": "/ws/run",
         "root": "/ws",
@@ -187,10 +200,20 @@ def test_placeholders_take_fields_of_earlier_results_and_the_kits_workspace() ->
     assert example["root"] == WORKSPACE  # the contract's data is not modified
 
 
-@pytest.mark.parametrize("placeholder", ["$refine.plan", "$decompose.report", "$decompose.plan.tasks.7.id"])
+def test_placeholders_index_into_a_result_that_is_a_list() -> None:
+    results: dict[str, Any] = {"decompose": [{"id": "t1", "depends_on": []}, {"id": "t2", "depends_on": ["t1"]}]}
+    filled = substitute({"first": "$decompose.0", "dep": "$decompose.1.depends_on.0"}, results, "/ws")
+    assert filled == {"first": results["decompose"][0], "dep": "t1"}
+    with pytest.raises(Unresolved):
+        substitute({"x": "$decompose.2.id"}, results, "/ws")
+
+
+@pytest.mark.parametrize(
+    "placeholder", ["$refine.plan", "$decompose_plan.report", "$decompose_plan.plan.tasks.7.id", "$decompose.plan"]
+)
 def test_a_placeholder_naming_a_missing_call_or_field_is_unresolved(placeholder: str) -> None:
     with pytest.raises(Unresolved):
-        substitute({"x": placeholder}, {"decompose": {"plan": {"tasks": []}}}, "/ws")
+        substitute({"x": placeholder}, {"decompose_plan": {"plan": {"tasks": []}}, "decompose": []}, "/ws")
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -79,7 +79,7 @@ def test_decompose_finds_the_workspaces_test_command_and_verifies_with_it(
     (tmp_path / "src").mkdir()
     result = call(
         node_planner,
-        "decompose",
+        "decompose_plan",
         {"objective": "add a --verbose flag to the CLI", "context": {"workspace": str(tmp_path)}},
     )["result"]
     tasks = result["plan"]["tasks"]
@@ -100,11 +100,25 @@ def test_decompose_is_deterministic_and_respects_max_tasks(node_planner: list[st
     }
     replies = exchange(node_planner, [{"method": "decompose", "params": params}] * 2)
     assert replies[1]["result"] == replies[2]["result"]
-    assert len(replies[1]["result"]["plan"]["tasks"]) == 3
+    assert len(replies[1]["result"]) == 3
 
 
-def test_decompose_refuses_a_vague_objective_with_every_problem(node_planner: list[str]) -> None:
-    reply = call(node_planner, "decompose", {"objective": "improve stuff"})
+def test_decompose_answers_the_task_packets_of_the_plan_decompose_plan_answers(
+    node_planner: list[str], tmp_path: Path
+) -> None:
+    params = {"objective": "add dark mode", "context": {"workspace": str(tmp_path)}}
+    replies = exchange(
+        node_planner, [{"method": "decompose", "params": params}, {"method": "decompose_plan", "params": params}]
+    )
+    tasks = replies[1]["result"]
+    assert isinstance(tasks, list) and tasks[0]["id"] == "t1" and tasks[0]["acceptance_tests"]
+    assert tasks == replies[2]["result"]["plan"]["tasks"]
+    assert set(replies[2]["result"]) == {"plan", "report", "notes"}
+
+
+@pytest.mark.parametrize("method", ["decompose", "decompose_plan"])
+def test_decompose_refuses_a_vague_objective_with_every_problem(node_planner: list[str], method: str) -> None:
+    reply = call(node_planner, method, {"objective": "improve stuff"})
     assert reply["error"]["code"] == -32004
     assert {p["code"] for p in reply["error"]["data"]["problems"]} == {"vague_objective"}
     assert reply["error"]["data"]["notes"]
@@ -121,8 +135,11 @@ def test_decompose_refuses_a_vague_objective_with_every_problem(node_planner: li
         {"objective": "add x", "context": {"backend": "llm"}},
     ],
 )
-def test_decompose_with_bad_params_is_invalid_params(node_planner: list[str], params: dict[str, Any]) -> None:
-    assert call(node_planner, "decompose", params)["error"]["code"] == -32602
+@pytest.mark.parametrize("method", ["decompose", "decompose_plan"])
+def test_decompose_with_bad_params_is_invalid_params(
+    node_planner: list[str], method: str, params: dict[str, Any]
+) -> None:
+    assert call(node_planner, method, params)["error"]["code"] == -32602
 
 
 # -- validate -----------------------------------------------------------------------------------
@@ -190,7 +207,7 @@ def test_validate_finds_the_same_problems_as_the_python_service(node_planner: li
 
 
 def test_refine_skips_a_task_rewires_its_dependents_and_adds_a_task_after_the_last(node_planner: list[str]) -> None:
-    plan = call(node_planner, "decompose", {"objective": "add dark mode"})["result"]["plan"]
+    plan = call(node_planner, "decompose_plan", {"objective": "add dark mode"})["result"]["plan"]
     before = {t["id"]: t for t in plan["tasks"]}
     assert before["t3"]["depends_on"] == ["t2"]
     result = call(
@@ -207,7 +224,7 @@ def test_refine_skips_a_task_rewires_its_dependents_and_adds_a_task_after_the_la
 
 
 def test_refine_that_makes_a_cycle_is_invalid_plan_with_what_was_applied(node_planner: list[str]) -> None:
-    plan = call(node_planner, "decompose", {"objective": "add dark mode"})["result"]["plan"]
+    plan = call(node_planner, "decompose_plan", {"objective": "add dark mode"})["result"]["plan"]
     reply = call(node_planner, "refine", {"plan": plan, "feedback": "t1 after t3"})
     assert reply["error"]["code"] == -32004
     data = reply["error"]["data"]

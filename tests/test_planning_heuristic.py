@@ -23,8 +23,9 @@ from harness.services.planning import (
     detect,
     topological_order,
 )
-from harness.services.planning.heuristic import FALLBACK_CHECK, changed_check
+from harness.services.planning.heuristic import changed_check
 from harness.services.planning.text import intent, key_phrase, split_clauses
+from harness.services.planning.vacuous import scope_escape, vacuous_reason
 from harness.services.planning.workspace import make_targets
 
 HAS_GIT = shutil.which("git") is not None
@@ -163,14 +164,19 @@ def test_a_feature_in_a_python_workspace_becomes_locate_change_tests_docs_verify
     assert [t.depends_on for t in plan.tasks] == [[], ["t1"], ["t2"], ["t2"], ["t3", "t4"]]
     locate, change, tests, docs, verify = plan.tasks
     assert (locate.scope, locate.scope_path) == (Scope.module, "src")
-    assert (tests.scope, tests.scope_path) == (Scope.module, "tests")
-    assert change.objective == "Add dark mode."
+    assert locate.acceptance_tests == [] and locate.confirmation, "reading code leaves nothing to check"
+    # pytest runs at the root, so the change and its tests work from there and say where they belong
+    assert (change.scope, change.scope_path) == (Scope.workspace, ".")
+    assert (tests.scope, tests.scope_path) == (Scope.workspace, ".")
+    assert change.objective.startswith("Add dark mode. The change belongs in src/")
     assert "add dark mode" in locate.objective and "add dark mode" in tests.objective
-    assert "cd .. && python3 -m pytest -q" in tests.acceptance_tests
+    assert "belong in tests/" in tests.objective
+    assert change.acceptance_tests == ["python3 -m compileall -q src", "python3 -m pytest -q"]
+    assert tests.acceptance_tests == ["python3 -m pytest -q"]
     assert docs.acceptance_tests == ["grep -qiF -- 'dark mode' README.md"]
     assert verify.commands == ["python3 -m pytest -q"] and verify.acceptance_tests == ["python3 -m pytest -q"]
     assert all(not t.commands for t in plan.tasks[:-1]), "only verification runs by itself"
-    assert all(t.acceptance_tests for t in plan.tasks)
+    assert all(t.acceptance_tests for t in plan.tasks[1:])
     assert plan.requires.tools == ["python3"]
     assert any("pytest" in n for n in notes)
 
@@ -184,7 +190,9 @@ def test_a_bug_fix_starts_with_a_regression_test_and_records_the_fix_in_the_chan
     assert plan.tasks[3].acceptance_tests == ["grep -qiF -- login CHANGELOG.md"]
     assert plan.tasks[2].depends_on == ["t2"]
     assert plan.tasks[-1].commands == ["make", "make test"]
-    assert "cd .. && make test" in plan.tasks[2].acceptance_tests, "make runs at the root from src/"
+    fix = plan.tasks[2]
+    assert fix.scope_path == "." and fix.acceptance_tests[-2:] == ["make", "make test"], "make runs at the root"
+    assert "belongs in src/" in fix.objective
 
 
 def test_a_node_workspace_plan_uses_npm_and_its_docs_directory(tmp_path):
@@ -235,11 +243,16 @@ def test_the_plan_fits_max_tasks_and_never_drops_verification(tmp_path, max_task
         assert clause in every_clause
 
 
-def test_without_any_test_command_verification_checks_the_git_tree_or_the_directory(tmp_path):
+def test_without_any_test_command_verification_checks_the_git_tree_or_asks_a_person(tmp_path):
     plain = detect(write(tmp_path / "plain", {"notes.txt": "x"}))
     plan, notes = build_plan("add dark mode", plain)
-    expected = [changed_check()] if plain.git else [FALLBACK_CHECK]
-    assert plan.tasks[-1].acceptance_tests == expected and plan.tasks[-1].commands == []
+    verify = plan.tasks[-1]
+    assert verify.commands == [] and verify.title == "Check the finished work"
+    if plain.git:
+        assert verify.acceptance_tests == [changed_check()] and verify.confirmation is None
+    else:
+        assert verify.acceptance_tests == [] and verify.confirmation
+        assert any(f"{verify.id} has no check that can fail" in n for n in notes)
     assert any("no test command" in n for n in notes)
 
 
@@ -254,7 +267,7 @@ def test_decompose_is_deterministic_and_flags_risky_plans(tmp_path):
 
 def test_a_vague_objective_is_refused_with_every_problem(tmp_path):
     with pytest.raises(InvalidPlan) as info:
-        decompose_objective("improve stuff", ctx(python_ws(tmp_path)))
+        decompose_objective("improve stuff", ctx(node_ws(tmp_path)))
     assert info.value.code == INVALID_PLAN
     problems = info.value.data["problems"]
     assert {p["path"] for p in problems} == {"objective", "tasks[1].objective"}
@@ -353,7 +366,10 @@ def test_every_concrete_objective_gives_the_same_valid_dag_of_three_to_max_tasks
     assert 3 <= len(tasks) <= max_tasks
     assert [t.id for t in tasks] == [f"t{i}" for i in range(1, len(tasks) + 1)]
     assert topological_order(tasks) == [t.id for t in tasks]
-    assert all(t.acceptance_tests and all(c.strip() for c in t.acceptance_tests) for t in tasks)
+    assert all(all(c.strip() for c in t.acceptance_tests) for t in tasks)
+    assert all(t.acceptance_tests or (t.is_manual and t.confirmation) for t in tasks)
+    assert not [c for t in tasks for c in t.acceptance_tests if vacuous_reason(c)]
+    assert not [c for t in tasks for c in (*t.commands, *t.acceptance_tests) if scope_escape(c)]
 
 
 def test_a_workspace_with_its_own_virtualenv_runs_its_tests_with_that_interpreter(tmp_path):

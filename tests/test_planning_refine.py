@@ -21,7 +21,12 @@ def hand_plan() -> Plan:
     tasks = [
         TaskPacket(id="build", title="Build the wheel", acceptance_tests=["ls dist/*.whl"]),
         TaskPacket(id="test", title="Run the unit tests", depends_on=["build"], acceptance_tests=["pytest -q"]),
-        TaskPacket(id="publish", title="Upload to the index", depends_on=["test"], acceptance_tests=["true"]),
+        TaskPacket(
+            id="publish",
+            title="Upload to the index",
+            depends_on=["test"],
+            acceptance_tests=["pip download --no-deps demo-app==1.2 --dest dist/check"],
+        ),
     ]
     return Plan(objective="Release demo-app 1.2", tasks=tasks, source="file")
 
@@ -66,8 +71,14 @@ def test_an_added_task_goes_last_after_the_previous_last_task(plan):
     refined, applied = apply(plan, "add task: write a migration guide")
     added = refined.tasks[-1]
     assert (added.id, added.title, added.depends_on) == ("t6", "Write a migration guide", ["t5"])
-    assert added.acceptance_tests == plan.tasks[-1].acceptance_tests
+    assert plan.tasks[-1].acceptance_tests == [], "without a workspace the plan ends in a confirmed manual check"
+    assert added.acceptance_tests == ["make test"], "nothing to borrow from the last task: the fallback"
     assert applied == ["added t6 (Write a migration guide) after t5"]
+
+
+def test_an_added_task_borrows_the_acceptance_tests_of_the_last_task():
+    refined, _ = apply(hand_plan(), "add task: announce the release")
+    assert refined.tasks[-1].acceptance_tests == hand_plan().tasks[-1].acceptance_tests
 
 
 def test_an_added_task_in_a_plan_with_named_ids_gets_a_slug_id():

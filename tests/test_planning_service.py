@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from functools import cache
@@ -159,11 +160,15 @@ def test_the_contract_examples_run_in_order_and_every_reply_matches_its_schema(p
 # -- decompose -------------------------------------------------------------------------------------
 
 
-def test_decompose_reads_the_workspace_for_its_test_command(planning, python_ws):
-    result = call(planning, "decompose", {"objective": "add dark mode", "context": {"workspace": str(python_ws)}})
+def test_decompose_plan_reads_the_workspace_for_its_test_command(planning, python_ws):
+    params = {"objective": "add dark mode", "context": {"workspace": str(python_ws)}}
+    result = call(planning, "decompose_plan", params)
     tasks = result["plan"]["tasks"]
     assert tasks[-1]["commands"] == ["python3 -m pytest -q"]
-    assert [t["scope_path"] for t in tasks[:3]] == ["src", "src", "tests"]
+    # locate reads src/; the change and its tests run pytest, which must run at the root: they
+    # work from there, and their objectives say where the work belongs
+    assert [t["scope_path"] for t in tasks[:3]] == ["src", ".", "."]
+    assert "belongs in src/" in tasks[1]["objective"] and "belong in tests/" in tasks[2]["objective"]
     assert result["report"]["valid"] is True
     assert any("pytest" in note for note in result["notes"])
 
@@ -171,11 +176,20 @@ def test_decompose_reads_the_workspace_for_its_test_command(planning, python_ws)
 def test_decompose_gives_the_same_plan_for_the_same_input(planning, python_ws):
     params = {"objective": "fix the crash in parse_config", "context": {"workspace": str(python_ws), "max_tasks": 5}}
     assert call(planning, "decompose", params) == call(planning, "decompose", params)
+    assert call(planning, "decompose_plan", params) == call(planning, "decompose_plan", params)
 
 
-def test_a_vague_objective_is_an_invalid_plan_listing_every_problem(planning):
+def test_decompose_answers_the_task_packets_of_the_plan_decompose_plan_answers(planning, python_ws):
+    params = {"objective": "add dark mode", "context": {"workspace": str(python_ws)}}
+    tasks = call(planning, "decompose", params)
+    assert isinstance(tasks, list) and [t["id"] for t in tasks] == [f"t{i}" for i in range(1, len(tasks) + 1)]
+    assert tasks == call(planning, "decompose_plan", params)["plan"]["tasks"]
+
+
+@pytest.mark.parametrize("method", ["decompose", "decompose_plan"])
+def test_a_vague_objective_is_an_invalid_plan_listing_every_problem(planning, method):
     with pytest.raises(InvalidPlan) as info:
-        call(planning, "decompose", {"objective": "make it faster"})
+        call(planning, method, {"objective": "make it faster"})
     assert info.value.code == INVALID_PLAN
     problems = info.value.data["problems"]
     assert len(problems) == 2 and {p["code"] for p in problems} == {"vague_objective"}
@@ -193,22 +207,24 @@ def test_a_vague_objective_is_an_invalid_plan_listing_every_problem(planning):
         ["add x"],
     ],
 )
-def test_malformed_decompose_params_are_invalid_params(planning, params):
+@pytest.mark.parametrize("method", ["decompose", "decompose_plan"])
+def test_malformed_decompose_params_are_invalid_params(planning, method, params):
     with pytest.raises(InvalidParams) as info:
-        call_raw(planning, "decompose", params)
+        call_raw(planning, method, params)
     assert info.value.code == INVALID_PARAMS
 
 
-def test_an_unknown_backend_is_invalid_params(planning):
+@pytest.mark.parametrize("method", ["decompose", "decompose_plan"])
+def test_an_unknown_backend_is_invalid_params(planning, method):
     with pytest.raises(InvalidParams):
-        call(planning, "decompose", {"objective": "add dark mode", "context": {"backend": "oracle"}})
+        call(planning, method, {"objective": "add dark mode", "context": {"backend": "oracle"}})
 
 
 # -- refine ----------------------------------------------------------------------------------------
 
 
 def test_refine_applies_directives_and_bumps_the_revision(planning):
-    plan = call(planning, "decompose", {"objective": "add dark mode"})["plan"]
+    plan = call(planning, "decompose_plan", {"objective": "add dark mode"})["plan"]
     result = call(planning, "refine", {"plan": plan, "feedback": "skip t4; timeout t5 120\nuse the system theme"})
     refined = result["plan"]
     assert (refined["revision"], refined["source"]) == (2, "refined")
@@ -232,7 +248,7 @@ def test_refine_accepts_bare_packets_with_their_objective(planning):
 
 
 def test_a_refinement_that_breaks_the_plan_is_an_invalid_plan_with_what_was_applied(planning):
-    plan = call(planning, "decompose", {"objective": "add dark mode"})["plan"]
+    plan = call(planning, "decompose_plan", {"objective": "add dark mode"})["plan"]
     with pytest.raises(InvalidPlan) as info:
         call(planning, "refine", {"plan": plan, "feedback": "t1 after t5"})
     assert [p["code"] for p in info.value.data["problems"]] == ["cycle"]
@@ -271,7 +287,7 @@ def test_validate_reports_every_problem_of_packets_at_once(planning, tmp_path):
 
 
 def test_validate_follows_strictness_and_config(planning):
-    packets = [{"id": "a", "title": "Tidy up", "acceptance_tests": ["true"]}]
+    packets = [{"id": "a", "title": "Tidy up", "acceptance_tests": ["test -f tidy.log"]}]
     generated = call(planning, "validate", {"packets": packets, "strictness": "generated"})
     relaxed = call(
         planning,
@@ -311,23 +327,65 @@ def test_shutdown_answers_and_the_service_exits_cleanly():
         proc.stop()
 
 
+#: The seed's QUICKSTART request, verbatim.
+SEED_DECOMPOSE = '{"id":1,"method":"decompose","params":{"objective":"add dark mode"}}'
+
 PIPED = [
-    ('{"jsonrpc":"2.0","id":1,"method":"decompose","params":{"objective":"add dark mode"}}', 1),
-    ('{"id":"1","method":"decompose","params":{"objective":"fix login bug"}}', "1"),
+    (SEED_DECOMPOSE, 1),
+    ('{"jsonrpc":"2.0","id":1,"method":"decompose_plan","params":{"objective":"add dark mode"}}', 1),
+    ('{"id":"1","method":"decompose_plan","params":{"objective":"fix login bug"}}', "1"),
 ]
+needs_console_script = pytest.mark.skipif(
+    not CONSOLE_SCRIPT.exists(), reason="the console script is not installed next to this interpreter"
+)
 
 
-@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="the console script is not installed next to this interpreter")
+def piped(line: str, cwd: Path, then: str = "") -> subprocess.CompletedProcess[bytes]:
+    """``echo LINE | harness-planning [| THEN]`` through the shell in ``cwd``, as a user types it."""
+    command = f"echo {shlex.quote(line)} | {shlex.quote(str(CONSOLE_SCRIPT))}" + (f" | {then}" if then else "")
+    return subprocess.run(["sh", "-c", command], capture_output=True, timeout=30, cwd=cwd)
+
+
+@needs_console_script
 @pytest.mark.parametrize(("line", "rid"), PIPED)
-def test_one_request_piped_into_the_console_script_gets_one_valid_reply(line, rid):
-    done = subprocess.run(
-        ["sh", "-c", f"echo {shlex.quote(line)} | {shlex.quote(str(CONSOLE_SCRIPT))}"],
-        capture_output=True,
-        timeout=30,
-    )
+def test_one_request_piped_into_the_console_script_gets_one_valid_reply(line, rid, tmp_path):
+    done = piped(line, tmp_path)
     assert done.returncode == 0, done.stderr
     [reply] = done.stdout.decode().splitlines()
     message = json.loads(reply)
     assert (message["jsonrpc"], message["id"]) == ("2.0", rid)
-    check_result("decompose", message["result"])
-    assert message["result"]["report"]["valid"] is True
+    check_result(json.loads(line)["method"], message["result"])
+
+
+@needs_console_script
+def test_the_seeds_decompose_line_answers_the_list_of_task_packets(tmp_path):
+    done = piped(SEED_DECOMPOSE, tmp_path)
+    assert done.returncode == 0, done.stderr
+    tasks = json.loads(done.stdout)["result"]
+    assert isinstance(tasks, list) and len(tasks) >= 3
+    first = tasks[0]
+    validator("TaskPacket").validate(first)
+    assert first["id"] == "t1" and first["objective"]
+    assert first["acceptance_tests"] or first["confirmation"], "a check that can fail, or a person's confirmation"
+
+
+@needs_console_script
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
+def test_the_seeds_quickstart_pipeline_through_jq_prints_the_first_task_packet(tmp_path):
+    done = piped(SEED_DECOMPOSE, tmp_path, "jq '.result[0]'")
+    assert done.returncode == 0, done.stderr
+    first = json.loads(done.stdout)
+    validator("TaskPacket").validate(first)
+    assert first["id"] == "t1" and first["objective"]
+    assert first["acceptance_tests"] or first["confirmation"], "a check that can fail, or a person's confirmation"
+
+
+@needs_console_script
+def test_decompose_plan_piped_answers_the_whole_plan_with_its_report_and_notes(tmp_path):
+    done = piped('{"id":1,"method":"decompose_plan","params":{"objective":"add dark mode"}}', tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)["result"]
+    assert set(result) == {"plan", "report", "notes"}
+    assert {"objective", "revision", "source", "requires", "tasks"} <= set(result["plan"])
+    assert (result["plan"]["objective"], result["plan"]["revision"]) == ("add dark mode", 1)
+    assert result["report"]["valid"] is True and isinstance(result["notes"], list)

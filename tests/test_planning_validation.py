@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.models import Plan, Risk, Severity, TaskPacket
+from harness.models import AgentSpec, Plan, Risk, Severity, TaskPacket
 from harness.services.planning import (
     Level,
     Strictness,
@@ -28,7 +28,7 @@ def task(id: str, *deps: str, title: str | None = None, tests: list[str] | None 
         id=id,
         title=title or f"Build the {id} module",
         depends_on=list(deps),
-        acceptance_tests=["true"] if tests is None else tests,
+        acceptance_tests=[f"test -f {id}.done"] if tests is None else tests,
         **fields,
     )
 
@@ -272,6 +272,76 @@ def test_an_absolute_scope_without_a_workspace_is_a_warning_only():
 
 def test_a_missing_workspace_is_an_error(tmp_path):
     assert "workspace_not_found" in scope_codes("src", str(tmp_path / "nope"))
+
+
+# -- acceptance tests that cannot fail, commands that leave their scope ---------------------------------
+
+
+def test_a_vacuous_acceptance_test_is_an_error_for_generated_plans_a_warning_for_files_and_off_by_config():
+    packets = [task("a", tests=["test -f a.done", "test -d ."]), task("b", "a"), task("c", "b")]
+    generated = validate_packets(packets, strictness=Strictness.generated)
+    from_file = validate_packets(packets, strictness=Strictness.file)
+    off = validate_packets(packets, strictness=Strictness.generated, config=ValidationConfig(vacuous=Level.off))
+    assert errors(generated) == ["vacuous_acceptance_test"] and not generated.valid
+    assert generated.problems[0].path == "packets[0].acceptance_tests[1]" and generated.problems[0].task_id == "a"
+    assert codes(from_file) == ["vacuous_acceptance_test"] and from_file.valid
+    assert from_file.problems[0].severity == Severity.warning
+    assert codes(off) == [] and off.valid
+
+
+def test_config_can_make_a_vacuous_test_an_error_in_a_hand_written_plan():
+    packets = [task("a", tests=["true"]), task("b", "a"), task("c", "b")]
+    report = validate_packets(packets, strictness=Strictness.file, config=ValidationConfig(vacuous=Level.error))
+    assert errors(report) == ["vacuous_acceptance_test"]
+
+
+def test_a_task_whose_only_tests_are_vacuous_gets_one_problem_per_test_with_its_path():
+    plan = Plan(
+        objective="add dark mode",
+        tasks=[task("a", tests=["true", 'test -n "$(ls -A)"', "pytest -q || true"]), task("b", "a"), task("c", "b")],
+    )
+    report = validate_plan(plan, strictness=Strictness.generated)
+    assert [(p.code, p.path) for p in report.problems] == [
+        ("vacuous_acceptance_test", f"tasks[0].acceptance_tests[{j}]") for j in range(3)
+    ]
+
+
+def test_a_command_or_test_that_leaves_the_scope_is_an_error_for_generated_plans_and_a_warning_for_files():
+    packets = [
+        task("a", commands=["cd .. && make"], tests=["python3 -m pytest ../tests"]),
+        task("b", "a"),
+        task("c", "b"),
+    ]
+    generated = validate_packets(packets, strictness=Strictness.generated)
+    from_file = validate_packets(packets, strictness=Strictness.file)
+    assert [(p.code, p.path) for p in generated.problems if p.severity == Severity.error] == [
+        ("command_leaves_scope", "packets[0].commands[0]"),
+        ("command_leaves_scope", "packets[0].acceptance_tests[0]"),
+    ]
+    assert codes(from_file) == ["command_leaves_scope"] * 2 and from_file.valid
+    off = validate_packets(packets, strictness=Strictness.generated, config=ValidationConfig(scope_escape=Level.off))
+    assert codes(off) == []
+
+
+def test_a_manual_step_with_a_confirmation_and_no_tests_is_valid():
+    packets = [task("a", tests=[], confirmation="The files involved are listed."), task("b", "a"), task("c", "b")]
+    report = validate_packets(packets, strictness=Strictness.generated)
+    assert report.valid and codes(report) == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"confirmation": "   "},
+        {"confirmation": "It works.", "commands": ["make"]},
+        {"confirmation": "It works.", "agent": AgentSpec(name="claude")},
+    ],
+    ids=["manual-without-confirmation", "blank-confirmation", "with-commands", "agent"],
+)
+def test_a_task_without_tests_is_still_an_error_unless_it_is_a_confirmed_manual_step(fields):
+    report = validate_packets([task("a", tests=[], **fields), task("b", "a"), task("c", "b")])
+    assert errors(report) == ["missing_acceptance_tests"]
 
 
 # -- risk ---------------------------------------------------------------------------------------------

@@ -9,14 +9,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +34,7 @@ from wm_support import (
     load_schema,
     packet,
     processes_with_env,
+    result_schema,
     validate,
     wait_until,
 )
@@ -203,6 +208,119 @@ def test_the_run_dir_defaults_to_the_workspace_adhoc_folder(wm: Manager, ws: Pat
     assert result["stdout_path"] == str(
         ws.resolve() / ".harness" / "workers-adhoc" / "workers" / info["worker_id"] / "stdout.log"
     )
+
+
+# -- the seed's request: a bare packet, no id, no workspace -----------------------------------
+
+#: The seed's QUICKSTART packet and request, verbatim.
+SEED_PACKET = {"objective": "run the tests", "scope": "workspace", "scope_path": ".", "acceptance_tests": ["true"]}
+SEED_SPAWN = '{"id":1,"method":"spawn_worker","params":{"task_packet":{"objective":"run the tests","scope":"workspace","scope_path":".","acceptance_tests":["true"]}}}'
+CONSOLE_SCRIPT = Path(sys.executable).with_name("harness-worker-manager")
+#: The console script when it is installed next to this interpreter, else the module.
+PIPED_CMD = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else SERVICE_CMD
+
+
+def pipe_lines(cwd: Path, *lines: str) -> tuple[dict[int, dict[str, Any]], list[dict[str, Any]]]:
+    """Pipe ``lines`` into a fresh manager started in ``cwd``: its results by request id (each
+    checked against the contract's schema) and its worker events, in order."""
+    done = subprocess.run(
+        PIPED_CMD, input="".join(line + "\n" for line in lines), capture_output=True, text=True, cwd=cwd, timeout=WAIT
+    )
+    assert done.returncode == 0, done.stderr
+    methods = {json.loads(line)["id"]: json.loads(line)["method"] for line in lines}
+    results: dict[int, dict[str, Any]] = {}
+    events: list[dict[str, Any]] = []
+    for message in map(json.loads, done.stdout.splitlines()):
+        if "id" not in message:
+            validate("WorkerEvent", message["params"])
+            events.append(message["params"])
+            continue
+        assert "result" in message, message
+        validate(result_schema(methods[message["id"]]), message["result"])
+        results[message["id"]] = message["result"]
+    return results, events
+
+
+def seed_run(ws: Path, spawn: str) -> tuple[str, dict[str, Any]]:
+    """Spawn once to learn the worker id, then, in a second manager, spawn the same packet again
+    (same id: it is derived from the packet, not from the manager), trust it and run it."""
+    wid = pipe_lines(ws, spawn)[0][1]["worker_id"]
+    trust = {"id": 2, "method": "mark_trusted", "params": {"worker_id": wid, "approval_source": "test"}}
+    run_it = {"id": 3, "method": "run_worker", "params": {"worker_id": wid}}
+    results, _ = pipe_lines(ws, spawn, json.dumps(trust), json.dumps(run_it))
+    assert results[1]["worker_id"] == wid
+    return wid, results[3]
+
+
+def test_the_seeds_spawn_worker_line_alone_answers_a_worker_in_the_services_working_directory(ws: Path) -> None:
+    done = subprocess.run(
+        ["sh", "-c", f"echo {shlex.quote(SEED_SPAWN)} | {shlex.join(PIPED_CMD)}"],
+        capture_output=True,
+        text=True,
+        cwd=ws,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stderr
+    [reply] = [m for m in map(json.loads, done.stdout.splitlines()) if m.get("id") == 1]
+    info = reply["result"]
+    validate("WorkerInfo", info)
+    assert info["worker_id"].startswith("w-") and info["state"] == "trust_required"
+    assert re.fullmatch(r"task-[0-9a-f]{12}", info["task_id"])
+    assert info["scope_dir"] == str(ws.resolve())
+
+
+def test_a_packet_without_an_id_is_named_by_its_content_however_it_is_spelled(ws: Path) -> None:
+    def spawn(rid: int, pkt: dict[str, Any]) -> str:
+        return json.dumps({"id": rid, "method": "spawn_worker", "params": {"task_packet": pkt}})
+
+    spelled_out = {**SEED_PACKET, "title": "run the tests", "depends_on": [], "risk": "low"}
+    other = {**SEED_PACKET, "acceptance_tests": ["false"]}
+    replies, events = pipe_lines(ws, SEED_SPAWN, spawn(2, SEED_PACKET), spawn(3, spelled_out), spawn(4, other))
+    assert replies[1] == replies[2] == replies[3]
+    assert replies[4]["task_id"] != replies[1]["task_id"]
+    assert [e["event"] for e in events] == ["worker_spawned", "worker_spawned"]
+    spawned = events[0]["data"]
+    assert spawned["workspace"] == str(ws.resolve())
+    assert spawned["run_dir"] == str(ws.resolve() / ".harness" / "workers-adhoc")
+
+
+def test_the_seeds_packet_spawned_again_is_the_same_worker_and_runs_its_acceptance_test_to_finished(
+    ws: Path,
+) -> None:
+    wid, ran = seed_run(ws, SEED_SPAWN)
+    assert ran["worker_id"] == wid and ran["state"] == "finished" and ran["result"]["ok"] is True
+    assert ran["result"]["stdout_path"] == str(
+        ws.resolve() / ".harness" / "workers-adhoc" / "workers" / wid / "stdout.log"
+    )
+
+
+def test_the_seeds_packet_with_a_failing_acceptance_test_runs_to_failed(ws: Path) -> None:
+    spawn = SEED_SPAWN.replace('"acceptance_tests":["true"]', '"acceptance_tests":["false"]')
+    assert spawn != SEED_SPAWN
+    _, ran = seed_run(ws, spawn)
+    assert ran["state"] == "failed" and ran["result"]["reason"] == "acceptance_failed"
+
+
+def test_the_spawn_worker_schema_and_model_take_a_packet_without_an_id_or_with_a_null_one() -> None:
+    validate("SpawnWorkerParams", {"task_packet": SEED_PACKET})
+    with pytest.raises(jsonschema.ValidationError):
+        validate("SpawnWorkerParams", {"task_packet": {**SEED_PACKET, "id": "bad id!"}})
+    missing = SpawnWorkerParams.model_validate({"task_packet": SEED_PACKET})
+    null = SpawnWorkerParams.model_validate({"task_packet": {**SEED_PACKET, "id": None}})
+    given = SpawnWorkerParams.model_validate({"task_packet": {**SEED_PACKET, "id": "tests"}})
+    assert missing.task_packet.id == null.task_packet.id and missing.derived_id and null.derived_id
+    assert (given.task_packet.id, given.derived_id) == ("tests", False)
+    assert missing.workspace is None and missing.run_dir is None and missing.idempotency_key is None
+
+
+def test_the_seeds_packet_waits_at_the_trust_gate_until_a_decision(ws: Path) -> None:
+    wid = pipe_lines(ws, SEED_SPAWN)[0][1]["worker_id"]
+    run_it = json.dumps({"id": 2, "method": "run_worker", "params": {"worker_id": wid}})
+    done = subprocess.run(
+        PIPED_CMD, input=f"{SEED_SPAWN}\n{run_it}\n", capture_output=True, text=True, cwd=ws, timeout=WAIT
+    )
+    [reply] = [m for m in map(json.loads, done.stdout.splitlines()) if m.get("id") == 2]
+    assert reply["error"]["code"] == GATE_BLOCKED
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,12 @@
 //
 // It starts `harness-planning` and `harness-worker-manager` (override each with a JSON array in
 // HARNESS_PLANNING_CMD / HARNESS_WORKER_MANAGER_CMD), initializes both at once, asks the planner
-// to decompose an objective, then spawns a worker for a task packet that writes hello.txt in
-// WORKSPACE (default: a new temporary directory), checks its trust, marks it trusted and runs
-// it, with get_worker and ping in flight at the same time. Every notification is printed on one
-// line as it arrives; the final worker is printed as JSON. Both services are shut down at the
-// end, also on failure. Exit status 0 when the worker finished and hello.txt says hello.
+// for a plan (decompose_plan: the plan with its notes; decompose would answer only the tasks),
+// then spawns a worker for a task packet that writes hello.txt in WORKSPACE (default: a new
+// temporary directory), checks its trust, marks it trusted and runs it, with get_worker and
+// ping in flight at the same time. Every notification is printed on one line as it arrives;
+// the final worker is printed as JSON. Both services are shut down at the end, also on
+// failure. Exit status 0 when the worker finished and hello.txt says hello.
 
 const fs = require('node:fs');
 const os = require('node:os');
@@ -43,7 +44,7 @@ function printNotification(service, method, params) {
 }
 
 async function plan(planning, workspace) {
-  const { plan: made, notes } = await planning.request('decompose', { objective: OBJECTIVE, context: { workspace, max_tasks: 5 } }, { timeout: TIMEOUT_MS });
+  const { plan: made, notes } = await planning.request('decompose_plan', { objective: OBJECTIVE, context: { workspace, max_tasks: 5 } }, { timeout: TIMEOUT_MS });
   say(`plan: ${made.tasks.length} tasks for '${made.objective}' (revision ${made.revision})`);
   for (const t of made.tasks) say(`  ${t.id} ${t.title}${t.depends_on.length ? ` (after ${t.depends_on.join(', ')})` : ''}`);
   for (const note of notes || []) say(`  note: ${note}`);

@@ -2,6 +2,8 @@
 // The planning rules, as pure functions (apart from reading the workspace):
 //
 //   decompose(objective, context)          -> { plan, report, notes }   or throws -32004
+//                                             (the service's decompose answers plan.tasks,
+//                                             its decompose_plan the whole object)
 //   refine(plan, feedback, context, level) -> { plan, applied, report } or throws -32004
 //   validate(tasks, options)               -> { valid, problems, risky } (never throws)
 //

@@ -5,8 +5,9 @@
 //   node examples/node/planning-service.js          (speaks JSON-RPC 2.0, one JSON per line)
 //   harness conformance planning -- node examples/node/planning-service.js
 //
-// Methods (contracts/planning.yaml): decompose, refine, validate, plus initialize, ping and
-// shutdown. All three are pure: no state is kept between calls. Logs go to stderr only.
+// Methods (contracts/planning.yaml): decompose (the task packets, a list), decompose_plan (the
+// whole plan with its report and notes), refine, validate, plus initialize, ping and shutdown.
+// All four are pure: no state is kept between calls. Logs go to stderr only.
 
 const { serveStdio } = require('./jsonrpc');
 const planner = require('./planner');
@@ -16,6 +17,11 @@ const VERSION = '0.1.0-node';
 
 const methods = {
   decompose(params) {
+    const p = parse(DecomposeParams, params);
+    return planner.decompose(p.objective, p.context).plan.tasks;
+  },
+
+  decompose_plan(params) {
     const p = parse(DecomposeParams, params);
     return planner.decompose(p.objective, p.context);
   },

@@ -130,6 +130,7 @@ const TaskPacket = object(
     depends_on: [strings(), list],
     commands: [strings(), list],
     acceptance_tests: [strings(), list],
+    confirmation: [nullable(string()), () => null],
     risk: [oneOf('low', 'high'), () => 'low'],
     risk_reasons: [strings(), list],
     timeout: [nullable(positiveNumber()), () => null],

@@ -1,8 +1,8 @@
 """The planning service: objectives become validated task-packet DAGs.
 
 Run it as ``harness-planning`` or ``python -m harness.services.planning``; it speaks
-line-delimited JSON-RPC 2.0 on stdin/stdout (methods: decompose, refine, validate, plus
-initialize, ping, shutdown; see contracts/planning.yaml).
+line-delimited JSON-RPC 2.0 on stdin/stdout (methods: decompose, decompose_plan, refine,
+validate, plus initialize, ping, shutdown; see contracts/planning.yaml).
 
 Everything it does is also available as pure functions, for the supervisor and for tests:
 :func:`decompose_objective`, :func:`refine_plan`, :func:`validate_plan`, :func:`validate_packets`,
@@ -19,6 +19,7 @@ from .schemas import (
     SCHEMAS,
     DecomposeParams,
     DecomposeResult,
+    DecomposeTasks,
     Level,
     PlanningContext,
     RefineParams,
@@ -52,6 +53,8 @@ _LAZY = {
     "risk_reasons": "risk",
     "is_vague": "text",
     "vagueness": "text",
+    "scope_escape": "vacuous",
+    "vacuous_reason": "vacuous",
     "find_cycles": "validation",
     "scope_problem": "validation",
     "topological_order": "validation",
@@ -78,6 +81,7 @@ __all__ = [
     "Command",
     "DecomposeParams",
     "DecomposeResult",
+    "DecomposeTasks",
     "HeuristicBackend",
     "Level",
     "PlannerBackend",
@@ -100,8 +104,10 @@ __all__ = [
     "main",
     "refine_plan",
     "risk_reasons",
+    "scope_escape",
     "scope_problem",
     "topological_order",
+    "vacuous_reason",
     "vagueness",
     "validate_packets",
     "validate_plan",

@@ -5,24 +5,32 @@ intent (feature, bugfix, refactor, docs, tests). The plan is then a small DAG, i
 
     locate -> [regression test] -> change(s) -> [tests] , [docs | changelog] -> verify
 
-* locate      find the code involved (manual), scoped to the source directory.
+* locate      find the code involved (manual, confirmed by a person), in the source directory.
 * regression  bug fixes only: a failing test first, so the fix is proven by the suite.
 * change      one per clause (manual; clauses beyond the budget share the last change task).
-* tests       features and refactors: add or update tests, scoped to the tests directory.
+* tests       features and refactors: add or update tests in the tests directory.
 * docs        features: the docs or README must mention the key phrase of the objective;
               bug fixes get a changelog entry instead when the workspace keeps a changelog.
-* verify      the workspace's detected build and test commands, run by the harness itself.
+* verify      the workspace's detected build and test commands, run by the harness itself;
+              without any, a check by hand of the finished work.
 
-Manual tasks have no ``commands`` but always ``acceptance_tests`` that can fail: the
-workspace's build and test commands where they apply, a grep for the objective's key phrase in
-the docs, and a check that the task changed something. Verification accepts the test commands,
-else the build commands. With neither, the fallback check is, in order of preference:
+Every acceptance test can fail; the planner never writes one that cannot (``test -d .``,
+``ls -A``: see :mod:`.vacuous`). The checks are the workspace's build and test commands where
+they apply, a grep for the objective's key phrase in the docs, ``python3 -m compileall`` of
+Python sources, and, in a git work tree, a check that the task changed something in its
+directory, ``test -n "$(git status --porcelain -- src ':(exclude)*.pyc')"``, which fails on a
+no-op (bytecode the checks leave behind and, from the workspace root, the run log under
+``.harness/`` do not count). Verification accepts the test commands, else the build commands,
+else that check.
 
-* ``test -n "$(git status --porcelain -- . ':(top,exclude).harness')"`` when the workspace is in
-  a git work tree: the task must have changed something in its scope (``.harness/`` is excluded
-  so the harness's own run log cannot satisfy it). It fails on a no-op, which is the point.
-* ``test -d .`` otherwise: it only proves the scope is reachable. It is the weakest check there
-  is and is used only when neither git nor any build or test command is available.
+Where a step has no check that can fail (locating code is reading; without git, tests or a
+build a change leaves nothing to run), the step is a manual step with no acceptance tests and a
+``confirmation`` saying what the person confirms, and the notes say so.
+
+No command leaves its task's directory: the planner never writes ``cd ..``. A task that needs a
+rooted command (pytest, make, go's ``./...``; see :mod:`.workspace`) works from the workspace
+root, its objective names the directory the change belongs in, and its git check names that
+directory. Other tasks work in their directory (``scope_path``).
 
 With fewer than seven tasks allowed (``context.max_tasks``), the docs task goes first, then
 separate change tasks (their clauses merge into one), then the locate task; verify, one change
@@ -46,7 +54,6 @@ from .workspace import Command, WorkspaceProfile, detect
 HEURISTIC_MAX_TASKS = 7
 
 CODE_INTENTS = frozenset({Intent.feature, Intent.bugfix, Intent.refactor})
-FALLBACK_CHECK = "test -d ."
 
 
 #: Programs a plan may need that a bare machine may lack (shell built-ins and coreutils are assumed).
@@ -60,9 +67,15 @@ def tools_of(commands: list[str]) -> list[str]:
     return [t for t in KNOWN_TOOLS if t in found]
 
 
-def changed_check() -> str:
-    """A check that the task changed something under its working directory (git work trees)."""
-    return "test -n \"$(git status --porcelain -- . ':(top,exclude).harness')\""
+def changed_check(path: str = ".") -> str:
+    """A check that something changed under ``path``, relative to where it runs (git work trees).
+
+    It fails on a no-op, which is the point. What the harness and the other checks write is not
+    a change: Python bytecode (``compileall`` and pytest leave ``__pycache__/`` behind, which
+    would make the check pass on a retry) and, for ``.``, the run log under ``.harness/``.
+    """
+    spec = ". ':(exclude).harness'" if path in (".", "") else shlex.quote(path)
+    return f"test -n \"$(git status --porcelain -- {spec} ':(exclude)*.pyc')\""
 
 
 def _scope(path: str) -> Scope:
@@ -75,7 +88,10 @@ def _where(path: str) -> str:
 
 @dataclass
 class _Task:
-    """A task before ids are assigned; ``after`` names other drafts by key."""
+    """A task before ids are assigned; ``after`` names other drafts by key.
+
+    A task without ``acceptance`` is a manual step verified by its ``confirmation`` alone.
+    """
 
     key: str
     title: str
@@ -83,8 +99,19 @@ class _Task:
     scope_path: str = "."
     commands: list[str] = field(default_factory=list)
     acceptance: list[str] = field(default_factory=list)
+    confirmation: str | None = None
     after: list[str] = field(default_factory=list)
     docs_only: bool = False
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """Where a task about one directory works, the checks it gets there, and what its objective
+    must add when the two differ."""
+
+    scope_path: str
+    checks: list[str]
+    remark: str = ""
 
 
 class Testing(StrEnum):
@@ -145,25 +172,56 @@ class _Builder:
         self.tests_dir = profile.tests_dir or "."
         self.notes: list[str] = []
 
-    # -- commands ---------------------------------------------------------------------------------
-    def _cmds(self, commands: tuple[Command, ...], scope_path: str) -> list[str]:
-        return [c.from_dir(scope_path) for c in commands]
+    # -- checks -----------------------------------------------------------------------------------
+    def _place(
+        self,
+        target: str,
+        runs: tuple[Command, ...] = (),
+        *,
+        what: str = "The work belongs",
+        compile_check: bool = False,
+    ) -> _Placed:
+        """The checks of a task about directory ``target`` that runs ``runs`` as acceptance tests.
 
-    def _changed(self) -> list[str]:
-        return [changed_check()] if self.p.git else []
+        A rooted command must run at the workspace root, so the task works from there, its git
+        check names ``target`` and its objective says "{what} in {target}/"; otherwise the task
+        works in ``target`` itself. Never ``cd``.
+        """
+        rooted = next((c for c in runs if c.rooted), None)
+        scope_path = "." if rooted is not None else target
+        here = target if scope_path == "." else "."  # target, seen from where the checks run
+        checks = [changed_check(here)] if self.p.git else []
+        if compile_check and "python" in self.p.ecosystems and target not in (".", ""):
+            checks.append(f"python3 -m compileall -q {shlex.quote(here)}")
+        checks += [c.text for c in runs]
+        remark = ""
+        if rooted is not None and target not in (".", ""):
+            remark = f" {what} in {target}/; the task works from the workspace root, where `{rooted.text}` must run."
+        return _Placed(scope_path, list(dict.fromkeys(checks)), remark)
 
-    def _compile_check(self) -> list[str]:
-        """Python sources must still compile (real, no extra tools; only with a source directory)."""
-        if "python" in self.p.ecosystems and self.src != ".":
-            return ["python3 -m compileall -q ."]
-        return []
+    def _pytest_collect(self) -> tuple[Command, ...]:
+        """``pytest --collect-only`` with the workspace's interpreter: the new test must load."""
+        pytest = next((c.text for c in self.p.test_commands if "-m pytest" in c.text), None)
+        if "python" not in self.p.ecosystems or pytest is None:
+            return ()
+        interpreter = pytest.split()[0]  # the one the workspace's tests run with
+        return (Command(f"{interpreter} -m pytest -q --collect-only", "pytest", rooted=True),)
 
-    def _or_fallback(self, checks: list[str]) -> list[str]:
-        return list(dict.fromkeys(checks)) or [FALLBACK_CHECK]
+    def _grep(self, phrase: str) -> str:
+        """A check that the documentation (run from its own scope) mentions ``phrase``."""
+        if self.p.docs_dir:
+            return f"grep -rqiF -- {shlex.quote(phrase)} ."
+        return f"grep -qiF -- {shlex.quote(phrase)} {shlex.quote(self._doc_target())}"
+
+    def _doc_target(self) -> str:
+        return f"{self.p.docs_dir}/" if self.p.docs_dir else (self.p.readme or "README.md")
 
     # -- tasks ------------------------------------------------------------------------------------
     def locate(self, intents: set[Intent]) -> _Task:
-        """Find what to change: in the sources, the tests or the docs, whichever the work touches."""
+        """Find what to change: in the sources, the tests or the docs, whichever the work touches.
+
+        Reading leaves nothing a command could check, so a person confirms the list.
+        """
         if intents & CODE_INTENTS:
             where, what = self.src, "code"
         elif Intent.tests in intents:
@@ -176,24 +234,22 @@ class _Builder:
             f"Find the files and sections in {_where(where)} involved in: {self.objective}. "
             "List them for the tasks that follow.",
             where,
-            acceptance=['test -n "$(ls -A)"'],
+            confirmation=f"The files and sections in {_where(where)} involved in this work are listed "
+            "for the tasks that follow.",
         )
 
     def regression(self) -> _Task:
-        checks = self._changed()
-        pytest = next((c.text for c in self.p.test_commands if "-m pytest" in c.text), None)
-        if "python" in self.p.ecosystems and pytest is not None:
-            interpreter = pytest.split()[0]  # the one the workspace's tests run with
-            checks.append(
-                Command(f"{interpreter} -m pytest -q --collect-only", "", rooted=True).from_dir(self.tests_dir)
-            )
+        placed = self._place(self.tests_dir, self._pytest_collect(), what="The test belongs")
         return _Task(
             "regression",
             f"Reproduce with a failing test: {self.short}",
             f"Write a test in {_where(self.tests_dir)} that reproduces the problem in: {self.objective}. "
-            "It must fail before the fix.",
-            self.tests_dir,
-            acceptance=self._or_fallback(checks),
+            "It must fail before the fix." + placed.remark,
+            placed.scope_path,
+            acceptance=placed.checks,
+            confirmation=None
+            if placed.checks
+            else f"A test in {_where(self.tests_dir)} reproduces the problem and fails before the fix.",
         )
 
     def change(self, index: int, group: tuple[str, ...]) -> _Task:
@@ -201,94 +257,106 @@ class _Builder:
         docs_only = all(intent(c) == Intent.docs for c in group)
         tests_only = all(intent(c) == Intent.tests for c in group)
         if docs_only:
-            path = self.p.docs_dir or "."
+            target = self.p.docs_dir or "."
+            placed = self._place(target)
             phrase = key_phrase(" ".join(w for w in words(text) if w not in DOC_WORDS | DOC_VERBS)) or key_phrase(
                 self.objective
             )
-            checks = self._changed() + ([self._grep(phrase)] if phrase else [])
+            checks = placed.checks + ([self._grep(phrase)] if phrase else [])
         elif tests_only:
-            path = self.tests_dir
-            checks = self._changed() + self._cmds(self.p.test_commands, path)
+            target = self.tests_dir
+            placed = self._place(target, self.p.test_commands, what="The change belongs")
+            checks = placed.checks
         else:
-            path = self.src
-            checks = (
-                self._changed()
-                + self._compile_check()
-                + self._cmds(self.p.build_commands, path)
-                + self._cmds(self.p.test_commands, path)
+            target = self.src
+            placed = self._place(
+                target, self.p.build_commands + self.p.test_commands, what="The change belongs", compile_check=True
             )
+            checks = placed.checks
         return _Task(
             f"change{index}",
             shorten(text, 80),
-            text + ".",
-            path,
-            acceptance=self._or_fallback(checks),
+            text + "." + placed.remark,
+            placed.scope_path,
+            acceptance=checks,
+            confirmation=None if checks else f"The change is made in {_where(target)}: {text}.",
             docs_only=docs_only,
         )
 
     def tests(self) -> _Task:
-        checks = self._changed() + self._cmds(self.p.test_commands, self.tests_dir)
+        placed = self._place(self.tests_dir, self.p.test_commands, what="The tests belong")
         return _Task(
             "tests",
             f"Add or update tests for: {self.short}",
-            f"Add or update tests in {_where(self.tests_dir)} that cover: {self.objective}.",
-            self.tests_dir,
-            acceptance=self._or_fallback(checks),
+            f"Add or update tests in {_where(self.tests_dir)} that cover: {self.objective}." + placed.remark,
+            placed.scope_path,
+            acceptance=placed.checks,
+            confirmation=None
+            if placed.checks
+            else f"Tests in {_where(self.tests_dir)} cover the change, and they pass when run by hand.",
         )
-
-    def _doc_target(self) -> str:
-        return f"{self.p.docs_dir}/" if self.p.docs_dir else (self.p.readme or "README.md")
-
-    def _grep(self, phrase: str) -> str:
-        """A check that the documentation (run from its own scope) mentions ``phrase``."""
-        if self.p.docs_dir:
-            return f"grep -rqiF -- {shlex.quote(phrase)} ."
-        return f"grep -qiF -- {shlex.quote(phrase)} {shlex.quote(self._doc_target())}"
 
     def docs(self) -> _Task:
         phrase = key_phrase(self.objective)
-        checks = [self._grep(phrase)] if phrase else self._changed()
+        target = self.p.docs_dir or "."
+        checks = [self._grep(phrase)] if phrase else self._place(target).checks
         return _Task(
             "docs",
             f"Document: {self.short}",
             f"Document the change in {self._doc_target()} ({self.objective})"
             + (f"; the text must mention {phrase!r}." if phrase else "."),
-            self.p.docs_dir or ".",
-            acceptance=self._or_fallback(checks),
+            target,
+            acceptance=checks,
+            confirmation=None if checks else f"{self._doc_target()} documents the change.",
         )
 
     def changelog(self) -> _Task:
         target = self.p.changelog or "CHANGELOG.md"
         phrase = key_phrase(self.objective)
-        checks = [f"grep -qiF -- {shlex.quote(phrase)} {shlex.quote(target)}"] if phrase else self._changed()
+        checks = [f"grep -qiF -- {shlex.quote(phrase)} {shlex.quote(target)}"] if phrase else self._place(".").checks
         return _Task(
             "docs",
             f"Record the fix in {target}",
             f"Add an entry to {target} for: {self.objective}.",
             ".",
-            acceptance=self._or_fallback(checks),
+            acceptance=checks,
+            confirmation=None if checks else f"{target} has an entry for the fix.",
         )
 
     def verify(self) -> _Task:
-        builds = self._cmds(self.p.build_commands, ".")
-        tests = self._cmds(self.p.test_commands, ".")
-        acceptance = tests or builds or self._changed() or [FALLBACK_CHECK]
+        builds = [c.text for c in self.p.build_commands]
+        tests = [c.text for c in self.p.test_commands]
+        commands = list(dict.fromkeys(builds + tests))
         if not tests:
-            self.notes.append(
-                "no test command found: verification accepts "
-                + (
-                    "the build commands"
-                    if builds
-                    else ("a change in the git work tree" if self.p.git else "'test -d .' only (no git, no tests)")
-                )
+            if builds:
+                accepts = "the build commands"
+            elif self.p.git:
+                accepts = "a change in the git work tree"
+            else:
+                accepts = "a person's confirmation only (no git, no build, no tests)"
+            self.notes.append(f"no test command found: verification accepts {accepts}")
+        if commands:
+            return _Task(
+                "verify",
+                "Run the full verification",
+                f"Run the workspace's build and tests on the finished work for: {self.objective}.",
+                ".",
+                commands=commands,
+                acceptance=tests or builds,
             )
+        changed = [changed_check()] if self.p.git else []
         return _Task(
             "verify",
-            "Run the full verification",
-            f"Run the workspace's build and tests on the finished work for: {self.objective}.",
+            "Check the finished work",
+            f"Check by hand that the finished work does what was asked: {self.objective}. The workspace has no "
+            + (
+                "build or test command; the check is that the work changed something."
+                if changed
+                else "build or test command and no git history to compare with."
+            ),
             ".",
-            commands=list(dict.fromkeys(builds + tests)),
-            acceptance=list(dict.fromkeys(acceptance)),
+            acceptance=changed,
+            confirmation=None if changed else f"The finished work does what was asked: {self.objective}.",
         )
 
 
@@ -342,8 +410,14 @@ def build_plan(
             depends_on=[ids[k] for k in d.after],
             commands=d.commands,
             acceptance_tests=d.acceptance,
+            confirmation=d.confirmation,
         )
         for d in drafts
+    ]
+    confirmed = [
+        f"{t.id} has no check that can fail here: it is a manual step a person confirms ({t.confirmation})"
+        for t in tasks
+        if t.confirmation
     ]
     commands = [c for t in tasks for c in (*t.commands, *t.acceptance_tests)]
     plan = Plan(
@@ -353,7 +427,14 @@ def build_plan(
         source="generated",
         requires=Requirements(tools=tools_of(commands)),
     )
-    return plan, list(profile.notes) + b.notes
+    return plan, list(profile.notes) + b.notes + confirmed
+
+
+def _confirmed(task: TaskPacket) -> TaskPacket:
+    """``task`` with a confirmation when it is a manual step that nothing else could verify."""
+    if not task.is_manual or task.confirmation or any(t.strip() for t in task.acceptance_tests):
+        return task
+    return task.model_copy(update={"confirmation": f"Done as described: {task.objective}"})
 
 
 class HeuristicBackend:
@@ -368,12 +449,17 @@ class HeuristicBackend:
         from .refine import apply_feedback
 
         profile = detect(context.workspace)
-        fallback = [c.text for c in profile.test_commands] or ([changed_check()] if profile.git else [FALLBACK_CHECK])
+        # An added task borrows the last task's tests; with none to borrow, these (never a check
+        # that cannot fail), or with nothing real at all, a person's confirmation.
+        fallback = [c.text for c in profile.test_commands] or ([changed_check()] if profile.git else [])
 
         def replan(objective: str) -> list[TaskPacket]:
             return build_plan(objective, profile, context.max_tasks)[0].tasks
 
         # Only a plan this backend made may be made again; a person's tasks are edited, never replaced.
-        return apply_feedback(
+        refined, applied = apply_feedback(
             plan, feedback, fallback_tests=fallback, replan=replan if plan.source == "generated" else None
         )
+        before = {t.id for t in plan.tasks}
+        tasks = [t if t.id in before else _confirmed(t) for t in refined.tasks]
+        return refined.model_copy(update={"tasks": tasks}), applied

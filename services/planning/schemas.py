@@ -7,14 +7,16 @@ package). Shared types (Plan, TaskPacket, ValidationReport, Problem) come from h
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from harness.models import Plan, TaskPacket, ValidationReport
+from harness.models import AgentSpec, Plan, TaskPacket, ValidationReport
 
 
 class Strictness(StrEnum):
-    """Who wrote the plan decides how hard the soft rules (size, vagueness) bite.
+    """Who wrote the plan decides how hard the soft rules (size, vagueness, acceptance tests that
+    cannot fail, commands that leave their scope) bite.
 
     ``generated`` plans come from a planner and must be good: soft rules are errors.
     ``file`` plans were written by a person, who may know better: soft rules are warnings.
@@ -41,6 +43,12 @@ class ValidationConfig(BaseModel):
     max_tasks: int = Field(default=7, ge=1, description="More tasks than this is a plan_size problem.")
     size: Level | None = Field(default=None, description="Severity of plan_size (null: by strictness).")
     vague: Level | None = Field(default=None, description="Severity of vague_objective (null: by strictness).")
+    vacuous: Level | None = Field(
+        default=None, description="Severity of vacuous_acceptance_test, a test that cannot fail (null: by strictness)."
+    )
+    scope_escape: Level | None = Field(
+        default=None, description="Severity of command_leaves_scope, e.g. 'cd ..' (null: by strictness)."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ValidationConfig:
@@ -49,14 +57,57 @@ class ValidationConfig(BaseModel):
         return self
 
 
+class LLMOptions(BaseModel):
+    """Where the ``llm`` planner calls. Unset fields come from ``HARNESS_LLM_*`` variables of the
+    service's environment. The key itself never travels in a request: ``api_key_env`` names the
+    variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["openai", "anthropic"] | None = Field(
+        default=None,
+        description="openai: any OpenAI-compatible chat-completions endpoint (default); anthropic: Messages API.",
+    )
+    base_url: str | None = Field(
+        default=None, description="e.g. https://api.openai.com/v1, http://127.0.0.1:11434/v1, https://api.anthropic.com"
+    )
+    model: str | None = None
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The variable holding the key (default HARNESS_LLM_API_KEY).",
+    )
+    timeout: float | None = Field(default=None, gt=0, description="Seconds per call (default 120).")
+    retries: int | None = Field(default=None, ge=0, le=10, description="Retries of 429/5xx/529/timeouts (default 3).")
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Answer length cap (Anthropic needs one; default 8192)."
+    )
+    backoff: float | None = Field(
+        default=None, ge=0, description="Seconds before the first retry, doubled each time (default 1)."
+    )
+
+
 class PlanningContext(BaseModel):
-    """Where the plan will run and how big it may be; other keys are kept for future backends."""
+    """Where the plan will run, how big it may be, and which planner makes it."""
 
     model_config = ConfigDict(extra="allow")
 
     workspace: str | None = Field(default=None, description="Workspace directory to inspect for commands and scopes.")
     max_tasks: int = Field(default=7, ge=3, le=50, description="Upper bound on the number of tasks.")
-    backend: str = Field(default="heuristic", description="Planner backend; only 'heuristic' exists today.")
+    backend: str = Field(
+        default="heuristic",
+        description="heuristic (deterministic, no network), llm (a model endpoint) or agent (a coding-agent CLI, read-only).",
+    )
+    llm: LLMOptions | None = Field(
+        default=None, description="The llm planner's endpoint (else HARNESS_LLM_* variables)."
+    )
+    agent: AgentSpec | None = Field(default=None, description="The agent planner's agent: a name or a command.")
+    repair_rounds: int = Field(
+        default=1, ge=0, le=5, description="Times a model planner is shown the problems of its plan and asked again."
+    )
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds: per llm call (default 120), or for one agent run (default 600)."
+    )
 
 
 class DecomposeParams(BaseModel):
@@ -66,7 +117,16 @@ class DecomposeParams(BaseModel):
     context: PlanningContext = Field(default_factory=PlanningContext)
 
 
+class DecomposeTasks(RootModel[list[TaskPacket]]):
+    """The result of ``decompose``: the plan's task packets alone, in order (``.result[0]`` is the
+    first). ``decompose_plan`` answers the same plan whole, with its report and notes."""
+
+    root: list[TaskPacket]
+
+
 class DecomposeResult(BaseModel):
+    """The result of ``decompose_plan``: the whole plan, its validation report and the notes."""
+
     plan: Plan
     report: ValidationReport
     notes: list[str] = Field(
@@ -126,9 +186,36 @@ class ValidateParams(BaseModel):
         return self
 
 
+class PlannerCall(BaseModel):
+    """The ``planner_call`` notification: one call of a model planner (an HTTP request to a model
+    endpoint, or one run of an agent), as the supervisor logs it in PLANNER_CALL. No key, ever."""
+
+    provider: str = Field(description="openai | anthropic | agent")
+    model: str | None = None
+    purpose: str = Field(description="decompose | repair | refine")
+    call: int = Field(ge=1, description="The planner's calls so far in this request, this one included.")
+    attempt: int = Field(ge=1, description="1, then each retry of the same call.")
+    outcome: str = Field(
+        description="ok | retry | format_rejected | permission | quota | timeout | unavailable | rejected | unusable | failed"
+    )
+    duration_ms: float = Field(ge=0)
+    host: str | None = Field(default=None, description="The endpoint's host.")
+    agent: str | None = Field(default=None, description="The agent that planned (provider agent).")
+    mode: str | None = Field(default=None, description="schema | json | prompt: how JSON was asked for.")
+    status: int | None = Field(default=None, description="The HTTP status.")
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    exit_code: int | None = Field(default=None, description="The agent's exit code.")
+    retry_in: float | None = Field(default=None, description="Seconds before the next attempt.")
+    error: str | None = Field(default=None, description="What went wrong, scrubbed of secrets.")
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
+    "PlannerCall": PlannerCall,
     "DecomposeParams": DecomposeParams,
     "DecomposeResult": DecomposeResult,
+    "DecomposeTasks": DecomposeTasks,
     "RefineParams": RefineParams,
     "RefineResult": RefineResult,
     "ValidateParams": ValidateParams,

@@ -1,12 +1,14 @@
 """Plan validation: every problem of a set of task packets, found in one pass.
 
 Hard rules are errors whatever wrote the plan: duplicate ids, unknown or self dependencies,
-cycles (each named in order, "a -> b -> c -> a"), tasks without acceptance tests, empty commands,
-scope paths that leave the workspace (absolute paths, ``..``, symlinks; real paths are compared
-when the workspace is known) and an empty plan. Soft rules — plan size and vague objectives — are
-errors for generated plans and warnings for hand-written ones, unless the config says otherwise.
-A plan is valid when it has no errors; risky tasks are listed in ``risky`` and as
-``risky_task`` warnings, never rejected, here.
+cycles (each named in order, "a -> b -> c -> a"), tasks without acceptance tests (except a manual
+step with a ``confirmation``: a person's word is its verdict), empty commands, scope paths that
+leave the workspace (absolute paths, ``..``, symlinks; real paths are compared when the workspace
+is known) and an empty plan. Soft rules — plan size, vague objectives, acceptance tests that cannot
+fail (``vacuous_acceptance_test``, one per test, see :mod:`.vacuous`) and commands or tests that
+leave their task's directory (``command_leaves_scope``) — are errors for generated plans and
+warnings for hand-written ones, unless the config says otherwise. A plan is valid when it has no
+errors; risky tasks are listed in ``risky`` and as ``risky_task`` warnings, never rejected, here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from harness.models import Plan, Problem, Risk, Severity, TaskPacket, Validation
 from .risk import risk_reasons, risky_ids
 from .schemas import Level, Strictness, ValidationConfig
 from .text import vagueness
+from .vacuous import scope_escape, vacuous_reason
 
 
 def _soft_severity(override: Level | None, strictness: Strictness) -> Severity | None:
@@ -214,10 +217,13 @@ def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity
                 )
             elif dep in p.depends_on[:j]:
                 out.add(Severity.warning, "duplicate_dependency", f"task {p.id!r} lists {dep!r} twice", p.id, where)
-        if not [t for t in p.acceptance_tests if t.strip()]:
+        confirmed = p.is_manual and bool((p.confirmation or "").strip())
+        if not [t for t in p.acceptance_tests if t.strip()] and not confirmed:
             out.error(
                 "missing_acceptance_tests",
-                f"task {p.id!r} has no acceptance tests: nothing would decide whether it worked",
+                f"task {p.id!r} has no acceptance tests"
+                + (" and no confirmation" if p.is_manual else "")
+                + ": nothing would decide whether it worked",
                 p.id,
                 out.at(i, "acceptance_tests"),
             )
@@ -243,6 +249,34 @@ def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity
             code, message = found
             severity = Severity.warning if code == "absolute_scope_path" else Severity.error
             out.add(severity, code, f"task {p.id!r}: {message}", p.id, out.at(i, "scope_path"))
+
+
+def _check_commands(
+    packets: Sequence[TaskPacket], out: _Collector, vacuous: Severity | None, leaves: Severity | None
+) -> None:
+    """Acceptance tests that cannot fail, and commands or tests that leave their task's directory."""
+    for i, p in enumerate(packets):
+        if vacuous is not None:
+            for j, test in enumerate(p.acceptance_tests):
+                if why := vacuous_reason(test):
+                    out.add(
+                        vacuous,
+                        "vacuous_acceptance_test",
+                        f"task {p.id!r}: acceptance test {test!r} cannot fail, so it proves nothing: {why}",
+                        p.id,
+                        out.at(i, f"acceptance_tests[{j}]"),
+                    )
+        if leaves is not None:
+            for field in ("commands", "acceptance_tests"):
+                for j, cmd in enumerate(getattr(p, field)):
+                    if why := scope_escape(cmd):
+                        out.add(
+                            leaves,
+                            "command_leaves_scope",
+                            f"task {p.id!r}: {field[:-1].replace('_', ' ')} {cmd!r} leaves the task's directory: {why}",
+                            p.id,
+                            out.at(i, f"{field}[{j}]"),
+                        )
 
 
 def _check_risks(packets: Sequence[TaskPacket], out: _Collector) -> None:
@@ -272,6 +306,8 @@ def validate_packets(
     out = _Collector(root)
     size = _soft_severity(cfg.size, strictness)
     vague = _soft_severity(cfg.vague, strictness)
+    vacuous = _soft_severity(cfg.vacuous, strictness)
+    leaves = _soft_severity(cfg.scope_escape, strictness)
     if workspace is not None and not os.path.isdir(workspace):
         out.error("workspace_not_found", f"workspace {workspace!r} is not a directory", None, "workspace")
         workspace_for_scopes = None
@@ -290,6 +326,7 @@ def validate_packets(
     if objective is not None and vague is not None and (why := vagueness(objective)):
         out.add(vague, "vague_objective", f"the objective {objective!r} is vague: {why}", None, "objective")
     _check_tasks(packets, out, vague, workspace_for_scopes)
+    _check_commands(packets, out, vacuous, leaves)
     _check_cycles(packets, out)
     _check_risks(packets, out)
     valid = not any(p.severity == Severity.error for p in out.problems)

@@ -14,9 +14,9 @@ workspace always gives the same profile. Precedence, documented because it decid
   (go.mod -> ``go test ./...`` / ``go build ./...``).
 
 Commands run in a task's ``scope_path``. A command marked ``rooted`` must run at the workspace
-root (make, go's ``./...``) and is prefixed with ``cd`` back to the root when the task's scope is a
-subdirectory (pytest is rooted too: from ``src/`` it would collect nothing); npm and cargo find
-the project root from a subdirectory themselves.
+root (make, go's ``./...``; pytest too: from ``src/`` it would collect nothing), so a task that
+runs one works from the root; it is never prefixed with ``cd ..``, which would leave the task's
+directory. npm and cargo find the project root from a subdirectory themselves.
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ class Command:
     text: str
     origin: str
     rooted: bool = False
-
-    def from_dir(self, scope_path: str) -> str:
-        """The command as written for a task whose working directory is ``scope_path``."""
-        depth = len([p for p in Path(scope_path).parts if p not in (".", "")])
-        if not self.rooted or depth == 0:
-            return self.text
-        return f"cd {'/'.join(['..'] * depth)} && {self.text}"
 
 
 @dataclass(frozen=True)

@@ -173,12 +173,20 @@ class WorkerManager:
 
     # -- methods ----------------------------------------------------------------------------
     def spawn_worker(self, p: SpawnWorkerParams) -> dict[str, Any]:
-        """Register a worker in trust_required; the same idempotency key returns the same worker."""
+        """Register a worker in trust_required; the same idempotency key returns the same worker.
+
+        Defaults make a bare packet enough: the workspace is the manager's working directory,
+        the run folder ``<workspace>/.harness/workers-adhoc``, and a packet sent without an id
+        (named by its content) is keyed by that id, its attempt and its real scope directory, so
+        sending the same packet again returns the same worker.
+        """
         packet = p.task_packet
-        key = p.idempotency_key
-        workspace = os.path.realpath(p.workspace)
+        workspace = os.path.realpath(p.workspace if p.workspace is not None else os.getcwd())
         base = os.path.relpath(confine(workspace, p.workdir), workspace) if p.workdir else "."
         scope_dir = confine(workspace, os.path.join(base, packet.scope_path))
+        key = p.idempotency_key
+        if key is None and p.derived_id:
+            key = f"{packet.id}/{p.attempt}@{scope_dir}"
         run_dir = os.path.abspath(p.run_dir) if p.run_dir else os.path.join(workspace, ".harness", "workers-adhoc")
         with self._lock:
             if key is not None:

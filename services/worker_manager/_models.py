@@ -6,9 +6,25 @@ models live in :mod:`._results`, loaded for schema generation and by callers tha
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from harness.models import Budget, TaskPacket, WorkerEvent
 
@@ -39,9 +55,50 @@ class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: The prefix of the ids :func:`content_task_id` derives.
+DERIVED_ID_PREFIX = "task-"
+
+
+def content_task_id(packet: Mapping[str, Any]) -> str:
+    """The id of a packet sent without one: ``task-`` + 12 hex digits of the sha256 of its
+    canonical JSON (the fields other than ``id`` whose values are not their defaults, keys
+    sorted), so the same packet always gets the same id however it was spelled, and a field
+    added to TaskPacket later does not change it. A packet that is invalid anyway is hashed as
+    given; validation then reports what is wrong with it."""
+    try:
+        checked = TaskPacket.model_validate({**packet, "id": "x"})
+        body: Any = checked.model_dump(mode="json", exclude={"id"}, exclude_defaults=True)
+    except ValidationError:
+        body = {k: v for k, v in packet.items() if k != "id"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return DERIVED_ID_PREFIX + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+class _IdOptional:
+    """The JSON Schema of a packet whose ``id`` may be left out: TaskPacket's own schema, inlined,
+    with ``id`` no longer required (pydantic still validates a full TaskPacket)."""
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        body = copy.deepcopy(handler.resolve_ref_schema(handler(core_schema)))
+        body["required"] = [name for name in body.get("required", []) if name != "id"]
+        if not body["required"]:
+            del body["required"]
+        body["properties"]["id"] = {
+            **body["properties"]["id"],
+            "description": "Unique within the plan; when left out, task- and 12 hex digits of the sha256 of "
+            "the packet's canonical JSON (the same packet always gets the same id).",
+        }
+        return body
+
+
 class SpawnWorkerParams(_Params):
-    task_packet: TaskPacket
-    workspace: str = Field(description="The workspace root; the worker is confined inside it.")
+    task_packet: Annotated[TaskPacket, _IdOptional()] = Field(
+        description="The task to run: a TaskPacket whose id may be left out (then derived from its content)."
+    )
+    workspace: str | None = Field(
+        default=None,
+        description="The workspace root; the worker is confined inside it. Default: the manager's working directory.",
+    )
     run_dir: str | None = Field(
         default=None, description="Where output goes; default <workspace>/.harness/workers-adhoc."
     )
@@ -61,6 +118,28 @@ class SpawnWorkerParams(_Params):
         "the packet's scope_path is taken relative to it.",
     )
     budget: Budget | None = Field(default=None, description="Caps for this attempt's agent (default: the packet's).")
+    _derived_id: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _packet_id_from_content(
+        cls, data: Any, handler: ModelWrapValidatorHandler[SpawnWorkerParams]
+    ) -> SpawnWorkerParams:
+        """Give a packet sent without an id (or with a null one) the id its content derives."""
+        derived = False
+        if isinstance(data, Mapping):
+            raw = data.get("task_packet")
+            if isinstance(raw, Mapping) and raw.get("id") is None:
+                data = {**data, "task_packet": {**raw, "id": content_task_id(raw)}}
+                derived = True
+        params = handler(data)
+        params._derived_id = derived
+        return params
+
+    @property
+    def derived_id(self) -> bool:
+        """True when the packet came without an id and :func:`content_task_id` named it."""
+        return self._derived_id
 
 
 class CheckTrustParams(_Params):

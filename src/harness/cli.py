@@ -153,13 +153,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = _config(args, workspace)
         agent = _agent_option(args.agent, config) if args.agent else None
         ui = _make_ui(args)
+        planner = None
+        if plan is None:
+            planner, warnings = _planner_option(config, args.planner, agent)
+            for line in warnings:
+                print(line, file=sys.stderr)
         options = RunOptions(
             objective=args.objective,
             plan=plan,
+            plan_path=os.path.abspath(args.plan) if args.plan else None,
             approve=args.approve,
             parallel=args.parallel,
             agent=agent,
             merge=args.merge,
+            planner=planner,
         )
         code = Supervisor(workspace, config, ui, options, prespawned=early).start()
     if code == EXIT_OK and args.merge:
@@ -167,6 +174,70 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return _merge(workspace, eventlog.list_runs(workspace)[-1], yes=True)
     return code
+
+
+def _planner_option(config: Any, backend: str | None, agent: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    from .planner import PlannerChoiceError, planner_context
+
+    if agent is None and config.planner.agent and (backend or config.planner.backend) == "agent":
+        agent = _agent_option(config.planner.agent, config)
+    try:
+        return planner_context(config, backend, agent)
+    except PlannerChoiceError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Plan an objective and print the validated plan (YAML, or --json); nothing runs."""
+    import json
+
+    workspace = _workspace(args)
+    if not args.objective or not args.objective.strip():
+        raise UsageError('give an objective: harness plan "add dark mode"')
+    config = _config(args, workspace)
+    agent = _agent_option(args.agent, config) if args.agent else None
+    planner, warnings = _planner_option(config, args.planner, agent)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    from .events import describe_call
+    from .planner import call_timeout
+    from .rpc import InvalidPlan, ServiceProcess, UpstreamFailed
+    from .supervisor import PlanRejected
+
+    spec = config.service_spec("planning")
+
+    def on_note(method: str, params: Any) -> None:
+        if method == "planner_call" and isinstance(params, dict):
+            print(f"planner: {describe_call(params)}", file=sys.stderr)
+
+    context = {"workspace": workspace, **planner}
+    service = ServiceProcess(spec.command, env={**os.environ, **spec.env}, on_notification=on_note, cwd=workspace)
+    try:
+        params = {"objective": args.objective, "context": context}
+        result = service.request("decompose_plan", params, timeout=call_timeout(context) or spec.request_timeout)
+    except InvalidPlan as exc:
+        problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
+        raise PlanRejected(
+            problems or [{"severity": "error", "message": exc.message}], f"no valid plan: {exc.message}"
+        ) from exc
+    except UpstreamFailed as exc:
+        kind = (exc.data or {}).get("kind") if isinstance(exc.data, dict) else None
+        raise PlanRejected(
+            [{"severity": "error", "code": f"planner_{kind or 'failed'}", "message": exc.message}],
+            "the planner failed",
+        ) from exc
+    finally:
+        service.stop()
+    for note in result.get("notes") or []:
+        print(f"planner: {note}", file=sys.stderr)
+    plan = result["plan"]
+    if args.json:
+        print(json.dumps(plan, indent=2, ensure_ascii=False))
+    else:
+        from .planfile import dump_plan_yaml
+
+        sys.stdout.write(dump_plan_yaml(plan))
+    return EXIT_OK
 
 
 def _agent_option(value: str, config: Any) -> dict[str, Any]:
@@ -268,13 +339,17 @@ def _early_services(workspace: str, args: argparse.Namespace):
 
 def cmd_approve(args: argparse.Namespace) -> int:
     from .events import EventType as E
+    from .plandiff import plan_hash
     from .state import RunStatus
 
     workspace = _workspace(args)
     _, state, _ = _load_state(workspace, args.run_id)
     if state.plan is None:
         raise UsageError(f"run {args.run_id} has no plan to approve")
-    if state.is_approved():
+    if args.plan:
+        return _approve_plan_file(args, workspace)
+    approved = (state.approval or {}).get("plan_hash")
+    if state.is_approved() and approved in (None, plan_hash(state.plan)):
         raise UsageError(f"run {args.run_id} is already approved (revision {state.revision})")
     if state.status in (RunStatus.completed, RunStatus.aborted):
         raise UsageError(f"run {args.run_id} has ended ({state.status.value})")
@@ -290,14 +365,101 @@ def cmd_approve(args: argparse.Namespace) -> int:
             f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan."
         )
         return EXIT_OK
-    data: dict[str, Any] = dict(base)
+    data: dict[str, Any] = {**base, "plan_hash": plan_hash(state.plan)}
+    _approval_choices(args, data)
+    _append(workspace, args.run_id, [(E.GATE_APPROVED, data, None)])
+    print(f"Approved revision {state.revision} of run {args.run_id}. Continue with `harness resume {args.run_id}`.")
+    return EXIT_OK
+
+
+def _approval_choices(args: argparse.Namespace, data: dict[str, Any]) -> None:
+    """--skip, --keep-dependents and --order into GATE_APPROVED's data."""
     if args.skip:
         data["skip"] = args.skip
         data["keep_dependents"] = args.keep_dependents
     if args.order:
         data["order"] = args.order
-    _append(workspace, args.run_id, [(E.GATE_APPROVED, data, None)])
-    print(f"Approved revision {state.revision} of run {args.run_id}. Continue with `harness resume {args.run_id}`.")
+
+
+def _approve_plan_file(args: argparse.Namespace, workspace: str) -> int:
+    """``harness approve RUN --plan FILE``: the file, validated as ``harness run --plan`` validates
+    it, becomes the run's next revision (PLAN_CREATED) and is approved at once (GATE_APPROVED);
+    only before any task of the run started, and never while a harness process drives the run."""
+    import fcntl
+
+    from . import eventlog
+
+    if args.reject or args.clarify:
+        raise UsageError("--plan approves a plan file: it does not go with --reject or --clarify")
+    fd = os.open(eventlog.run_dir(workspace, args.run_id) / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"run {args.run_id} is being driven by a harness process: stop it first") from None
+        return _replace_plan(args, workspace)  # under the run's lock: no task can start meanwhile
+    finally:
+        os.close(fd)
+
+
+def _replace_plan(args: argparse.Namespace, workspace: str) -> int:
+    from .agents.plan import apply_agents
+    from .events import EventType as E
+    from .plandiff import describe_changes, plan_diff, plan_hash
+    from .planfile import load_plan_file
+    from .services.planning import Strictness, validate_plan
+    from .state import RunStatus, TaskStatus
+    from .supervisor import PlanRejected
+    from .supervisor._run import _flag_risks
+
+    run_id = args.run_id
+    _, state, _ = _load_state(workspace, run_id)
+    if state.plan is None:
+        raise UsageError(f"run {run_id} has no plan to replace")
+    if state.status in (RunStatus.completed, RunStatus.aborted):
+        raise UsageError(f"run {run_id} has ended ({state.status.value})")
+    started = [
+        t.id for t in state.task_list() if t.attempts or t.status not in (TaskStatus.pending, TaskStatus.skipped)
+    ]
+    if started:
+        raise UsageError(
+            f"run {run_id} has already started tasks ({', '.join(started)}): its plan cannot be replaced; "
+            "start a new run with the edited file"
+        )
+    loaded = load_plan_file(args.plan)  # PlanFileError: every problem of the file, exit 2
+    report = validate_plan(loaded, workspace=workspace, strictness=Strictness.file).model_dump(mode="json")
+    if not report.get("valid"):
+        raise PlanRejected(report.get("problems", []), f"{args.plan} is invalid; run {run_id} is unchanged")
+    file_plan = loaded.model_dump(mode="json")
+    definitions = {name: d.model_dump() for name, d in _config(args, workspace).agents.items()}
+    plan = apply_agents(_flag_risks(file_plan, report), state.options.get("agent"), definitions)
+    revision = state.revision + 1
+    plan["revision"] = revision
+    ids = [t["id"] for t in plan["tasks"]]
+    unknown = [t for t in args.skip + args.order if t not in ids]
+    if unknown:
+        raise UsageError(f"unknown task id(s) in {args.plan}: {', '.join(unknown)}", [f"tasks: {', '.join(ids)}"])
+    created = {
+        "plan": plan,
+        "revision": revision,
+        "report": report,
+        "plan_path": os.path.abspath(args.plan),
+        "plan_file_hash": plan_hash(file_plan),
+    }
+    approved: dict[str, Any] = {
+        "gate": "plan",
+        "revision": revision,
+        "source": Source.cli,
+        "approver": _user(),
+        "plan_hash": plan_hash(plan),
+    }
+    _approval_choices(args, approved)
+    _append(workspace, run_id, [(E.PLAN_CREATED, created, None), (E.GATE_APPROVED, approved, None)])
+    print(describe_changes(plan_diff(state.plan, plan), state.revision, old=state.plan, new=plan))
+    print(
+        f"Approved revision {revision} of run {run_id} from {args.plan} ({len(ids)} tasks). "
+        f"Continue with `harness resume {run_id}`."
+    )
     return EXIT_OK
 
 
@@ -391,6 +553,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"Objective: {state.objective}")
     if state.plan:
         print(f"Plan revision {state.revision}" + (" (approved)" if state.is_approved() else " (not approved)"))
+        if state.status.value == "awaiting_approval" and state.revision > 1 and state.previous_plan is not None:
+            from .plandiff import describe_changes, plan_diff
+
+            changes = plan_diff(state.previous_plan, state.plan)
+            print(describe_changes(changes, state.revision - 1, old=state.previous_plan, new=state.plan))
+        if state.status.value != "completed":
+            from .plandiff import file_plan_hash, resume_refusal
+
+            refusal = resume_refusal(state, file_plan_hash(state.plan_path) if state.plan_path else None)
+            if refusal:
+                print(f"Resume refuses it: {refusal}")
     counts = state.counts()
     print(
         f"Tasks: {counts['completed']}/{len(state.tasks)} completed, {counts['skipped']} skipped, {counts['failed']} failed, {counts['waiting']} waiting"
@@ -581,6 +754,14 @@ def build_parser() -> argparse.ArgumentParser:
     def ws(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", "-w", metavar="DIR", help="the workspace (default: the current directory)")
 
+    def planner_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--planner",
+            choices=("heuristic", "llm", "agent"),
+            help="who plans: heuristic (default; no network), llm (HARNESS_LLM_* or planner: in harness.yaml), "
+            "agent (the --agent CLI, read-only)",
+        )
+
     p = sub.add_parser("run", help="plan an objective (or load a plan file), gate it, and execute it")
     p.add_argument("objective", nargs="?", help="what should be done")
     ws(p)
@@ -596,7 +777,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="who does tasks without commands: claude, codex, gemini, opencode, aider, or 'PROGRAM ARGS...'",
     )
     p.add_argument("--merge", action="store_true", help="once the run completed, merge its work into your branch")
+    planner_arg(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="plan an objective and print the validated plan; nothing runs")
+    p.add_argument("objective", help="what should be done")
+    ws(p)
+    planner_arg(p)
+    p.add_argument("--agent", metavar="AGENT", help="with --planner agent: the agent that plans (read-only)")
+    p.add_argument("--config", metavar="FILE", help="a config file (default: harness.yaml in the workspace)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("resume", help="continue a run from its event log")
     p.add_argument("run_id")
@@ -616,6 +807,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--order", nargs="+", default=[], metavar="TASK", help="run ties in this order")
     p.add_argument("--reject", metavar="FEEDBACK", help="reject; the planner revises the plan with this feedback")
     p.add_argument("--clarify", metavar="QUESTION", help="ask the planner to revise the plan to answer a question")
+    p.add_argument(
+        "--plan",
+        metavar="FILE",
+        help="approve this plan file as the run's next revision (an edited plan file; before any task started)",
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="with --plan: a config file (default: harness.yaml in the workspace)"
+    )
     p.set_defaults(func=cmd_approve)
 
     p = sub.add_parser("decide", help="answer a question about one task (manual step, trust, failure)")
@@ -720,7 +919,7 @@ def _report_error(exc: BaseException) -> int:
     """Known failures -> a message and their exit code; anything else -> exit 1 without traceback."""
     from .config import ConfigError
     from .events import LogFormatError
-    from .supervisor import PlanRejected, RunLocked
+    from .supervisor import PlanChanged, PlanRejected, RunLocked
     from .worktrees import NotARepository
 
     if isinstance(exc, PlanRejected):
@@ -729,6 +928,9 @@ def _report_error(exc: BaseException) -> int:
             where = f" [{p.get('task_id')}]" if p.get("task_id") else ""
             path = f" at {p['path']}" if p.get("path") else ""
             print(f"  {p.get('severity', 'error')}{where}{path}: {p.get('message')}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, PlanChanged):
+        print(f"harness: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, ConfigError):
         print(f"harness: invalid configuration in {exc.source}:", file=sys.stderr)

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -145,9 +146,45 @@ class AgentDefinition(_Strict):
     model: str | None = None
 
 
+_ENV_REF = re.compile(r"^\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?$")
+
+
+class PlannerConfig(_Strict):
+    """The planner runs use unless ``--planner`` says otherwise, and where a model planner calls.
+
+    ``HARNESS_LLM_PROVIDER``, ``_BASE_URL``, ``_MODEL`` (and ``_TIMEOUT``, ``_RETRIES``) override
+    the file. The key is read from the variable ``api_key_env`` names (default
+    ``HARNESS_LLM_API_KEY``); ``api_key: ${NAME}`` means the same. A key written inline works but
+    is warned about: a committed file would hold the secret."""
+
+    backend: Literal["heuristic", "llm", "agent"] = "heuristic"
+    provider: Literal["openai", "anthropic"] | None = None
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key: str | None = Field(default=None, repr=False)
+    timeout: float | None = Field(default=None, gt=0)
+    retries: int | None = Field(default=None, ge=0, le=10)
+    max_tokens: int | None = Field(default=None, gt=0)
+    repair_rounds: int = Field(default=1, ge=0, le=5)
+    agent: str | None = Field(default=None, description="The agent that plans with backend agent (default: --agent).")
+
+    @model_validator(mode="after")
+    def _key_reference(self) -> PlannerConfig:
+        match = _ENV_REF.match(self.api_key or "")
+        if match:
+            self.api_key_env, self.api_key = match.group(1), None
+        return self
+
+    @property
+    def inline_key(self) -> bool:
+        return bool(self.api_key)
+
+
 class Config(_Strict):
     services: dict[str, ServiceOverride] = Field(default_factory=dict)
     agents: dict[str, AgentDefinition] = Field(default_factory=dict, description="Named agents, defined or adjusted.")
+    planner: PlannerConfig = Field(default_factory=PlannerConfig)
     policy: Policy = Field(default_factory=Policy)
     recovery: dict[str, Any] = Field(default_factory=dict, description="Classification rules and recipes.")
     source: str | None = Field(default=None, exclude=True)
@@ -156,6 +193,9 @@ class Config(_Strict):
     def service_spec(self, name: str) -> ServiceSpec:
         """The spec for a service: the embedded default, overridden by the config file."""
         spec = ServiceSpec(name=name, command=default_command(name))
+        if name == "planning" and self.planner.api_key:
+            # an inline key reaches the planning service through its environment, never a request
+            spec.env[self.planner.api_key_env or "HARNESS_LLM_API_KEY"] = self.planner.api_key
         override = self.services.get(name)
         if override is None:
             return spec
@@ -166,6 +206,7 @@ class Config(_Strict):
             value = getattr(override, key)
             if value is not None:
                 data[key] = value.model_dump() if isinstance(value, BaseModel) else value
+        data["env"] = {**spec.env, **(override.env or {})}
         return ServiceSpec.model_validate(data)
 
     def _resolve_command(self, command: list[str]) -> list[str]:

@@ -23,6 +23,7 @@ from typing import Any, Literal, NotRequired, cast
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
+from .plandiff import PlanChanges
 from .vocab import Decision, Question, Source, WaitReason
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "EventType",
     "LogFormatError",
     "describe",
+    "describe_call",
     "log_format",
     "upgrade",
     "worker_event_type",
@@ -45,8 +47,10 @@ class EventType(StrEnum):
 
     RUN_STARTED = "RUN_STARTED"
     RUN_RESUMED = "RUN_RESUMED"
+    PLANNER_CALL = "PLANNER_CALL"
     PLAN_CREATED = "PLAN_CREATED"
     PLAN_INVALID = "PLAN_INVALID"
+    PLAN_REFINE_FAILED = "PLAN_REFINE_FAILED"
     GATE_APPROVAL_REQUESTED = "GATE_APPROVAL_REQUESTED"
     GATE_APPROVED = "GATE_APPROVED"
     GATE_REJECTED = "GATE_REJECTED"
@@ -103,6 +107,7 @@ class RunOptionsData(TypedDict):
     approve: bool
     policy: str
     agent: NotRequired[dict[str, Any]]
+    planner: NotRequired[dict[str, Any]]  # the planning context's planner fields: backend, llm (no key), agent
 
 
 @_closed
@@ -113,6 +118,8 @@ class RunStarted(TypedDict):
     options: RunOptionsData
     supervisor_pid: int
     plan_file: NotRequired[dict[str, Any]]  # the plan file the run was started with, as loaded
+    plan_path: NotRequired[str]  # that file's absolute path: resume refuses it once it holds other content
+    plan_file_hash: NotRequired[str]  # plan_hash of the file's plan as loaded (harness.plandiff)
 
 
 @_closed
@@ -127,6 +134,33 @@ class PlanCreated(TypedDict):
     report: dict[str, Any] | None  # the planner's ValidationReport
     feedback: NotRequired[str | None]  # a revision: the feedback it answers
     applied: NotRequired[list[Any]]  # a revision: what the planner changed
+    plan_path: NotRequired[str]  # a revision from a plan file (harness approve --plan): its absolute path
+    plan_file_hash: NotRequired[str]  # and plan_hash of the file's plan as loaded
+
+
+@_closed
+class PlannerCall(TypedDict):
+    """One call of a model planner: an HTTP request to a model endpoint, or one agent run."""
+
+    provider: str  # openai | anthropic | agent
+    model: str | None
+    purpose: str  # decompose | repair | refine
+    call: int  # the planner's calls so far in this request, this one included
+    attempt: int  # 1, then each retry of the same call
+    outcome: (
+        str  # ok | retry | format_rejected | permission | quota | timeout | unavailable | rejected | unusable | failed
+    )
+    duration_ms: float
+    host: NotRequired[str]  # the endpoint's host (never a key)
+    agent: NotRequired[str]  # the agent that planned
+    mode: NotRequired[str]  # schema | json | prompt: how JSON was asked for
+    status: NotRequired[int | None]  # the HTTP status
+    tokens_in: NotRequired[int]
+    tokens_out: NotRequired[int]
+    cost_usd: NotRequired[float]
+    exit_code: NotRequired[int | None]  # an agent's
+    retry_in: NotRequired[float]  # seconds before the next attempt
+    error: NotRequired[str]  # what went wrong, scrubbed of secrets
 
 
 @_closed
@@ -136,11 +170,22 @@ class PlanInvalid(TypedDict):
 
 
 @_closed
+class PlanRefineFailed(TypedDict):
+    """The planner could not revise the plan after a rejection; the revision stays at the gate."""
+
+    revision: int
+    feedback: str | None
+    message: str
+    problems: list[dict[str, Any]]
+
+
+@_closed
 class GateApprovalRequested(TypedDict):
     gate: Literal[Question.plan]
     revision: int
     tasks: int
     risky: list[str]
+    changes: NotRequired[PlanChanges]  # revision > 1: what changed since the previous revision
 
 
 @_closed
@@ -149,6 +194,7 @@ class GateApproved(TypedDict):
     revision: int
     source: Source
     approver: str
+    plan_hash: NotRequired[str]  # plan_hash of the revision approved (absent in older logs)
     rule: NotRequired[str]
     skip: NotRequired[list[str]]
     keep_dependents: NotRequired[bool]
@@ -533,8 +579,10 @@ class ServiceNotification(TypedDict):
 PAYLOADS: dict[EventType, type] = {
     E.RUN_STARTED: RunStarted,
     E.RUN_RESUMED: RunResumed,
+    E.PLANNER_CALL: PlannerCall,
     E.PLAN_CREATED: PlanCreated,
     E.PLAN_INVALID: PlanInvalid,
+    E.PLAN_REFINE_FAILED: PlanRefineFailed,
     E.GATE_APPROVAL_REQUESTED: GateApprovalRequested,
     E.GATE_APPROVED: GateApproved,
     E.GATE_REJECTED: GateRejected,
@@ -660,6 +708,25 @@ def _note(d: Mapping[str, Any]) -> str:
     return f" (note: {d['note']})" if d.get("note") else ""
 
 
+def describe_call(d: Mapping[str, Any]) -> str:
+    """One planner call in a line: who, what for, how it ended, what it cost."""
+    who = (
+        f"agent {d.get('agent')}"
+        if d.get("provider") == "agent"
+        else f"{d.get('provider')} {d.get('model') or ''}".strip()
+    )
+    status = f" {d['status']}" if d.get("status") else ""
+    tokens = (
+        f", {d.get('tokens_in', 0)}+{d.get('tokens_out', 0)} tokens"
+        if d.get("tokens_in") or d.get("tokens_out")
+        else ""
+    )
+    retry = f", retry in {d['retry_in']:g} s" if d.get("retry_in") is not None else ""
+    error = f": {d['error']}" if d.get("error") and d.get("outcome") != "ok" else ""
+    ms = float(d.get("duration_ms") or 0)
+    return f"{who} {d.get('purpose')} call {d.get('call')}: {d.get('outcome')}{status} in {ms / 1000:.1f} s{tokens}{retry}{error}"
+
+
 def describe(event: Mapping[str, Any], titles: Mapping[str, str] | None = None) -> str:
     """What an event says, in one line for people, without its time, type or task id.
 
@@ -686,9 +753,20 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}"
     if etype == E.PLAN_INVALID:
         return f"{len(d.get('problems') or [])} problem(s): {d.get('message', '')}"
+    if etype == E.PLANNER_CALL:
+        return describe_call(d)
+    if etype == E.PLAN_REFINE_FAILED:
+        return f"revision {d.get('revision')} stays at the gate: {d.get('message', '')}"
     if etype == E.GATE_APPROVAL_REQUESTED:
         risky = f", risky: {', '.join(d['risky'])}" if d.get("risky") else ""
-        return f"revision {d.get('revision')}: {d.get('tasks')} tasks{risky}"
+        changes = d.get("changes") or {}
+        counts = (
+            f" ({len(changes.get('added') or [])} added, {len(changes.get('removed') or [])} removed, "
+            f"{len(changes.get('changed') or {})} changed)"
+            if changes
+            else ""
+        )
+        return f"revision {d.get('revision')}: {d.get('tasks')} tasks{counts}{risky}"
     if etype in (E.GATE_APPROVED, E.GATE_REJECTED):
         text = f"revision {d.get('revision')} {_by(d)}"
         if d.get("skip"):

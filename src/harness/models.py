@@ -80,7 +80,8 @@ class TaskPacket(BaseModel):
     The seed's fields (objective, scope, scope_path, acceptance_tests, commit_policy,
     escalation_policy) keep their meaning. ``commands`` are run by the shell executor; a packet
     with neither commands nor an agent is a manual step. ``acceptance_tests`` always run last and
-    are the verdict. Either ``title`` or ``objective`` may be omitted: each defaults to the other.
+    are the verdict; a manual step with none is verified by a person's ``confirmation`` instead.
+    Either ``title`` or ``objective`` may be omitted: each defaults to the other.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -93,6 +94,13 @@ class TaskPacket(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     commands: list[str] = Field(default_factory=list, description="Shell commands run in order.")
     acceptance_tests: list[str] = Field(default_factory=list, description="Commands whose success is the verdict.")
+    confirmation: str | None = Field(
+        default=None,
+        description=(
+            "For a manual step: what a person must confirm. A manual step with no acceptance tests "
+            "is verified by this confirmation alone."
+        ),
+    )
     risk: Risk = Risk.low
     risk_reasons: list[str] = Field(default_factory=list)
     timeout: float | None = Field(default=None, gt=0, description="Seconds for the whole task.")

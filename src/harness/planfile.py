@@ -301,3 +301,31 @@ def load_plan_file(path: str | os.PathLike[str]) -> Plan:
     if problems or plan is None:
         raise PlanFileError(path, sorted(problems, key=lambda p: p.line or 0))
     return plan
+
+
+def plan_for_file(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan as a person would write it: fields left at their defaults are dropped, so the file
+    reads like the examples and loads back (``load_plan_file``) into the same plan."""
+    task_defaults = {name: f.get_default(call_default_factory=True) for name, f in TaskPacket.model_fields.items()}
+    tasks = []
+    for packet in plan.get("tasks") or []:
+        kept = {k: v for k, v in packet.items() if k in ("id", "title") or v != task_defaults.get(k)}
+        if kept.get("objective") == kept.get("title"):
+            kept.pop("objective", None)
+        tasks.append(kept)
+    out: dict[str, Any] = {"objective": plan.get("objective", "")}
+    requires = {k: v for k, v in (plan.get("requires") or {}).items() if v}
+    if requires:
+        out["requires"] = requires
+    for key in ("defaults", "budget"):
+        if plan.get(key):
+            out[key] = plan[key]
+    out["tasks"] = tasks
+    return out
+
+
+def dump_plan_yaml(plan: dict[str, Any]) -> str:
+    """The plan as YAML for a file that ``harness run --plan`` takes back."""
+    import yaml
+
+    return yaml.safe_dump(plan_for_file(plan), sort_keys=False, allow_unicode=True, width=100)

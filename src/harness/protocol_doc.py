@@ -36,6 +36,8 @@ CODE_MEANINGS: dict[int, str] = {
     -32005: "A bounded wait ran out.",
     -32006: "The work was cancelled before it finished.",
     -32007: "The peer exited or closed its pipe (raised by clients, never sent by services).",
+    -32008: "What the service relies on (a model endpoint, an agent CLI) refused or failed; `data.kind` is "
+    "permission, quota, timeout, unavailable, config, rejected or unusable. Never carries a secret.",
 }
 
 
@@ -102,7 +104,10 @@ def _constraints(node: dict[str, Any]) -> str:
 
 
 def field_table(schema: dict[str, Any]) -> list[str]:
-    """The fields of an object schema as a Markdown table (or a sentence when it has none)."""
+    """The fields of an object schema as a Markdown table (or a sentence when it has none or is
+    no object: an array result is described by its items)."""
+    if schema.get("type") == "array":
+        return [f"A JSON array (not an object): {type_of(schema)}."]
     props: dict[str, Any] = schema.get("properties") or {}
     if not props:
         return [

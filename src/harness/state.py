@@ -167,11 +167,13 @@ class RunState:
     options: dict[str, Any] = field(default_factory=dict)
     status: RunStatus = RunStatus.created
     plan: dict[str, Any] | None = None
+    previous_plan: dict[str, Any] | None = None  # the revision a PLAN_CREATED replaced (for the gate's diff)
     revision: int = 0
     report: dict[str, Any] | None = None
     approved_revision: int | None = None
     approval: dict[str, Any] | None = None
     rejections: list[dict[str, Any]] = field(default_factory=list)
+    planner_usage: dict[str, float] = field(default_factory=dict)  # calls, tokens_in, tokens_out, cost_usd
     gate_requested_revision: int | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # execution tie-break order (plan order, or as modified)
@@ -182,6 +184,8 @@ class RunState:
     amendments: list[dict[str, Any]] = field(default_factory=list)
     outcome: dict[str, Any] | None = None
     options_plan: dict[str, Any] | None = None  # the plan file the run was started with
+    plan_path: str | None = None  # the plan file the latest revision from a file came from
+    plan_file_hash: str | None = None  # and the hash of that file's plan as loaded then
     problems: list[dict[str, Any]] = field(default_factory=list)
     last_seq: int = 0
     last_unix: float = 0.0
@@ -383,6 +387,8 @@ def _run_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     s.workspace = d.get("workspace", "")
     s.options = dict(d.get("options") or {})
     s.options_plan = d.get("plan_file")
+    s.plan_path = d.get("plan_path")
+    s.plan_file_hash = d.get("plan_file_hash")
     s.started_unix = e.get("unix")
 
 
@@ -393,7 +399,11 @@ def _plan_invalid(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
 def _plan_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.PlanCreated, data)
     plan = d["plan"]
+    s.previous_plan = s.plan
     s.plan = plan
+    if d.get("plan_file_hash"):
+        s.plan_path = d.get("plan_path", s.plan_path)
+        s.plan_file_hash = d["plan_file_hash"]
     s.revision = int(d.get("revision", plan.get("revision", s.revision + 1)))
     s.report = d.get("report")
     s.objective = plan.get("objective", s.objective)
@@ -448,6 +458,20 @@ def _gate_rejected(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None
     s.rejections.append(dict(data))
     s.status = RunStatus.created
     s.waiting = None
+
+
+def _refine_failed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    """The rejection was answered, without a new revision: the same revision goes to the gate again."""
+    if s.rejections and int(data.get("revision", -1)) == int(s.rejections[-1].get("revision", -2)):
+        s.rejections[-1] = {**s.rejections[-1], "refine_failed": data.get("message", "")}
+
+
+def _planner_call(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    u = s.planner_usage
+    u["calls"] = u.get("calls", 0) + 1
+    for key in ("tokens_in", "tokens_out", "cost_usd"):
+        if isinstance(data.get(key), int | float):
+            u[key] = u.get(key, 0) + data[key]
 
 
 def _amended(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
@@ -723,6 +747,8 @@ _HANDLERS = {
     E.RUN_STARTED: _run_started,
     E.PLAN_CREATED: _plan_created,
     E.PLAN_INVALID: _plan_invalid,
+    E.PLAN_REFINE_FAILED: _refine_failed,
+    E.PLANNER_CALL: _planner_call,
     E.GATE_APPROVAL_REQUESTED: _gate_requested,
     E.GATE_APPROVED: _gate_approved,
     E.GATE_REJECTED: _gate_rejected,

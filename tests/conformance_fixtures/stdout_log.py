@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 from harness.rpc import LineWriter
-from harness.services.planning.schemas import DecomposeParams, DecomposeResult
+from harness.services.planning.schemas import DecomposeParams, DecomposeTasks
 from harness.services.planning.service import build_server, decompose
 
 
-def chatty_decompose(params: DecomposeParams) -> DecomposeResult:
+def chatty_decompose(params: DecomposeParams) -> DecomposeTasks:
     print(f"planning: decomposing {params.objective!r}", flush=True)  # the bug: stdout is the wire
     return decompose(params)
 

@@ -17,8 +17,10 @@ into the same classes (:func:`from_error_object`), so callers catch by class and
     ├── InvalidPlan             -32004  cycle, unknown dependency, size, vague task (all listed)
     ├── RequestTimeout          -32005  a bounded wait ran out
     ├── Cancelled               -32006  the work was cancelled before it finished
-    └── ConnectionClosed        -32007  the peer died or closed the pipe; pending requests fail
-        └── ClientClosed                you closed this peer yourself and then used it
+    ├── ConnectionClosed        -32007  the peer died or closed the pipe; pending requests fail
+    │   └── ClientClosed                you closed this peer yourself and then used it
+    └── UpstreamFailed          -32008  what the service relies on (a model endpoint, an agent
+                                        CLI) refused or failed; .data says how (never a secret)
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ INVALID_PLAN = -32004
 TIMEOUT = -32005
 CANCELLED = -32006
 CONNECTION_CLOSED = -32007
+UPSTREAM_FAILED = -32008
 
 #: Human names of the codes, used by contracts and documentation.
 CODE_NAMES: dict[int, str] = {
@@ -52,6 +55,7 @@ CODE_NAMES: dict[int, str] = {
     TIMEOUT: "timeout",
     CANCELLED: "cancelled",
     CONNECTION_CLOSED: "connection_closed",
+    UPSTREAM_FAILED: "upstream_failed",
 }
 
 
@@ -136,6 +140,14 @@ class ClientClosed(ConnectionClosed):
     default_message = "This peer was closed by its owner; start a new one to send more requests"
 
 
+class UpstreamFailed(RPCError):
+    """A model endpoint or an agent CLI the service called refused or failed. ``data.kind`` is one
+    of permission, quota, timeout, unavailable, config, rejected, unusable."""
+
+    code = UPSTREAM_FAILED
+    default_message = "The upstream the service relies on failed"
+
+
 _BY_CODE: dict[int, type[RPCError]] = {
     cls.code: cls
     for cls in (
@@ -151,6 +163,7 @@ _BY_CODE: dict[int, type[RPCError]] = {
         RequestTimeout,
         Cancelled,
         ConnectionClosed,
+        UpstreamFailed,
     )
 }
 

@@ -5,13 +5,14 @@ Deciding is apart from doing: :mod:`._decide` says what to do next from the fold
 threads, terminal).
 """
 
-from ._run import PlanRejected, RunLocked, RunOptions, Supervisor
+from ._run import PlanChanged, PlanRejected, RunLocked, RunOptions, Supervisor
 from ._service import ServiceFatal, SupervisedService
 from ._ui import UI, JsonUI
 
 __all__ = [
     "UI",
     "JsonUI",
+    "PlanChanged",
     "PlanRejected",
     "RunLocked",
     "RunOptions",

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import Policy, PolicyRule
 from ..events import EventType as E
+from ..plandiff import plan_diff, plan_hash
 from ..recovery import (
     HARNESS_ERROR,
     INTERRUPTED,
@@ -213,6 +214,7 @@ def answer_events(ask: Ask, answer: Answer, state: RunState) -> list[Action]:
         base = {"gate": Question.plan, "revision": state.revision, **who}
         base.setdefault("approver", "unknown")
         if answer.decision is Decision.approve:
+            base["plan_hash"] = plan_hash(state.plan or {})  # the approval names the content it approves
             if answer.skip:
                 base["skip"] = list(answer.skip)
             if answer.order:
@@ -315,12 +317,15 @@ def gate_step(state: RunState, rules: Rules) -> list[Action | Refine]:
     """The next thing the plan gate needs; empty once the current revision is approved."""
     if state.is_approved():
         return []
-    if state.rejections and int(state.rejections[-1].get("revision", -1)) == state.revision:
-        return [Refine(state.rejections[-1])]
+    last = state.rejections[-1] if state.rejections else None
+    if last is not None and int(last.get("revision", -1)) == state.revision and "refine_failed" not in last:
+        return [Refine(last)]
     ask = plan_question(state, rules)
     if state.gate_requested_revision != state.revision:
         risky = [t["id"] for t in (state.plan or {}).get("tasks", []) if t.get("risk") == "high"]
-        data = {"gate": Question.plan, "revision": state.revision, "tasks": ask.n_tasks, "risky": risky}
+        data: dict[str, Any] = {"gate": Question.plan, "revision": state.revision, "tasks": ask.n_tasks, "risky": risky}
+        if state.revision > 1 and state.previous_plan is not None:
+            data["changes"] = plan_diff(state.previous_plan, state.plan or {})
         return [Record(E.GATE_APPROVAL_REQUESTED, data)]
     return [ask]
 

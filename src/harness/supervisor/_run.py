@@ -25,10 +25,11 @@ from typing import Any
 from .. import eventlog
 from ..agents.plan import apply_agents
 from ..config import Config
-from ..events import LOG_FORMAT, LogFormatError
+from ..events import LOG_FORMAT, LogFormatError, PlannerCall, describe_call
 from ..events import EventType as E
+from ..planner import call_timeout
 from ..recovery import Recovery
-from ..rpc import ClientClosed, InvalidPlan, RPCError
+from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
 from ..vocab import Decision, ExitCode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
@@ -50,6 +51,11 @@ class PlanRejected(Exception):
         super().__init__(message)
 
 
+class PlanChanged(Exception):
+    """The plan a run would go on with is not the content recorded or approved for it: its plan file
+    was edited since, or the log's plan is not the one its approval named. Nothing was run."""
+
+
 class RunLocked(Exception):
     """Another supervisor is driving this run right now."""
 
@@ -65,11 +71,13 @@ def user() -> str:
 class RunOptions:
     objective: str | None = None
     plan: dict[str, Any] | None = None  # a plan file, already loaded
+    plan_path: str | None = None  # that file's absolute path (resume refuses it once it holds other content)
     approve: bool = False
     parallel: int = 1
     approver: str = field(default_factory=user)
     agent: dict[str, Any] | None = None  # --agent: who does tasks that have no commands
     merge: bool = False  # --merge: a completed run's work goes into the user's branch
+    planner: dict[str, Any] | None = None  # the planning context's planner fields (harness.planner)
 
 
 class Supervisor:
@@ -242,6 +250,10 @@ class Supervisor:
         elif method == "phase_completed":
             self.emit(E.BOOTSTRAP_PHASE_COMPLETED, params)
             return
+        elif method == "planner_call" and service == "planning":
+            self.emit(E.PLANNER_CALL, planner_call(params))
+            self.ui.note(describe_call(params))
+            return
         self.emit(E.SERVICE_NOTIFICATION, {"service": service, "method": method, "params": params})
 
     def _replay_source(self, service: str) -> Callable[[], list[dict[str, Any]]]:
@@ -299,6 +311,8 @@ class Supervisor:
         }
         if self.options.agent is not None:
             options["agent"] = self.options.agent
+        if self.options.planner is not None:
+            options["planner"] = self.options.planner  # names and endpoints only, never a key
         data: dict[str, Any] = {
             "log_format": LOG_FORMAT,
             "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
@@ -308,6 +322,22 @@ class Supervisor:
         }
         if self.options.plan is not None:
             data["plan_file"] = self.options.plan
+        if self.options.plan is not None and self.options.plan_path is not None:
+            from ..plandiff import plan_hash
+            from ..planfile import PlanFileError, load_plan_file
+
+            data["plan_path"] = self.options.plan_path
+            data["plan_file_hash"] = plan_hash(self.options.plan)
+            if self.options.objective:  # the command line's objective replaced the file's: hash the file's own
+                try:
+                    on_disk: dict[str, Any] | None = load_plan_file(self.options.plan_path).model_dump(mode="json")
+                except PlanFileError:
+                    on_disk = None
+                if (
+                    on_disk is not None
+                    and {**on_disk, "objective": self.options.plan.get("objective")} == self.options.plan
+                ):
+                    data["plan_file_hash"] = plan_hash(on_disk)  # else edited meanwhile: resume will refuse it
         self.emit(E.RUN_STARTED, data, durable=True)
         self._start_services()
         return self._drive()
@@ -321,6 +351,12 @@ class Supervisor:
                 f"only runs in format {LOG_FORMAT}. Its log can still be read (harness log, status, report); "
                 "start a new run to go on"
             )
+        if state.status is not RunStatus.completed:
+            from ..plandiff import file_plan_hash, resume_refusal
+
+            refusal = resume_refusal(state, file_plan_hash(state.plan_path) if state.plan_path else None)
+            if refusal is not None:
+                raise PlanChanged(refusal)  # before the log is opened or a service started
         self._open_log(create=False)  # a torn tail (left out of the read above) is cut here
         self.state = state
         for event in past:
@@ -392,7 +428,13 @@ class Supervisor:
 
     # -- PLAN -----------------------------------------------------------------------------------
     def _context(self) -> dict[str, Any]:
-        return {"workspace": str(self.workspace)}
+        return {"workspace": str(self.workspace), **(self.state.options.get("planner") or {})}
+
+    def _planning_call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """decompose_plan or refine, waiting as long as the run's planner may take."""
+        timeout = call_timeout(params.get("context") or {})
+        result: dict[str, Any] = self.svc("planning").call(method, params, timeout=timeout)
+        return result
 
     def _plan(self) -> None:
         """PLAN: decompose the objective (or validate the plan file); an invalid plan ends the run."""
@@ -422,17 +464,41 @@ class Supervisor:
                 raise PlanRejected(report.get("problems", []), "the plan file is invalid")
             return _flag_risks(plan, report), report
         try:
-            result = planning.call("decompose", {"objective": self.state.objective, "context": self._context()})
+            result = self._planning_call(
+                "decompose_plan", {"objective": self.state.objective, "context": self._context()}
+            )
         except InvalidPlan as exc:
             problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
             raise PlanRejected(
-                problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]
+                problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}],
+                f"no valid plan: {exc.message}",
             ) from exc
+        except UpstreamFailed as exc:
+            kind = (exc.data or {}).get("kind") if isinstance(exc.data, dict) else None
+            problem = {"severity": "error", "code": f"planner_{kind or 'failed'}", "message": exc.message}
+            raise PlanRejected([problem], f"the planner failed: {exc.message}") from exc
+        if (self.state.options.get("planner") or {}).get("backend", "heuristic") != "heuristic":
+            for note in result.get("notes") or []:
+                self.ui.note(f"planner: {note}")
         return result["plan"], result.get("report") or {}
 
     def _refine(self, rejection: Any) -> None:
+        """The next revision after a rejection; a planner that cannot make one leaves the current
+        revision at the gate again (PLAN_REFINE_FAILED says why), never a half-made plan."""
         params = {"plan": self.state.plan, "feedback": rejection.get("feedback", ""), "context": self._context()}
-        result = self.svc("planning").call("refine", params)
+        try:
+            result = self._planning_call("refine", params)
+        except (InvalidPlan, UpstreamFailed) as exc:
+            data = exc.data if isinstance(exc.data, dict) else {}
+            failed = {
+                "revision": self.state.revision,
+                "feedback": rejection.get("feedback"),
+                "message": exc.message,
+                "problems": data.get("problems") or [],
+            }
+            self.ui.note(f"the plan could not be revised: {exc.message}")
+            self.emit(E.PLAN_REFINE_FAILED, failed, durable=True)
+            return
         plan = self._with_agents(result["plan"])
         plan["revision"] = self.state.revision + 1
         revised = {
@@ -459,7 +525,10 @@ class Supervisor:
                         return ExitCode.WAITING
                 else:
                     if isinstance(action, decide.Record) and action.type is E.GATE_APPROVAL_REQUESTED:
-                        self.ui.show_plan(self.state.plan or {}, self.state.report, self.state.revision)
+                        changes = action.data.get("changes")
+                        self.ui.show_plan(
+                            self.state.plan or {}, self.state.report, self.state.revision, changes=changes
+                        )
                     self.perform([action])
 
     # -- BOOTSTRAP ------------------------------------------------------------------------------
@@ -656,6 +725,23 @@ class Supervisor:
         return True
 
 
+_CALL_FIELDS = frozenset(PlannerCall.__annotations__)
+
+
+def planner_call(params: dict[str, Any]) -> dict[str, Any]:
+    """A planning service's ``planner_call`` notification as a PLANNER_CALL payload: the known
+    fields only (a service in another language may send more), the required ones always there."""
+    data = {k: v for k, v in params.items() if k in _CALL_FIELDS}
+    data.setdefault("provider", "unknown")
+    data.setdefault("model", None)
+    data.setdefault("purpose", "decompose")
+    data.setdefault("call", 1)
+    data.setdefault("attempt", 1)
+    data.setdefault("outcome", "unknown")
+    data.setdefault("duration_ms", 0.0)
+    return data
+
+
 def _flag_risks(plan: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     """The plan with the tasks validation found risky marked high risk (they need their own trust)."""
     risky = set(report.get("risky") or [])
@@ -671,4 +757,4 @@ def _flag_risks(plan: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     return {**plan, "tasks": tasks}
 
 
-__all__ = ["PlanRejected", "RunLocked", "RunOptions", "Supervisor", "user"]
+__all__ = ["PlanChanged", "PlanRejected", "RunLocked", "RunOptions", "Supervisor", "user"]

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from ..events import EventType as E
 from ..events import describe
+from ..plandiff import describe_changes, plan_diff
 from ..state import RunState
 from ..vocab import Decision, Question, Source
 from ._decide import Answer, Ask
@@ -46,6 +47,7 @@ class UI:
         self.out = out or sys.stdout
         self.interactive = interactive
         self.stdin = stdin or sys.stdin
+        self._changes: tuple[int, str] | None = None  # (revision, what changed since the one before)
 
     # -- output ---------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -73,6 +75,10 @@ class UI:
             self.note(f"service {d.get('service')} crashed ({d.get('exit')}); restarting")
         elif etype == E.SERVICE_FATAL:
             self.note(f"service {d.get('service')} is down: {d.get('reason')}")
+        elif etype == E.PLAN_CREATED and state.previous_plan is not None and state.plan is not None:
+            changes = plan_diff(state.previous_plan, state.plan)
+            text = describe_changes(changes, state.revision - 1, old=state.previous_plan, new=state.plan)
+            self._changes = (state.revision, text)  # shown with the plan at the gate
 
     @staticmethod
     def _label(state: RunState, tid: str) -> str:
@@ -80,8 +86,20 @@ class UI:
         idx = order.index(tid) + 1 if tid in order else 0
         return f"[Task {idx}/{len(order)}]"
 
-    def show_plan(self, plan: dict[str, Any], report: dict[str, Any] | None, revision: int) -> None:
+    def show_plan(
+        self,
+        plan: dict[str, Any],
+        report: dict[str, Any] | None,
+        revision: int,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        """The plan as the gate shows it; for a revision after the first, what changed first
+        (``changes`` as in GATE_APPROVAL_REQUESTED, else what this UI saw the revision change)."""
         tasks = plan.get("tasks", [])
+        if changes is not None:
+            self.say(describe_changes(changes, revision - 1, new=plan))
+        elif self._changes is not None and self._changes[0] == revision:
+            self.say(self._changes[1])
         self.say(f"Plan (revision {revision}): {plan.get('objective')}")
         for i, t in enumerate(tasks, 1):
             deps = f"  after {', '.join(t['depends_on'])}" if t.get("depends_on") else ""
@@ -207,8 +225,14 @@ class JsonUI(UI):
         self.out.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
         self.out.flush()
 
-    def show_plan(self, plan: dict[str, Any], report: dict[str, Any] | None, revision: int) -> None:
-        pass  # the PLAN_CREATED event carries it
+    def show_plan(
+        self,
+        plan: dict[str, Any],
+        report: dict[str, Any] | None,
+        revision: int,
+        changes: dict[str, Any] | None = None,
+    ) -> None:
+        pass  # the PLAN_CREATED and GATE_APPROVAL_REQUESTED events carry it
 
     def summary(self, state: RunState, log_path: str) -> None:
         pass
