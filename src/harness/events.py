@@ -249,6 +249,7 @@ class TaskWaiting(TypedDict):
     title: str
     objective: str
     how: str
+    confirmation: NotRequired[str]  # what the person confirms (the verdict when there are no tests)
 
 
 @_closed

@@ -252,6 +252,8 @@ def wait_events(ask: Ask, unanswered: Unanswered, state: RunState, rules: Rules)
     if ask.kind is Question.manual:
         packet = state.packets.get(tid or "", {})
         data = {"kind": Question.manual, "title": packet.get("title") or tid, "objective": packet.get("objective", "")}
+        if packet.get("confirmation"):
+            data["confirmation"] = packet["confirmation"]
         return [Record(E.TASK_WAITING, {**data, "how": ask.how}, task_id=tid)]
     if ask.kind is Question.trust:
         data = {"reason": ask.payload.get("reason", ""), "risky": ask.risky, "how": ask.how}
@@ -283,6 +285,10 @@ def manual_question(state: RunState, rules: Rules, tid: str) -> Ask:
     packet = state.packets[tid]
     lines = [f"Manual step {tid}: {packet.get('title')}", f"  {packet.get('objective')}"]
     lines += [f"  verified by: {test}" for test in packet.get("acceptance_tests", [])]
+    if packet.get("confirmation"):
+        lines.append(f"  confirm: {packet['confirmation']}")
+        if not packet.get("acceptance_tests"):
+            lines.append("  (no automatic check: your answer is the verdict)")
     return Ask(
         Question.manual,
         ANSWERS[Question.manual],

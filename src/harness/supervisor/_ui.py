@@ -120,6 +120,8 @@ class UI:
                 self.say(f"       $ {cmd}")
             for test in t.get("acceptance_tests", []):
                 self.say(f"       verify: {test}")
+            if t.get("confirmation"):
+                self.say(f"       a person confirms: {t['confirmation']}")
         for p in (report or {}).get("problems", []):
             where = f" [{p['task_id']}]" if p.get("task_id") else ""
             self.say(f"  {p['severity']}{where}: {p['message']}")
