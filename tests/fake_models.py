@@ -10,7 +10,8 @@ as a scripted model would:
 * otherwise (a title or a probe) -> a short text.
 
 With ``plan`` set, the fake is a planner: Claude Code's ``StructuredOutput`` tool is called with
-the plan, and a Responses request (Codex ``--output-schema``) is answered with the plan's JSON.
+the plan; every other request (Codex ``--output-schema``, Gemini, chat completions) is answered
+with the plan's JSON as text.
 
 ``fail_first=N, status=S`` answers the first N model calls with HTTP status S, to test how an
 agent's failure is read. Every request is recorded (method, path, model, tool names), without
@@ -215,13 +216,17 @@ def _chat(model: FakeModel, body: dict[str, Any]) -> tuple[bytes, str]:
     tools = [t.get("function", {}).get("name") for t in body.get("tools") or [] if isinstance(t, dict)]
     name = body.get("model") or "chat-fake"
     tin, tout = model.tokens
-    if "write" in tools and not done:
+    delta: dict[str, Any]
+    if model.plan is not None:  # a planner: the plan's JSON is the whole answer
+        delta = {"role": "assistant", "content": json.dumps(model.plan)}
+        finish = "stop"
+    elif "write" in tools and not done:
         found = _WORKING.search(json.dumps(messages))
         workdir = model.workdir or (found.group(1) if found else "")
         path = f"{workdir.rstrip('/')}/{model.path}" if workdir else model.path
         args = json.dumps({"filePath": path, "content": model.content})
         call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "write", "arguments": args}}
-        delta: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
+        delta = {"role": "assistant", "content": None, "tool_calls": [call]}
         finish = "tool_calls"
     elif not tools and not done:  # aider: no tools; its "whole" edit format is a file listing in the text
         delta = {"role": "assistant", "content": f"{model.path}\n```\n{model.content}```\n"}
@@ -263,13 +268,13 @@ def _gemini(model: FakeModel, body: dict[str, Any]) -> bytes:
         if isinstance(f, dict)
     ]
     tin, tout = model.tokens
-    if "write_file" in names and not done:
+    if model.plan is not None:
+        part: dict[str, Any] = {"text": json.dumps(model.plan)}
+    elif "write_file" in names and not done:
         found = _WORKING.search(json.dumps(body))
         workdir = model.workdir or (found.group(1) if found else "")
         path = f"{workdir.rstrip('/')}/{model.path}" if workdir else model.path
-        part: dict[str, Any] = {
-            "functionCall": {"name": "write_file", "args": {"file_path": path, "content": model.content}}
-        }
+        part = {"functionCall": {"name": "write_file", "args": {"file_path": path, "content": model.content}}}
     else:
         part = {"text": "Done: the file is written." if done else "Fake answer"}
     chunk = {

@@ -50,6 +50,21 @@ def test_tasks_without_commands_get_the_run_agent_and_a_definition_fills_in_path
     assert manual[1]["agent"] is None and manual[3]["agent"] is None  # no agent: manual steps
 
 
+def test_a_step_only_a_person_can_verify_stays_manual_under_an_agent() -> None:
+    plan = {
+        "objective": "x",
+        "tasks": [
+            {"id": "find", "title": "Find the code", "confirmation": "the files are listed", "acceptance_tests": []},
+            {"id": "fix", "title": "Fix it", "acceptance_tests": ["pytest -q"]},
+            {"id": "own", "title": "Named", "confirmation": "ok", "agent": {"name": "codex"}},
+        ],
+    }
+    tasks = {t["id"]: t for t in apply_agents(plan, {"name": "claude"}, {})["tasks"]}
+    assert tasks["find"].get("agent") is None  # no verdict of ours to run: a person confirms
+    assert tasks["fix"]["agent"] == {"name": "claude"}
+    assert tasks["own"]["agent"] == {"name": "codex"}  # a task that names its agent keeps it
+
+
 def test_the_prompt_holds_the_task_its_tests_its_dependencies_and_the_last_failure() -> None:
     packet = {
         "id": "t",

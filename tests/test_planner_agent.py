@@ -19,7 +19,7 @@ from harness.models import AgentSpec
 from harness.rpc import InvalidPlan, UpstreamFailed
 from harness.services.planning import decompose_objective
 from harness.services.planning.schemas import PlanningContext
-from tests.agent_clis import ENVIRONMENTS, find_cli
+from tests.agent_clis import ENVIRONMENTS, MODELS, find_cli
 from tests.fake_models import fake_model
 from tests.test_planner_llm import cyclic_plan, good_plan
 
@@ -107,6 +107,8 @@ def _real_cli_plan(name: str, tmp_path: Path) -> tuple[subprocess.CompletedProce
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "README.md").write_text("# app\n")
+    if MODELS[name]:  # the model the fake answers for, as a workspace would name it
+        (ws / "harness.yaml").write_text(f"agents:\n  {name}: {{model: {MODELS[name]}}}\n")
     with fake_model(plan=good_plan()) as fake:
         env = ENVIRONMENTS[name](tmp_path / "home", fake.url)
         env["PATH"] = os.path.dirname(cli) + os.pathsep + os.environ["PATH"]
@@ -130,3 +132,12 @@ def test_codex_plans_through_its_output_schema(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert [t["id"] for t in json.loads(done.stdout)["tasks"]] == ["t1", "t2", "t3"]
     assert any(r.get("format") == "json_schema" for r in fake.requests)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gemini", "opencode", "aider"])
+def test_other_clis_plan_in_their_final_message(name: str, tmp_path: Path) -> None:
+    done, fake = _real_cli_plan(name, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [t["id"] for t in json.loads(done.stdout)["tasks"]] == ["t1", "t2", "t3"]
+    assert f"agent {name} decompose call 1: ok" in done.stderr

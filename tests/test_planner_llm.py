@@ -399,3 +399,63 @@ def test_the_config_file_chooses_the_planner_and_names_the_key(tmp_path: Path) -
     assert planner_context(config, "heuristic", None)[0] == {"backend": "heuristic", "repair_rounds": 1}
     with pytest.raises(PlannerChoiceError, match="needs an agent"):
         planner_context(config, "agent", None)
+
+
+def _revised() -> dict[str, Any]:
+    revised = good_plan()
+    revised["tasks"].append(
+        {
+            "id": "t4",
+            "title": "Write the guide",
+            "objective": "Describe the dark theme in GUIDE.md",
+            "scope_path": ".",
+            "depends_on": ["t3"],
+            "commands": ["echo 'dark theme' > GUIDE.md"],
+            "acceptance_tests": ["grep -q 'dark theme' GUIDE.md"],
+            "confirmation": None,
+            "timeout": None,
+        }
+    )
+    revised["notes"] = ["added t4: the guide"]
+    return revised
+
+
+@pytest.mark.slow
+def test_a_rejection_at_the_gate_is_revised_by_the_model(tmp_path: Path) -> None:
+    with fake_llm("openai", [Step(plan=good_plan()), Step(plan=_revised())]) as fake:
+        env = _env(fake)
+        first = _harness(tmp_path, "run", "add a dark theme", "--planner", "llm", env=env)
+        assert first.returncode == 3, first.stderr
+        (log,) = list((tmp_path / ".harness" / "runs").glob("*/events.jsonl"))
+        run_id = log.parent.name
+        assert _harness(tmp_path, "approve", run_id, "--reject", "also write a guide", env=env).returncode == 0
+        done = _harness(tmp_path, "resume", run_id, "--approve", env=env)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "Changes since revision 1: + t4 Write the guide" in done.stdout
+    turn = fake.requests[1]["body"]["messages"][-1]["content"]
+    assert "also write a guide" in turn and "revision 1" in turn
+    assert (tmp_path / "GUIDE.md").read_text().strip() == "dark theme"
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["data"]["purpose"] for e in events if e["type"] == "PLANNER_CALL"] == ["decompose", "refine"]
+    created = [e["data"] for e in events if e["type"] == "PLAN_CREATED"]
+    assert [c["revision"] for c in created] == [1, 2] and created[1]["applied"] == ["added t4: the guide"]
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_revise_leaves_the_plan_at_the_gate(tmp_path: Path) -> None:
+    denied = Step(status=401, body={"error": {"message": f"key {KEY} revoked"}})
+    with fake_llm("anthropic", [Step(plan=good_plan()), denied]) as fake:
+        env = _env(fake)
+        assert _harness(tmp_path, "run", "add a dark theme", "--planner", "llm", env=env).returncode == 3
+        (log,) = list((tmp_path / ".harness" / "runs").glob("*/events.jsonl"))
+        run_id = log.parent.name
+        assert _harness(tmp_path, "approve", run_id, "--reject", "also write a guide", env=env).returncode == 0
+        again = _harness(tmp_path, "resume", run_id, env=env)
+    assert again.returncode == 3, again.stderr
+    assert "the plan could not be revised" in again.stdout + again.stderr
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    failed = [e["data"] for e in events if e["type"] == "PLAN_REFINE_FAILED"]
+    assert len(failed) == 1 and failed[0]["revision"] == 1 and "refused the key" in failed[0]["message"]
+    assert [e["data"]["revision"] for e in events if e["type"] == "PLAN_CREATED"] == [1]
+    assert "TASK_STARTED" not in {e["type"] for e in events}
+    no_key(again.stdout, again.stderr, log.read_text())

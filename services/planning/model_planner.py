@@ -253,7 +253,7 @@ READ_ONLY: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "codex": ("read-only", ()),
     "gemini": ("plan", ()),
     "opencode": (None, ("--agent", "plan")),
-    "aider": (None, ("--dry-run", "--no-git")),
+    "aider": (None, ("--dry-run", "--no-git", "--no-detect-urls")),
 }
 DEFAULT_AGENT_TIMEOUT = 600.0
 TAIL = 2000
@@ -367,6 +367,7 @@ class AgentBackend:
             argv = self._argv(call, schema_file, out_file)
             env = dict(os.environ)
             env.update(passes_through(self.adapter, self.spec.env, os.environ))
+            env["COLUMNS"] = "100000"  # CLIs that print through a console library must not wrap the JSON
             started = time.monotonic()
             record: dict[str, Any] = {
                 "provider": "agent",

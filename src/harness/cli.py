@@ -181,6 +181,10 @@ def _planner_option(config: Any, backend: str | None, agent: dict[str, Any] | No
 
     if agent is None and config.planner.agent and (backend or config.planner.backend) == "agent":
         agent = _agent_option(config.planner.agent, config)
+    if agent is not None:
+        from .agents.plan import resolve_agent
+
+        agent = resolve_agent(dict(agent), {name: d.model_dump() for name, d in config.agents.items()})
     try:
         return planner_context(config, backend, agent)
     except PlannerChoiceError as exc:

@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["agent_option", "apply_agents"]
+__all__ = ["agent_option", "apply_agents", "resolve_agent"]
 
 
 def agent_option(value: str, known: set[str]) -> dict[str, Any]:
@@ -29,10 +29,17 @@ def apply_agents(
     plan: dict[str, Any], default: dict[str, Any] | None, definitions: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, Any]:
     """The plan with every agent resolved: a task with no commands and no agent gets ``default``;
-    a named agent defined in the config gets its command, arguments and environment names."""
+    a named agent defined in the config gets its command, arguments and environment names.
+
+    A manual step that only a person can verify (a ``confirmation`` and no acceptance tests)
+    stays manual: an agent's work needs a verdict of ours, and there is none to run."""
     tasks = []
     for packet in plan.get("tasks", []):
         spec = packet.get("agent")
+        person_only = bool(packet.get("confirmation")) and not packet.get("acceptance_tests")
+        if person_only and spec is None:
+            tasks.append(packet)
+            continue
         if not packet.get("commands"):
             if spec is not None and not spec.get("name") and not spec.get("command"):
                 # settings for the run's agent; without one the task stays a manual step
@@ -42,13 +49,15 @@ def apply_agents(
             elif spec is None and default is not None:
                 spec = dict(default)
         if spec is not None:
-            spec = _defined(dict(spec), definitions)
+            spec = resolve_agent(dict(spec), definitions)
         packet = {**packet, "agent": spec}
         tasks.append(packet)
     return {**plan, "tasks": tasks}
 
 
-def _defined(spec: dict[str, Any], definitions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def resolve_agent(spec: dict[str, Any], definitions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """``spec`` with the config's definition of its named agent: command, arguments, environment
+    names and model (what the spec says itself wins)."""
     definition = definitions.get(spec.get("name") or "")
     if not definition:
         return spec

@@ -527,7 +527,11 @@ class Supervisor:
                     if isinstance(action, decide.Record) and action.type is E.GATE_APPROVAL_REQUESTED:
                         changes = action.data.get("changes")
                         self.ui.show_plan(
-                            self.state.plan or {}, self.state.report, self.state.revision, changes=changes
+                            self.state.plan or {},
+                            self.state.report,
+                            self.state.revision,
+                            changes=changes,
+                            previous=self.state.previous_plan,
                         )
                     self.perform([action])
 

@@ -92,12 +92,14 @@ class UI:
         report: dict[str, Any] | None,
         revision: int,
         changes: dict[str, Any] | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> None:
         """The plan as the gate shows it; for a revision after the first, what changed first
-        (``changes`` as in GATE_APPROVAL_REQUESTED, else what this UI saw the revision change)."""
+        (``changes`` as in GATE_APPROVAL_REQUESTED and the ``previous`` revision's plan, for the
+        titles of removed tasks; else what this UI saw the revision change)."""
         tasks = plan.get("tasks", [])
         if changes is not None:
-            self.say(describe_changes(changes, revision - 1, new=plan))
+            self.say(describe_changes(changes, revision - 1, old=previous, new=plan))
         elif self._changes is not None and self._changes[0] == revision:
             self.say(self._changes[1])
         self.say(f"Plan (revision {revision}): {plan.get('objective')}")
@@ -233,6 +235,7 @@ class JsonUI(UI):
         report: dict[str, Any] | None,
         revision: int,
         changes: dict[str, Any] | None = None,
+        previous: dict[str, Any] | None = None,
     ) -> None:
         pass  # the PLAN_CREATED and GATE_APPROVAL_REQUESTED events carry it
 
