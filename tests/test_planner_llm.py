@@ -342,6 +342,7 @@ def test_harness_run_with_a_model_plan(provider: str, tmp_path: Path) -> None:
     assert [c["purpose"] for c in calls] == ["decompose", "repair"] and all(c["model"] == "test-model" for c in calls)
     started = next(e for e in events if e["type"] == "RUN_STARTED")["data"]["options"]["planner"]
     assert started["backend"] == "llm" and started["llm"]["api_key_env"] == "HARNESS_LLM_API_KEY"
+    assert "- Planning (llm): 2 call(s), 560 tokens" in report.stdout
     no_key(done.stdout, done.stderr, report.stdout, report.stderr, _run_files(tmp_path))
 
 

@@ -224,6 +224,12 @@ def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = 
     usage = state.usage()
     if usage["tokens"] or usage["cost_usd"]:
         lines.append(f"- Agents: {int(usage['tokens'])} tokens, ${usage['cost_usd']:.4f}, {int(usage['turns'])} turns")
+    planning = state.planner_usage
+    if planning.get("calls"):
+        backend = (state.options.get("planner") or {}).get("backend", "a model")
+        tokens = int(planning.get("tokens_in", 0) + planning.get("tokens_out", 0))
+        cost = f", ${planning['cost_usd']:.4f}" if planning.get("cost_usd") else ""
+        lines.append(f"- Planning ({backend}): {int(planning['calls'])} call(s), {tokens} tokens{cost}")
     if state.outcome and state.outcome.get("reason"):
         lines.append(f"- Outcome: {_md(state.outcome['reason'])}")
     if log_path:
