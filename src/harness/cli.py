@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from ._logging import configure_logging
-from .vocab import TASK_DECISIONS, ExitCode, Source
+from .vocab import TASK_DECISIONS, ExitCode, Mode, Source
 
 if TYPE_CHECKING:
     from .events import EventType
@@ -154,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         agent = _agent_option(args.agent, config) if args.agent else None
         ui = _make_ui(args)
         planner = None
+        mode = Mode(args.mode)
         if plan is None:
             planner, warnings = _planner_option(config, args.planner, agent)
             for line in warnings:
@@ -167,6 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             agent=agent,
             merge=args.merge,
             planner=planner,
+            mode=mode,
         )
         code = Supervisor(workspace, config, ui, options, prespawned=early).start()
     if code == EXIT_OK and args.merge:
@@ -261,6 +263,8 @@ def _merge(workspace: str, run_id: str, *, yes: bool) -> int:
     from .worktrees import GitError, Worktrees
 
     _, state, _ = _load_state(workspace, run_id)
+    if state.options.get("mode") == "explore":
+        raise UsageError(f"run {run_id} ran in explore mode: bring its work in with `harness apply {run_id}`")
     if state.integration is None:
         raise UsageError(f"run {run_id} has no agent work to merge (no integration branch)")
     if state.status is not RunStatus.completed:
@@ -279,6 +283,53 @@ def _merge(workspace: str, run_id: str, *, yes: bool) -> int:
     merged = {"branch": branch, "into": into, "commit": commit, "by": _user()}
     _append(workspace, run_id, [(E.RUN_MERGED, merged, None)])
     print(f"Merged {branch} into {into} ({commit[:12]}).")
+    return EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    """An explore run's patch applied to the workspace's files, behind a confirmation."""
+    import hashlib
+
+    from .events import EventType as E
+    from .explore import apply_patch
+    from .state import RunStatus
+    from .worktrees import GitError
+
+    workspace = _workspace(args)
+    _, state, result = _load_state(workspace, args.run_id)
+    if state.options.get("mode") != "explore":
+        raise UsageError(f"run {args.run_id} did not run in explore mode: nothing to apply (see `harness merge`)")
+    diffs = [e["data"] for e in result.events if e.get("type") == E.EXPLORE_DIFF]
+    if not diffs:
+        raise UsageError(f"run {args.run_id} has no result yet ({state.status.value}): finish it with `harness resume`")
+    if any(e.get("type") == E.RUN_APPLIED for e in result.events):
+        raise UsageError(f"run {args.run_id} was already applied")
+    found = diffs[-1]
+    if not found.get("patch"):
+        print(f"Run {args.run_id} changed no file: nothing to apply.")
+        return EXIT_OK
+    patch = Path(found["patch"])
+    if not patch.is_file() or hashlib.sha256(patch.read_bytes()).hexdigest() != found.get("sha256"):
+        raise UsageError(f"the patch {patch} is missing or not the one the run recorded: nothing applied")
+    if state.status is not RunStatus.completed:
+        print(f"note: run {args.run_id} is {state.status.value}; its patch holds the work of the tasks that ran")
+    files = list(found.get("files") or [])
+    question = f"Apply {len(files)} changed file(s) (+{found.get('insertions', 0)} -{found.get('deletions', 0)}) to {workspace}?"
+    if not args.yes and not _confirm("applying a run", question):
+        return EXIT_OK
+    try:
+        apply_patch(Path(workspace), patch, check_only=True)
+    except GitError as exc:
+        raise UsageError(f"the patch does not apply to the workspace as it is now, nothing changed: {exc}") from exc
+    applied = {"patch": str(patch), "sha256": found["sha256"], "files": files, "approver": _user()}
+    _append(workspace, args.run_id, [(E.RUN_APPLIED, applied, None)])
+    try:
+        apply_patch(Path(workspace), patch)
+    except GitError as exc:
+        raise UsageError(f"the patch did not apply: {exc}") from exc
+    print(f"Applied {len(files)} file(s) from run {args.run_id}:")
+    for name in files:
+        print(f"  {name}")
     return EXIT_OK
 
 
@@ -781,8 +832,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="who does tasks without commands: claude, codex, gemini, opencode, aider, or 'PROGRAM ARGS...'",
     )
     p.add_argument("--merge", action="store_true", help="once the run completed, merge its work into your branch")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.execute.value,
+        help="plan: show what each task would run and run nothing; explore: run on a copy and show the diff "
+        "(harness apply brings it in); execute (default): run in the workspace",
+    )
     planner_arg(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("apply", help="apply an explore run's changes to the workspace (asks first)")
+    p.add_argument("run_id")
+    ws(p)
+    p.add_argument("--yes", action="store_true", help="confirm without asking")
+    p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("plan", help="plan an objective and print the validated plan; nothing runs")
     p.add_argument("objective", help="what should be done")

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from .plandiff import PlanChanges
-from .vocab import Decision, Question, Source, WaitReason
+from .vocab import Decision, Mode, Question, Source, WaitReason
 
 __all__ = [
     "LOG_FORMAT",
@@ -62,6 +62,7 @@ class EventType(StrEnum):
     TASK_DECISION = "TASK_DECISION"
     TASK_READY = "TASK_READY"
     TRUST_REQUIRED = "TRUST_REQUIRED"
+    TASKS_PREVIEWED = "TASKS_PREVIEWED"
     INTEGRATION_CREATED = "INTEGRATION_CREATED"
     WORKTREE_CREATED = "WORKTREE_CREATED"
     TASK_STARTED = "TASK_STARTED"
@@ -86,6 +87,8 @@ class EventType(StrEnum):
     RUN_WAITING = "RUN_WAITING"
     RUN_ABORTED = "RUN_ABORTED"
     EXECUTION_COMPLETE = "EXECUTION_COMPLETE"
+    EXPLORE_DIFF = "EXPLORE_DIFF"
+    RUN_APPLIED = "RUN_APPLIED"
     RUN_MERGED = "RUN_MERGED"
     RUN_CLEANED = "RUN_CLEANED"
     SERVICE_STARTED = "SERVICE_STARTED"
@@ -108,6 +111,7 @@ class RunOptionsData(TypedDict):
     policy: str
     agent: NotRequired[dict[str, Any]]
     planner: NotRequired[dict[str, Any]]  # the planning context's planner fields: backend, llm (no key), agent
+    mode: NotRequired[Mode]  # plan | explore | execute (absent: execute)
 
 
 @_closed
@@ -278,11 +282,44 @@ class TrustRequired(TypedDict):
 
 @_closed
 class IntegrationCreated(TypedDict):
-    """The run's integration branch, made from ``base`` (the user's HEAD) before the first agent task."""
+    """The run's integration branch, made from ``base`` (the user's HEAD) before the first agent
+    task; in explore mode from a snapshot of the workspace as it is (uncommitted work included),
+    before the first task of any kind."""
 
     branch: str
     base: str
     path: str
+    snapshot: NotRequired[bool]  # base is a snapshot commit of the working tree (explore mode)
+
+
+@_closed
+class TasksPreviewed(TypedDict):
+    """Plan mode: what each task would run, in order. Nothing was run."""
+
+    tasks: list[dict[str, Any]]  # id, title, cwd, worktree?, agent?, argv?, commands, acceptance_tests, sandbox?
+
+
+@_closed
+class ExploreDiff(TypedDict):
+    """Explore mode: what the run changed in its copy, saved as a patch for `harness apply`."""
+
+    base: str  # the snapshot the run started from
+    tip: str  # the integration branch's last commit
+    files: list[str]
+    insertions: int
+    deletions: int
+    patch: str | None  # the patch file (None: nothing changed)
+    sha256: str | None
+
+
+@_closed
+class RunApplied(TypedDict):
+    """`harness apply`: an explore run's patch applied to the workspace."""
+
+    patch: str
+    sha256: str
+    files: list[str]
+    approver: str
 
 
 @_closed
@@ -508,7 +545,7 @@ class RunAborted(TypedDict):
 
 @_closed
 class ExecutionComplete(TypedDict):
-    status: Literal["completed", "failed", "aborted"]
+    status: Literal["completed", "failed", "aborted", "planned"]
     reason: NotRequired[str]
     usage: NotRequired[dict[str, float]]  # the run's agents together: tokens, cost_usd, turns
     pending: int
@@ -595,6 +632,7 @@ PAYLOADS: dict[EventType, type] = {
     E.TASK_DECISION: TaskDecision,
     E.TASK_READY: TaskReady,
     E.TRUST_REQUIRED: TrustRequired,
+    E.TASKS_PREVIEWED: TasksPreviewed,
     E.INTEGRATION_CREATED: IntegrationCreated,
     E.WORKTREE_CREATED: WorktreeCreated,
     E.TASK_STARTED: TaskStarted,
@@ -619,6 +657,8 @@ PAYLOADS: dict[EventType, type] = {
     E.RUN_WAITING: RunWaiting,
     E.RUN_ABORTED: RunAborted,
     E.EXECUTION_COMPLETE: ExecutionComplete,
+    E.EXPLORE_DIFF: ExploreDiff,
+    E.RUN_APPLIED: RunApplied,
     E.RUN_MERGED: RunMerged,
     E.RUN_CLEANED: RunCleaned,
     E.SERVICE_STARTED: ServiceStarted,
@@ -840,6 +880,13 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"for {d.get('reason')}" + (f": `{d['how']}`" if d.get("how") else "")
     if etype == E.RUN_ABORTED:
         return f"the run was aborted{_note(d)}"
+    if etype == E.TASKS_PREVIEWED:
+        return f"{len(d.get('tasks') or [])} task(s) shown, nothing run (plan mode)"
+    if etype == E.EXPLORE_DIFF:
+        files = d.get("files") or []
+        return f"{len(files)} file(s) changed, +{d.get('insertions', 0)} -{d.get('deletions', 0)} (explore mode)"
+    if etype == E.RUN_APPLIED:
+        return f"{len(d.get('files') or [])} file(s) applied to the workspace by {d.get('approver')}"
     if etype == E.RUN_MERGED:
         return f"{d.get('branch')} merged into {d.get('into')} by {d.get('by')}"
     if etype == E.RUN_CLEANED:

@@ -38,6 +38,7 @@ class RunStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     aborted = "aborted"
+    planned = "planned"  # a run in plan mode ended: what would run was shown, nothing ran
 
 
 class TaskStatus(StrEnum):

@@ -15,6 +15,7 @@ __all__ = [
     "TASK_DECISIONS",
     "Decision",
     "ExitCode",
+    "Mode",
     "Question",
     "Source",
     "TaskOutcome",
@@ -30,6 +31,14 @@ class ExitCode(IntEnum):
     USAGE = 2  # a bad call or an invalid plan (every problem listed)
     WAITING = 3  # the run waits for a decision: gates fail closed
     INTERRUPTED = 130  # Ctrl-C or SIGTERM; `harness resume` continues
+
+
+class Mode(StrEnum):
+    """How far a run goes, chosen when it starts (``--mode``) and recorded in RUN_STARTED."""
+
+    plan = "plan"  # plan, gate and bootstrap, then show what each task would run: nothing runs
+    explore = "explore"  # run everything in a git worktree of the run; the workspace stays as it was
+    execute = "execute"  # run in the workspace (agents in their worktrees, as always)
 
 
 class Question(StrEnum):

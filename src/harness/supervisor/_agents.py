@@ -10,6 +10,9 @@
               not accept is undone
 
 Each step is an event before it is a side effect, so the log explains every worktree and branch.
+In explore mode the integration branch starts from a snapshot of the working tree (:mod:`..explore`),
+shell tasks run in its worktree and their work is committed there after the attempt's verdict is
+logged (trailers name the run, task and attempt); EXPLORE_DIFF records the patch at the end.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from ..agents.prompt import Dependency, Previous, build_prompt, digest
 from ..events import EventType as E
+from ..explore import commit_all, diff, snapshot
 from ..state import RunState, TaskStatus
 from ..worktrees import MergeConflict, Worktrees, trailers
 
@@ -29,29 +33,82 @@ Emit = Callable[..., Any]
 
 
 class AgentWork:
-    def __init__(self, workspace: Path, run_id: str, emit: Emit, state: Callable[[], RunState]) -> None:
+    def __init__(
+        self, workspace: Path, run_id: str, emit: Emit, state: Callable[[], RunState], *, explore: bool = False
+    ) -> None:
         self.trees = Worktrees(workspace, run_id)
         self._emit = emit
         self._state = state
         self._git = threading.Lock()  # one git operation on the run's branches at a time
+        self.explore = explore  # the run works on a snapshot of the workspace (explore mode)
+
+    # -- the integration branch ---------------------------------------------------------------------
+    def _integration(self) -> None:
+        """The integration branch and worktree, made once and recorded first (held: self._git).
+        From HEAD; in explore mode from a snapshot of the working tree as it is."""
+        state = self._state()
+        if state.integration is None:
+            self.trees.require_repository()
+            base = snapshot(self.trees.workspace) if self.explore else self.trees.head()
+            made: dict[str, Any] = {
+                "branch": self.trees.integration_branch,
+                "base": base,
+                "path": str(self.trees.integration_path),
+            }
+            if self.explore:
+                made["snapshot"] = True
+            self._emit(E.INTEGRATION_CREATED, made, durable=True)
+            self.trees.ensure_integration(base)
+        else:
+            self.trees.ensure_integration(state.integration["base"])
+
+    def explore_tree(self) -> str:
+        """Explore mode: where shell tasks run (the integration worktree, made on first use)."""
+        with self._git:
+            self._integration()
+        return str(self.trees.integration_path)
+
+    def keep_shell_work(self, tid: str, attempt: int, outcome: str) -> str | None:
+        """Explore mode: commit what a shell task's attempt changed in the integration worktree, so
+        later tasks (agents' worktrees included) start from it; the commit or None."""
+        packet = self._state().packets.get(tid) or {}
+        message = f"{packet.get('title') or tid} ({outcome})\n\n" + trailers(
+            [("Harness-Run", self.trees.run_id), ("Harness-Task", tid), ("Harness-Attempt", str(attempt))]
+        )
+        with self._git:
+            if not self.trees.integration_path.exists():
+                return None
+            return commit_all(self.trees.integration_path, message)
+
+    def explore_diff(self, run_dir: Path) -> dict[str, Any] | None:
+        """Explore mode, at the end: the patch from the snapshot to the branch, saved in the run's
+        folder; the EXPLORE_DIFF payload (None when the run made no integration branch)."""
+        state = self._state()
+        if state.integration is None:
+            return None
+        with self._git:
+            base = state.integration["base"]
+            tip = self.trees.tip() or base
+            patch = diff(self.trees.workspace, base, tip)
+        path = None
+        if patch.text:
+            path = run_dir / "explore.patch"
+            path.write_text(patch.text, encoding="utf-8")
+        return {
+            "base": base,
+            "tip": tip,
+            "files": patch.files,
+            "insertions": patch.insertions,
+            "deletions": patch.deletions,
+            "patch": str(path) if path else None,
+            "sha256": patch.sha256 if path else None,
+        }
 
     # -- before the attempt -------------------------------------------------------------------------
     def prepare(self, tid: str, attempt: int) -> str:
         """The attempt's fresh worktree (the integration branch first, if this is the first)."""
         with self._git:
-            state = self._state()
-            if state.integration is None:
-                self.trees.require_repository()
-                base = self.trees.head()
-                made = {
-                    "branch": self.trees.integration_branch,
-                    "base": base,
-                    "path": str(self.trees.integration_path),
-                }
-                self._emit(E.INTEGRATION_CREATED, made, durable=True)
-                self.trees.ensure_integration(base)
-            else:
-                self.trees.ensure_integration(state.integration["base"])
+            self._integration()
             created = {
                 "attempt": attempt,
                 "path": str(self.trees.path(tid)),

@@ -31,7 +31,7 @@ from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
-from ..vocab import Decision, ExitCode, Source, TaskOutcome, WaitReason
+from ..vocab import Decision, ExitCode, Mode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
 from ._agents import AgentWork
@@ -41,6 +41,15 @@ from ._service import ServiceFatal, SupervisedService
 from ._ui import UI
 
 logger = logging.getLogger(__name__)
+
+
+#: What the gate says about the run's mode, before the plan.
+MODE_LINES = {
+    Mode.plan: "Mode: plan. Approving runs nothing: each task's commands, agent and tests are shown instead.",
+    Mode.explore: "Mode: explore. Tasks run on a copy of the workspace (a git worktree of the run); "
+    "your files stay as they are until `harness apply`.",
+    Mode.execute: "Mode: execute. Tasks run in the workspace (agent tasks in worktrees of their own).",
+}
 
 
 class PlanRejected(Exception):
@@ -78,6 +87,7 @@ class RunOptions:
     agent: dict[str, Any] | None = None  # --agent: who does tasks that have no commands
     merge: bool = False  # --merge: a completed run's work goes into the user's branch
     planner: dict[str, Any] | None = None  # the planning context's planner fields (harness.planner)
+    mode: Mode = Mode.execute  # --mode: plan (run nothing) | explore (run on a copy) | execute
 
 
 class Supervisor:
@@ -113,8 +123,16 @@ class Supervisor:
     @property
     def agents(self) -> AgentWork:
         if self._agents is None:
-            self._agents = AgentWork(self.workspace, self.run_id, self.emit, lambda: self.state)
+            self._agents = AgentWork(
+                self.workspace, self.run_id, self.emit, lambda: self.state, explore=self.mode is Mode.explore
+            )
         return self._agents
+
+    @property
+    def mode(self) -> Mode:
+        """The run's mode, as recorded when it started (a resumed run keeps it)."""
+        recorded = self.state.options.get("mode") if self.state.options else None
+        return Mode(recorded) if recorded else self.options.mode
 
     @property
     def rules(self) -> decide.Rules:
@@ -313,6 +331,8 @@ class Supervisor:
             options["agent"] = self.options.agent
         if self.options.planner is not None:
             options["planner"] = self.options.planner  # names and endpoints only, never a key
+        if self.options.mode is not Mode.execute:
+            options["mode"] = self.options.mode
         data: dict[str, Any] = {
             "log_format": LOG_FORMAT,
             "objective": (self.options.plan or {}).get("objective") or self.options.objective or "",
@@ -397,7 +417,12 @@ class Supervisor:
             code = self._bootstrap()
             if code is not None:
                 return code
-            return self._execute()
+            if self.mode is Mode.plan:
+                return self._preview()
+            result = self._execute()
+            if self.mode is Mode.explore and self.state.status in (RunStatus.completed, RunStatus.failed):
+                self._explore_result()
+            return result
         except KeyboardInterrupt:
             self.ui.note("interrupted: the run can be continued with `harness resume " + self.run_id + "`")
             self.emit(E.RUN_WAITING, {"reason": WaitReason.interrupted}, durable=True)
@@ -526,6 +551,7 @@ class Supervisor:
                 else:
                     if isinstance(action, decide.Record) and action.type is E.GATE_APPROVAL_REQUESTED:
                         changes = action.data.get("changes")
+                        self.ui.say(MODE_LINES[self.mode])
                         self.ui.show_plan(
                             self.state.plan or {},
                             self.state.report,
@@ -534,6 +560,35 @@ class Supervisor:
                             previous=self.state.previous_plan,
                         )
                     self.perform([action])
+
+    # -- modes ----------------------------------------------------------------------------------
+    def _task_workspace(self, agent: bool) -> str:
+        """Where a task's scope is taken from: the workspace, or in explore mode the run's copy
+        (agent tasks have worktrees of their own, made from that copy, inside the workspace)."""
+        if self.mode is Mode.explore and not agent:
+            return self.agents.explore_tree()
+        return str(self.workspace)
+
+    def _preview(self) -> int:
+        """Plan mode: record and print what each task would run, then end; nothing is run, no
+        worktree or branch is made, nothing is written outside the run's folder."""
+        from ._preview import preview
+
+        tasks = preview(self.state, self.workspace, self.run_id, self.config)
+        self.emit(E.TASKS_PREVIEWED, {"tasks": tasks}, durable=True)
+        self.ui.show_preview(tasks)
+        planned = {"status": "planned", "reason": "plan mode: nothing was run", **self.state.counts()}
+        self.emit(E.EXECUTION_COMPLETE, planned, durable=True)
+        self.ui.say("Plan mode: nothing was run. To run it, start the run again without --mode plan.")
+        return ExitCode.OK
+
+    def _explore_result(self) -> None:
+        """Explore mode, at the end: the patch of what the run changed in its copy."""
+        result = self.agents.explore_diff(self.run_dir)
+        if result is None:
+            return
+        self.emit(E.EXPLORE_DIFF, result, durable=True)
+        self.ui.show_explore(result, self.run_id)
 
     # -- BOOTSTRAP ------------------------------------------------------------------------------
     def _bootstrap(self) -> ExitCode | None:
@@ -636,6 +691,9 @@ class Supervisor:
         payload: Any = None
         try:
             outcome = self._run_task(tid, attempt)
+            packet = self.state.packets[tid]
+            if self.mode is Mode.explore and (packet.get("commands") or not packet.get("agent")):
+                self.agents.keep_shell_work(tid, attempt, outcome.value)  # later tasks start from it
         except ServiceFatal as exc:
             outcome, payload = TaskOutcome.error, exc
         except ClientClosed:
@@ -664,7 +722,7 @@ class Supervisor:
         wm = self.svc("worker-manager")
         spawn: dict[str, Any] = {
             "task_packet": packet,
-            "workspace": str(self.workspace),
+            "workspace": self._task_workspace(agent),
             "run_dir": str(self.run_dir),
             "attempt": attempt,
             "idempotency_key": key,

@@ -7,6 +7,7 @@ the run records that it waits and exits 3 (gates fail closed).
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -128,6 +129,44 @@ class UI:
             where = f" [{p['task_id']}]" if p.get("task_id") else ""
             self.say(f"  {p['severity']}{where}: {p['message']}")
 
+    def show_preview(self, tasks: list[dict[str, Any]]) -> None:
+        """Plan mode: each task and exactly what would run."""
+        self.say("What would run (plan mode; nothing is run):")
+        for t in tasks:
+            done = " (already done)" if t.get("status") == "completed" else ""
+            self.say(f"  {t['id']}: {t['title']}{done}")
+            if t.get("worktree"):
+                self.say(f"       in a new worktree {t['worktree']} (branch {t['branch']})")
+            self.say(f"       cwd: {t['cwd']}")
+            if t.get("argv"):
+                self.say(f"       agent {t['agent']}: {shlex.join(t['argv'])}")
+            for cmd in t.get("commands") or []:
+                self.say(f"       $ {cmd}")
+            if t.get("manual"):
+                confirms = f"; confirms: {t['confirmation']}" if t.get("confirmation") else ""
+                self.say(f"       manual step: a person does it{confirms}")
+            for test in t.get("acceptance_tests") or []:
+                self.say(f"       verify: {test}")
+            if t.get("sandbox"):
+                self.say(f"       sandbox: {t['sandbox']}")
+
+    def show_explore(self, result: dict[str, Any], run_id: str) -> None:
+        """Explore mode: what the run changed in its copy, and how to bring it in."""
+        files = result.get("files") or []
+        if not files:
+            self.say("Explore mode: the run changed no file; your workspace is as it was.")
+            return
+        self.say(
+            f"Explore mode: {len(files)} file(s) changed in the run's copy "
+            f"(+{result.get('insertions', 0)} -{result.get('deletions', 0)}); your workspace is as it was."
+        )
+        for name in files[:20]:
+            self.say(f"  {name}")
+        if len(files) > 20:
+            self.say(f"  ... and {len(files) - 20} more")
+        self.say(f"Patch: {result.get('patch')}")
+        self.say(f"Bring it into your workspace: harness apply {run_id}")
+
     def summary(self, state: RunState, log_path: str) -> None:
         c = state.counts()
         total = len(state.tasks)
@@ -238,6 +277,12 @@ class JsonUI(UI):
         previous: dict[str, Any] | None = None,
     ) -> None:
         pass  # the PLAN_CREATED and GATE_APPROVAL_REQUESTED events carry it
+
+    def show_preview(self, tasks: list[dict[str, Any]]) -> None:
+        pass  # TASKS_PREVIEWED carries it
+
+    def show_explore(self, result: dict[str, Any], run_id: str) -> None:
+        pass  # EXPLORE_DIFF carries it
 
     def summary(self, state: RunState, log_path: str) -> None:
         pass
