@@ -117,6 +117,8 @@ const AgentSpec = object({
   budget: [nullable(Budget), () => null],
   permission: [nullable(string()), () => null],
   extra_args: [strings(), list],
+  allowed_tools: [strings(), list],
+  denied_tools: [strings(), list],
   env: [strings(), list],
 });
 

@@ -330,6 +330,8 @@ class WorkerManager:
             permission=spec.get("permission"),
             extra_args=tuple(spec.get("extra_args") or ()),
             command=tuple(command) if named and command else None,
+            allowed_tools=tuple(spec.get("allowed_tools") or ()),
+            denied_tools=tuple(spec.get("denied_tools") or ()),
         )
         argv = adapter.argv(call)
         env = passes_through(adapter, list(spec.get("env") or ()), self._environ)

@@ -103,6 +103,30 @@ class PolicyRule(_Strict):
         return self.risky is None or self.risky == risky
 
 
+class ToolRule(_Strict):
+    """A named rule about agents' tools, as the agent CLIs write them (``Bash(npm test:*)``,
+    ``Write``, ``WebFetch``): ``allow`` lets agents use it without asking, ``deny`` forbids it,
+    ``bypass`` names the agents that may run in their bypass-everything mode (Claude Code
+    ``bypassPermissions``, Codex ``danger-full-access``, Gemini ``yolo``), which is refused
+    otherwise. ``tasks`` limits the rule to those tasks (empty: every task)."""
+
+    name: str = Field(min_length=1)
+    allow: str | None = None
+    deny: str | None = None
+    bypass: list[str] = Field(default_factory=list)
+    tasks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ToolRule:
+        kinds = [k for k in (self.allow, self.deny, self.bypass or None) if k]
+        if len(kinds) != 1:
+            raise ValueError(f"tool rule {self.name!r} needs exactly one of allow, deny or bypass")
+        return self
+
+    def applies_to(self, task_id: str) -> bool:
+        return not self.tasks or any(fnmatch.fnmatchcase(task_id, t) for t in self.tasks)
+
+
 class Policy(_Strict):
     name: str = "default"
     trusted_roots: list[str] = Field(
@@ -111,6 +135,9 @@ class Policy(_Strict):
     )
     rules: list[PolicyRule] = Field(default_factory=list)
     budget: Budget | None = Field(default=None, description="Caps on what a run's agents may spend together.")
+    tools: list[ToolRule] = Field(
+        default_factory=list, description="Agents' tool permissions: allow, deny, and bypass modes by name."
+    )
 
     def rule_for(self, gate: Question, **facts: Any) -> PolicyRule | None:
         """The first rule of this gate whose matchers accept the facts."""

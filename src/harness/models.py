@@ -61,6 +61,14 @@ class AgentSpec(BaseModel):
         default=None, description="The CLI's own permission mode (default: the narrowest that edits)."
     )
     extra_args: list[str] = Field(default_factory=list)
+    allowed_tools: list[str] = Field(
+        default_factory=list,
+        description="Tool rules the agent may use without asking, as its CLI writes them (e.g. 'Bash(npm test:*)'); "
+        "set from the policy's tool rules when the plan is made.",
+    )
+    denied_tools: list[str] = Field(
+        default_factory=list, description="Tool rules the agent may not use (e.g. 'WebFetch'); from the policy."
+    )
     env: list[str] = Field(
         default_factory=list,
         description="More environment variables passed to the agent (names only, e.g. an API key).",

@@ -65,6 +65,8 @@ class AgentCall:
     permission: str | None = None  # the CLI's own permission mode; None: the adapter's narrowest editing mode
     extra_args: tuple[str, ...] = ()
     command: tuple[str, ...] | None = None  # the program (and leading args) instead of the CLI's default name
+    allowed_tools: tuple[str, ...] = ()  # tool rules usable without asking (CLIs that take them)
+    denied_tools: tuple[str, ...] = ()  # tool rules refused
 
 
 @dataclass
@@ -151,6 +153,19 @@ class Adapter(ABC):
     env: ClassVar[tuple[str, ...]] = ()
     #: The prompt goes on stdin (then stdin is closed), rather than in the argv or a file.
     prompt_on_stdin: ClassVar[bool] = False
+    #: Permission modes (``AgentCall.permission``) and arguments that switch every check off; the
+    #: harness refuses them unless a policy tool rule names the agent (``bypass``).
+    bypass_modes: ClassVar[frozenset[str]] = frozenset()
+    bypass_args: ClassVar[frozenset[str]] = frozenset()
+    #: The CLI takes tool rules (``allowed_tools``/``denied_tools``); others get them in the prompt only.
+    takes_tool_rules: ClassVar[bool] = False
+
+    def bypasses(self, permission: str | None, extra_args: Sequence[str]) -> str | None:
+        """The bypass-everything setting among ``permission`` and ``extra_args``, if any."""
+        if permission in self.bypass_modes:
+            return f"permission {permission}"
+        found = next((a for a in extra_args if a.split("=")[0] in self.bypass_args), None)
+        return f"argument {found}" if found else None
 
     @abstractmethod
     def argv(self, call: AgentCall) -> list[str]:

@@ -110,10 +110,17 @@ class ClaudeAdapter(Adapter):
     name = "claude"
     program = "claude"
     env = ("ANTHROPIC_", "CLAUDE_CODE_", "CLAUDE_CONFIG_DIR", "DISABLE_", "XDG_CONFIG_HOME", "XDG_DATA_HOME")
+    bypass_modes = frozenset({"bypassPermissions"})
+    bypass_args = frozenset({"--dangerously-skip-permissions", "--allow-dangerously-skip-permissions"})
+    takes_tool_rules = True
 
     def argv(self, call: AgentCall) -> list[str]:
         argv = self.base(call) + ["-p", call.prompt, "--output-format", "stream-json", "--verbose"]
         argv += ["--permission-mode", call.permission or EDIT_MODE]
+        if call.allowed_tools:
+            argv += ["--allowedTools", *call.allowed_tools]
+        if call.denied_tools:
+            argv += ["--disallowedTools", *call.denied_tools]
         if call.model:
             argv += ["--model", call.model]
         if call.max_turns:

@@ -84,6 +84,8 @@ class CodexAdapter(Adapter):
     name = "codex"
     program = "codex"
     env = ("CODEX_HOME", "OPENAI_", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME")
+    bypass_modes = frozenset({"danger-full-access"})
+    bypass_args = frozenset({"--dangerously-bypass-approvals-and-sandbox", "--yolo"})
 
     def argv(self, call: AgentCall) -> list[str]:
         argv = self.base(call) + ["exec", "--json", "--skip-git-repo-check", "--disable", "plugins"]

@@ -74,6 +74,8 @@ class GeminiAdapter(Adapter):
     name = "gemini"
     program = "gemini"
     env = ("GEMINI_", "GOOGLE_", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME")
+    bypass_modes = frozenset({"yolo"})
+    bypass_args = frozenset({"--yolo", "-y"})
 
     def argv(self, call: AgentCall) -> list[str]:
         argv = self.base(call) + [

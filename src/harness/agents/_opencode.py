@@ -63,6 +63,7 @@ class OpencodeAdapter(Adapter):
     name = "opencode"
     program = "opencode"
     env = ("OPENCODE_", "npm_config_registry", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME")
+    bypass_args = frozenset({"--auto"})
 
     def argv(self, call: AgentCall) -> list[str]:
         argv = self.base(call) + ["run", "--format", "json", "--pure", "--dir", call.workdir]

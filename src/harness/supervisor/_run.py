@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import eventlog
-from ..agents.plan import apply_agents
+from ..agents.plan import apply_agents, bypass_problems
 from ..config import Config
 from ..events import LOG_FORMAT, LogFormatError, PlannerCall, describe_call
 from ..events import EventType as E
@@ -465,18 +465,24 @@ class Supervisor:
         """PLAN: decompose the objective (or validate the plan file); an invalid plan ends the run."""
         try:
             plan, report = self._initial_plan()
+            plan = self._with_agents(plan)
         except PlanRejected as exc:
             self.emit(E.PLAN_INVALID, {"problems": exc.problems, "message": str(exc)}, durable=True)
             failed = {"status": "failed", "reason": str(exc), **self.state.counts()}
             self.emit(E.EXECUTION_COMPLETE, failed, durable=True)
             raise
-        plan = self._with_agents(plan)
         self.emit(E.PLAN_CREATED, {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
 
     def _with_agents(self, plan: dict[str, Any]) -> dict[str, Any]:
+        """Every task's agent resolved (definitions, the policy's tool rules); an agent in a
+        bypass-everything mode that no policy rule names makes the plan invalid."""
         definitions = {name: d.model_dump() for name, d in self.config.agents.items()}
         default = self.options.agent or self.state.options.get("agent")
-        return apply_agents(plan, default, definitions)
+        resolved = apply_agents(plan, default, definitions, self.policy.tools)
+        problems = bypass_problems(resolved, self.policy.tools)
+        if problems:
+            raise PlanRejected(problems, "an agent would run with its permission checks off")
+        return resolved
 
     def _initial_plan(self) -> tuple[dict[str, Any], dict[str, Any]]:
         planning = self.svc("planning")
@@ -513,18 +519,20 @@ class Supervisor:
         params = {"plan": self.state.plan, "feedback": rejection.get("feedback", ""), "context": self._context()}
         try:
             result = self._planning_call("refine", params)
-        except (InvalidPlan, UpstreamFailed) as exc:
-            data = exc.data if isinstance(exc.data, dict) else {}
+            plan = self._with_agents(result["plan"])
+        except (InvalidPlan, UpstreamFailed, PlanRejected) as exc:
+            message = str(exc) if isinstance(exc, PlanRejected) else exc.message
+            data = exc.data if isinstance(exc, RPCError) and isinstance(exc.data, dict) else {}
+            problems = exc.problems if isinstance(exc, PlanRejected) else data.get("problems") or []
             failed = {
                 "revision": self.state.revision,
                 "feedback": rejection.get("feedback"),
-                "message": exc.message,
-                "problems": data.get("problems") or [],
+                "message": message,
+                "problems": problems,
             }
-            self.ui.note(f"the plan could not be revised: {exc.message}")
+            self.ui.note(f"the plan could not be revised: {message}")
             self.emit(E.PLAN_REFINE_FAILED, failed, durable=True)
             return
-        plan = self._with_agents(result["plan"])
         plan["revision"] = self.state.revision + 1
         revised = {
             "plan": plan,
