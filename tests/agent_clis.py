@@ -53,16 +53,27 @@ def claude_env(home: Path, url: str) -> dict[str, str]:
 
 
 def codex_env(home: Path, url: str) -> dict[str, str]:
-    """Codex with a provider of its own on the fake (its OPENAI_BASE_URL is not honoured)."""
+    """Codex with a provider of its own on the fake (its OPENAI_BASE_URL is not honoured).
+
+    Where bubblewrap is installed, Codex runs its commands and file writes under it, through
+    helpers it puts in CODEX_HOME, and refuses to put them under the temporary directory: as a
+    test's home lies in /tmp, TMPDIR points inside that home instead (a real CODEX_HOME,
+    ~/.codex, is not under the temporary directory)."""
     codex_home = home / ".codex"
     codex_home.mkdir(parents=True, exist_ok=True)
+    (home / "tmp").mkdir(exist_ok=True)
     (codex_home / "config.toml").write_text(
         f'model_provider = "fake"\nmodel = "gpt-5.5"\ncheck_for_update_on_startup = false\n'
         f"[analytics]\nenabled = false\n"
         f'[model_providers.fake]\nname = "fake"\nbase_url = "{url}/v1"\nenv_key = "OPENAI_API_KEY"\n'
         f'wire_api = "responses"\nrequest_max_retries = 0\nstream_max_retries = 0\n'
     )
-    return {"HOME": str(home), "CODEX_HOME": str(codex_home), "OPENAI_API_KEY": "sk-openai-test-key-0000"}
+    return {
+        "HOME": str(home),
+        "CODEX_HOME": str(codex_home),
+        "TMPDIR": str(home / "tmp"),
+        "OPENAI_API_KEY": "sk-openai-test-key-0000",
+    }
 
 
 def opencode_env(home: Path, url: str) -> dict[str, str]:

@@ -89,7 +89,13 @@ def git(ws: Path, *args: str) -> str:
 
 
 def agent_run(
-    tmp_path: Path, name: str, *, fail_first: int = 0, status: int = 500, permission: str | None = None
+    tmp_path: Path,
+    name: str,
+    *,
+    fail_first: int = 0,
+    status: int = 500,
+    permission: str | None = None,
+    tools: list[dict[str, object]] | None = None,
 ) -> tuple[Path, subprocess.CompletedProcess[str], dict[str, str]]:
     cli = find_cli(name)
     ws = tmp_path / "repo"
@@ -97,7 +103,11 @@ def agent_run(
     git(ws, "init", "-q", "-b", "main")
     (ws / "README.md").write_text("x\n")
     git(ws, "add", "-A")
-    git(ws, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "init")
+    # an identity, as a real repository (or the user's global config) has: aider writes a made-up one
+    # into the repository's config when there is none, which the sandbox refuses (read-only .git)
+    git(ws, "config", "user.email", "a@b")
+    git(ws, "config", "user.name", "a")
+    git(ws, "commit", "-qm", "init")
     agent: dict[str, object] = {"name": name}
     if permission:
         agent["permission"] = permission
@@ -106,10 +116,12 @@ def agent_run(
     plan = {"objective": "Say hello", "tasks": [{"id": "hello", "title": "Write hello.txt", "agent": agent,
                                                  "acceptance_tests": ["grep -q hello hello.txt"]}]}  # fmt: skip
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
-    config = {
+    config: dict[str, object] = {
         "agents": {name: {"command": [cli]}},
         "recovery": {"recipes": {"transient": {"retries": 0}}},
     }
+    if tools:
+        config["policy"] = {"tools": tools}
     (tmp_path / "harness.yaml").write_text(yaml.safe_dump(config))
     with fake_model(fail_first=fail_first, status=status) as model:
         env = ENVIRONMENTS[name](tmp_path / "home", model.url)
@@ -126,6 +138,9 @@ def test_harness_run_with_the_real_cli_completes_the_task_and_logs_session_usage
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_id = latest_run(ws)
     evts = events(ws, run_id)
+    if name == "claude":  # its write came back through the channel: in the task's worktree, allowed
+        decided = first(evts, "TOOL_PERMISSION_DECIDED", "hello")["data"]
+        assert decided["decision"] == "allow" and decided["rule"] == "scope"
     usage = first(evts, "AGENT_USAGE", "hello")["data"]
     assert first(evts, "EXECUTION_COMPLETE")["data"]["usage"]["tokens"] == usage["tokens_in"] + usage["tokens_out"]
     assert usage["agent"] == name and (usage["session_id"] or name == "aider") and usage["tokens_in"] > 0
@@ -153,9 +168,13 @@ def test_an_api_failure_of_the_real_cli_is_classified(
 
 
 def test_a_tool_the_real_claude_was_denied_is_a_permission_failure_naming_the_tool(tmp_path: Path) -> None:
-    ws, proc, _ = agent_run(tmp_path, "claude", permission="default")
+    ws, proc, _ = agent_run(tmp_path, "claude", tools=[{"name": "no-writes", "deny": "Write"}])
     assert proc.returncode == 3, proc.stdout + proc.stderr
     evts = events(ws, latest_run(ws))
     classified = first(evts, "FAILURE_CLASSIFIED", "hello")["data"]
     assert classified["failure_type"] == "permission" and "Write" in classified["evidence"]
     assert "Write" in first(evts, "PERMISSION_REQUIRED", "hello")["data"]["what"]
+    # asked through Claude Code's two-way channel, refused by the policy's rule, and recorded
+    asked = first(evts, "TOOL_PERMISSION_REQUESTED", "hello")["data"]
+    decided = first(evts, "TOOL_PERMISSION_DECIDED", "hello")["data"]
+    assert asked["tool"] == "Write" and decided["decision"] == "deny" and decided["rule"] == "no-writes"

@@ -3,6 +3,7 @@ bypass-everything mode is refused unless a policy rule names the agent."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,8 +74,8 @@ def test_a_plan_that_switches_an_agent_s_checks_off_is_refused_unless_the_policy
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
     ):
         subprocess.run(["git", *cmd], cwd=ws, check=True)
-    task = {"id": "t1", "title": "Write it", "agent": {"name": "claude", "permission": "bypassPermissions"},
-            "acceptance_tests": ["test -f out.txt"]}  # fmt: skip
+    agent = {"name": "claude", "permission": "bypassPermissions", "channel": False}  # the stand-in has no channel
+    task = {"id": "t1", "title": "Write out.txt", "agent": agent, "acceptance_tests": ["test -f out.txt"]}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"objective": "x", "tasks": [task]}))
     (tmp_path / "script.json").write_text('{"t1": [{"write": {"out.txt": "ok\\n"}}]}')
     config = {"agents": {"claude": {"command": [sys.executable, str(FAKE), str(tmp_path / "script.json")]}}}
@@ -82,11 +83,100 @@ def test_a_plan_that_switches_an_agent_s_checks_off_is_refused_unless_the_policy
     args = ["run", "--plan", str(tmp_path / "plan.yaml"), "--config", str(tmp_path / "harness.yaml"), "--approve"]
     refused = harness(ws, *args)
     assert refused.returncode == 2 and "bypassPermissions" in refused.stderr and "bypass: [claude]" in refused.stderr
-    assert "PLAN_CREATED" not in {e["type"] for e in events(ws, latest_run(ws))}
+    refused_run = latest_run(ws)
+    assert "PLAN_CREATED" not in {e["type"] for e in events(ws, refused_run)}
     (tmp_path / "policy.yaml").write_text(
         yaml.safe_dump({"tools": [{"name": "sandboxed-agent", "bypass": ["claude"]}]})
     )
     allowed = harness(ws, *args, "--policy", str(tmp_path / "policy.yaml"))
     assert allowed.returncode == 0, allowed.stderr + allowed.stdout
-    plan = first(events(ws, latest_run(ws)), "PLAN_CREATED")["data"]["plan"]
+    (second,) = [p.name for p in (ws / ".harness" / "runs").iterdir() if p.name != refused_run]
+    plan = first(events(ws, second), "PLAN_CREATED")["data"]["plan"]
     assert plan["tasks"][0]["agent"]["permission"] == "bypassPermissions"
+
+
+CHANNEL = Path(__file__).parent / "agent_programs" / "channel_agent.py"
+
+
+def test_policy_tool_rules_match_calls_as_the_clis_write_them() -> None:
+    from harness.supervisor._decide import tool_rule_for
+
+    rules = policy(
+        {"name": "no-rm", "deny": "Bash(rm:*)"},
+        {"name": "tests", "allow": "Bash(npm test:*)"},
+        {"name": "src-writes", "allow": "Write(src/*)", "tasks": ["code"]},
+        {"name": "reads", "allow": "Read"},
+    ).tools
+    assert tool_rule_for(rules, "t", "Bash", "Bash(npm test -- --watch=false)").name == "tests"  # type: ignore[union-attr]
+    assert tool_rule_for(rules, "t", "Bash", "Bash(rm -rf build)").name == "no-rm"  # type: ignore[union-attr]
+    assert tool_rule_for(rules, "t", "Bash", "Bash(curl example.invalid)") is None
+    assert tool_rule_for(rules, "code", "Write", "Write(src/app.py)").name == "src-writes"  # type: ignore[union-attr]
+    assert tool_rule_for(rules, "docs", "Write", "Write(src/app.py)") is None
+    assert tool_rule_for(rules, "t", "Read", "Read(/etc/passwd)").name == "reads"  # type: ignore[union-attr]
+
+
+def _channel_run(
+    tmp_path: Path, *tool_rules: dict[str, object], path: str = "notes.txt"
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for cmd in (
+        ["init", "-q"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
+    ):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    task = {
+        "id": "write",
+        "title": "Write the notes",
+        "agent": {"name": "claude"},
+        "acceptance_tests": ["grep -q notes notes.txt"],
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"objective": "x", "tasks": [task]}))
+    config = {
+        "agents": {"claude": {"command": [sys.executable, str(CHANNEL), path, "the notes\n"]}},
+        "policy": {"tools": list(tool_rules)},
+        "recovery": {"recipes": {"permission": {"retries": 0}}},
+    }
+    (tmp_path / "harness.yaml").write_text(yaml.safe_dump(config))
+    done = harness(
+        ws, "run", "--plan", str(tmp_path / "plan.yaml"), "--config", str(tmp_path / "harness.yaml"), "--approve"
+    )
+    return ws, done
+
+
+@pytest.mark.slow
+def test_a_tool_request_is_answered_by_a_policy_rule_through_the_channel(tmp_path: Path) -> None:
+    ws, done = _channel_run(tmp_path, {"name": "notes-ok", "allow": "Write(*notes.txt)"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    evts = events(ws, latest_run(ws))
+    asked = first(evts, "TOOL_PERMISSION_REQUESTED")["data"]
+    assert asked["tool"] == "Write" and asked["call"].endswith("notes.txt)")
+    decided = first(evts, "TOOL_PERMISSION_DECIDED")["data"]
+    assert decided["decision"] == "allow" and decided["source"] == "policy" and decided["rule"] == "notes-ok"
+    plan = first(evts, "PLAN_CREATED")["data"]["plan"]
+    assert plan["tasks"][0]["agent"]["channel"] is True
+
+
+@pytest.mark.slow
+def test_an_edit_inside_the_worktree_is_allowed_by_its_scope(tmp_path: Path) -> None:
+    ws, done = _channel_run(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    decided = first(events(ws, latest_run(ws)), "TOOL_PERMISSION_DECIDED")["data"]
+    assert decided["decision"] == "allow" and decided["rule"] == "scope"
+
+
+@pytest.mark.slow
+def test_a_tool_request_no_one_can_answer_is_denied_and_classified_as_permission(tmp_path: Path) -> None:
+    ws, done = _channel_run(tmp_path, path="../../../../escaped-notes.txt")  # out of the task's worktree
+    assert done.returncode == 3, done.stdout + done.stderr  # a permission failure escalates
+    evts = events(ws, latest_run(ws))
+    decided = first(evts, "TOOL_PERMISSION_DECIDED")["data"]
+    assert (
+        decided["decision"] == "deny"
+        and decided["source"] == "supervisor"
+        and "no one can be asked" in decided["reason"]
+    )
+    assert not list(tmp_path.rglob("escaped-notes.txt"))
+    classified = first(evts, "FAILURE_CLASSIFIED", "write")["data"]
+    assert classified["failure_type"] == "permission"
+    assert "Write" in json.dumps(first(evts, "TASK_FAILED", "write")["data"])

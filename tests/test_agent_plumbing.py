@@ -43,8 +43,9 @@ def test_tasks_without_commands_get_the_run_agent_and_a_definition_fills_in_path
         "command": ["/opt/claude"],
         "extra_args": ["--verbose"],
         "env": ["ANTHROPIC_API_KEY"],
+        "channel": True,  # Claude Code asks the harness about tools its rules do not settle
     }
-    assert out["c"] == {"name": "codex"}
+    assert out["c"] == {"name": "codex"}  # no two-way channel
     assert out["d"]["name"] == "claude" and out["d"]["max_turns"] == 5
     manual = apply_agents(plan, None, {})["tasks"]
     assert manual[1]["agent"] is None and manual[3]["agent"] is None  # no agent: manual steps
@@ -61,7 +62,7 @@ def test_a_step_only_a_person_can_verify_stays_manual_under_an_agent() -> None:
     }
     tasks = {t["id"]: t for t in apply_agents(plan, {"name": "claude"}, {})["tasks"]}
     assert tasks["find"].get("agent") is None  # no verdict of ours to run: a person confirms
-    assert tasks["fix"]["agent"] == {"name": "claude"}
+    assert tasks["fix"]["agent"] == {"name": "claude", "channel": True}
     assert tasks["own"]["agent"] == {"name": "codex"}  # a task that names its agent keeps it
 
 

@@ -101,6 +101,8 @@ def test_plan_mode_shows_every_command_and_runs_nothing(repo: Path) -> None:
     shown = first(evts, "TASKS_PREVIEWED")["data"]["tasks"]
     assert [t["id"] for t in shown] == ["count", "write"] and shown[1]["argv"][:2] == [sys.executable, str(FAKE)]
     assert first(evts, "EXECUTION_COMPLETE")["data"]["status"] == "planned"
+    checks = {c["command"]: c for c in shown[0]["checks"]}
+    assert checks["echo ran >> counter.txt"]["decision"] == "allow"  # what the checks would say, hooks not run
 
 
 def test_explore_mode_leaves_the_workspace_as_it_was_and_apply_brings_the_work_in(repo: Path) -> None:

@@ -119,11 +119,11 @@ def read_pgids(tmp_path: Path, wid: str) -> list[int]:
 # -- lifecycle and contract -------------------------------------------------------------------
 
 
-def test_initialize_names_the_contract_its_methods_and_the_worker_event(wm: Manager) -> None:
+def test_initialize_names_the_contract_its_methods_and_its_notifications(wm: Manager) -> None:
     info = wm.call("initialize")
     assert info["contract"] == "worker-manager"
     assert set(load_contract("worker-manager")["methods"]) <= set(info["methods"])
-    assert info["notifications"] == ["worker_event"]
+    assert info["notifications"] == ["worker_event", "tool_permission"]
 
 
 def test_contract_examples_run_in_order_and_answer_with_their_schemas(wm: Manager, tmp_path: Path) -> None:

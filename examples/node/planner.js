@@ -10,6 +10,14 @@
 // decompose reads the workspace for its real test and build commands and its directories, then
 // lays out a small DAG, ids t1..tn:  locate -> change(s) -> tests, docs -> verify.  Every plan
 // handed out is risk-flagged and validated; a plan with errors is refused with every problem.
+//
+// The plans follow the rules of the Python heuristic (services/planning/heuristic.py): every
+// acceptance test can fail (never `test -d .` or `ls -A`), and no command leaves its task's
+// directory (never `cd ..`). A task that runs a rooted command (pytest, make, go's ./...) works
+// from the workspace root and its objective names the directory the change belongs in. Where a
+// step has no check that can fail (locating code is reading; without git, tests or a build a
+// change leaves nothing to run), it is a manual step with no acceptance tests and a
+// `confirmation` saying what a person confirms, and the notes say so.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -134,6 +142,404 @@ function flagRisks(tasks) {
   });
 }
 
+// -- reading shell commands ----------------------------------------------------------------------
+//
+// An acceptance test is its task's verdict, so one that cannot fail proves nothing. vacuousReason
+// names those with the rules of services/planning/vacuous.py, read the shell's way, each a
+// certainty: `true`, `:`, `echo`, `printf` of text, `pwd`, `exit 0`, an assignment alone,
+// `cd`/`pushd`/`popd` (they only move); `ls` of the working directory (no path, or `.`);
+// `test`/`[ ]` true by construction (`-d .`, `-n "$(ls -A)"`, a constant). In `a && b` b runs
+// after a succeeded, in `a || b` after it failed; after `;`, `&` or a new line the last list
+// decides, `!` inverts and a pipeline's status is its last command's. So `X || true`,
+// `X; exit 0` and `cd src && ls` cannot fail. Anything else is a real check. scopeEscape is
+// lexical: `cd ..`, `cd /abs`, `cd ~`, and any argument that climbs out (`../x`, `--root=..`).
+
+/** `text` quoted as Python's repr quotes it, so messages read as the Python service's do. */
+function quote(text) {
+  const body = text.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\t/g, '\\t');
+  return body.includes("'") && !body.includes('"') ? `"${body}"` : `'${body.replace(/'/g, "\\'")}'`;
+}
+
+/** The operator at `text[i]`, or null (`>&2`, `&>f` and `>|f` are redirections). */
+function operatorAt(text, i, buf) {
+  const ch = text[i];
+  const prev = buf.slice(-1);
+  if (ch === '\n' || ch === ';') return ch;
+  if (ch === '&') {
+    if (text.startsWith('&&', i)) return '&&';
+    return prev === '<' || prev === '>' || text.startsWith('&>', i) ? null : '&';
+  }
+  if (ch === '|') {
+    if (text.startsWith('||', i)) return '||';
+    if (prev === '>') return null;
+    return text.startsWith('|&', i) ? '|&' : '|';
+  }
+  return null;
+}
+
+/**
+ * `text` cut at its top-level operators (`&&`, `||`, `|`, `;`, `&`, new lines) as [parts, ops];
+ * quotes, `( )`, `$( )`, backquotes and comments are respected. null when they do not balance.
+ */
+function splitOperators(text) {
+  const parts = [];
+  const ops = [];
+  const stack = []; // open contexts: ', ", (, `
+  let buf = '';
+  let i = 0;
+  while (i < text.length) {
+    const ch = text[i];
+    const top = stack[stack.length - 1];
+    if (top === "'" || (top === '`' && ch !== '\\')) {
+      buf += ch;
+      if (ch === top) stack.pop();
+      i += 1;
+    } else if (ch === '\\' && i + 1 < text.length) {
+      buf += text.slice(i, i + 2);
+      i += 2;
+    } else if (top === '"') {
+      buf += ch;
+      if (ch === '"') stack.pop();
+      else if (ch === '`') stack.push('`');
+      else if (text.startsWith('$(', i)) {
+        buf += '(';
+        stack.push('(');
+        i += 1;
+      }
+      i += 1;
+    } else if (ch === "'" || ch === '"' || ch === '`' || ch === '(') {
+      stack.push(ch);
+      buf += ch;
+      i += 1;
+    } else if (ch === ')') {
+      if (top !== '(') return null;
+      stack.pop();
+      buf += ch;
+      i += 1;
+    } else if (ch === '#' && /(^|[\s();|&])$/.test(buf)) {
+      while (i < text.length && text[i] !== '\n') i += 1;
+    } else {
+      const op = top === undefined ? operatorAt(text, i, buf) : null;
+      if (op) {
+        parts.push(buf.trim());
+        ops.push(op === '|&' ? '|' : op);
+        buf = '';
+        i += op.length;
+      } else {
+        buf += ch;
+        i += 1;
+      }
+    }
+  }
+  if (stack.length) return null;
+  parts.push(buf.trim());
+  return [parts, ops];
+}
+
+/** The words of one simple command with the shell's quoting removed; null on an open quote or a trailing backslash. */
+function shellWords(part) {
+  const out = [];
+  let word = null;
+  for (let i = 0; i < part.length; i += 1) {
+    const ch = part[i];
+    if (/\s/.test(ch)) {
+      if (word !== null) out.push(word);
+      word = null;
+      continue;
+    }
+    if (word === null) word = '';
+    if (ch === "'") {
+      const end = part.indexOf("'", i + 1);
+      if (end < 0) return null;
+      word += part.slice(i + 1, end);
+      i = end;
+    } else if (ch === '"') {
+      let j = i + 1;
+      for (; j < part.length && part[j] !== '"'; j += 1) {
+        if (part[j] === '\\' && '$`"\\\n'.includes(part[j + 1])) j += 1;
+        word += part[j];
+      }
+      if (j >= part.length) return null;
+      i = j;
+    } else if (ch === '\\') {
+      if (i + 1 === part.length) return null; // nothing left to escape
+      word += part[i + 1];
+      i += 1;
+    } else {
+      word += ch;
+    }
+  }
+  if (word !== null) out.push(word);
+  return out;
+}
+
+const ASSIGNMENT = /^[A-Za-z_][A-Za-z0-9_]*=/;
+const REDIRECT = /^(\d*)(>>|>\||>&|<&|&>>|&>|<>|<<<|<<|<|>)(.*)$/;
+const HARMLESS_TARGETS = new Set(['/dev/null', '/dev/stdout', '/dev/stderr', '&1', '&2', '&-', '1', '2', '-']);
+
+/** [words without redirections, whether every one was harmless (never input from a file)]. */
+function stripRedirections(words) {
+  const out = [];
+  let harmless = true;
+  for (let k = 0; k < words.length; k += 1) {
+    const m = REDIRECT.exec(words[k]);
+    if (!m) {
+      out.push(words[k]);
+      continue;
+    }
+    let target = m[3];
+    if (!target && k + 1 < words.length) target = words[++k];
+    if (m[2].startsWith('<') && m[2] !== '<&') harmless = harmless && target === '/dev/null';
+    else harmless = harmless && (HARMLESS_TARGETS.has(target) || !target.includes('/'));
+  }
+  return [out, harmless];
+}
+
+const HERE = new Set(['.', './', '$PWD', '${PWD}', '$(pwd)']);
+const ALWAYS_THERE = new Set([...HERE, '..', '../', '/']);
+const constant = (word) => !/[$`*?[~]/.test(word);
+const listsHere = (words) => words.length > 0 && words[0] === 'ls' && words.slice(1).every((w) => w.startsWith('-') || HERE.has(w));
+/** printf arguments whose conversions cannot fail (%s, %b, %q, %%). */
+const printsText = (arg) => [...arg.matchAll(/%(%|[-+ #0-9.*]*[A-Za-z]?)/g)].every((m) => m[1] === '%' || /[sbq]$/.test(m[1]));
+
+/** The command of a word that is exactly one `$( ... )`, else null. */
+function substitution(word) {
+  if (!word.startsWith('$(') || !word.endsWith(')')) return null;
+  const parsed = splitOperators(word.slice(1));
+  return parsed && parsed[0].length === 1 ? word.slice(2, -1).trim() : null;
+}
+
+/** Why the command of a `$( )` always prints something, or null. */
+function alwaysPrints(inner) {
+  const words = shellWords(inner);
+  if (!words || !words.length) return null;
+  if (words.length === 1 && words[0] === 'pwd') return '$(pwd) is never empty';
+  if (listsHere(words)) return `$(${inner}) lists the working directory, which has files in it before any work is done`;
+  if (words[0] === 'echo' && words.slice(1).some((w) => w && constant(w) && !w.startsWith('-'))) return `$(${inner}) prints constant text`;
+  return null;
+}
+
+/** Why `test args` is always true, or null. */
+function testReason(args, shown) {
+  if (args.length === 2 && (args[0] === '-d' || args[0] === '-e') && ALWAYS_THERE.has(args[1])) {
+    return `${quote(shown)} is always true: ${quote(args[1])} always exists`;
+  }
+  if (args.length === 1 || (args.length === 2 && args[0] === '-n')) {
+    const operand = args[args.length - 1];
+    if (operand && constant(operand) && !(args.length === 1 && operand.startsWith('-'))) return `${quote(shown)} tests a constant, non-empty string`;
+    const inner = substitution(operand);
+    const why = inner === null ? null : alwaysPrints(inner);
+    if (why) return `${quote(shown)} is always true: ${why}`;
+  }
+  if (args.length === 2 && args[0] === '-z' && args[1] === '') return `${quote(shown)} tests a constant, empty string`;
+  if (args.length === 3 && ['=', '==', '-eq'].includes(args[1]) && args[0] === args[2] && constant(args[0])) return `${quote(shown)} compares a constant with itself`;
+  return null;
+}
+
+// How a piece of shell can end: a status the script goes on from ('ok', 'failed'), or an exit
+// of the shell ('exit_ok', 'exit_failed'). A verdict is { ends: Set, why }.
+const verdict = (ends, why = null) => ({ ends: new Set(ends), why });
+const UNKNOWN = verdict(['ok', 'failed']);
+const alwaysOk = (v) => [...v.ends].every((e) => e === 'ok' || e === 'exit_ok');
+/** Ends of a subshell or a pipe's part, seen from outside: an exit there ends only it. */
+const contained = (ends) => [...ends].map((e) => ({ exit_ok: 'ok', exit_failed: 'failed' })[e] || e);
+
+/** A simple command (or a subshell): how it can end. */
+function simpleCommand(part) {
+  if (part.startsWith('(') && part.endsWith(')')) {
+    const inner = script(part.slice(1, -1));
+    return verdict(contained(inner.ends), inner.why);
+  }
+  let words = shellWords(part);
+  if (words === null) return UNKNOWN;
+  let harmless;
+  [words, harmless] = stripRedirections(words);
+  if (!harmless) return UNKNOWN;
+  const k = words.findIndex((w) => !ASSIGNMENT.test(w));
+  const assignments = k < 0 ? words : words.slice(0, k);
+  words = k < 0 ? [] : words.slice(k);
+  if (!words.length) {
+    return assignments.length && !assignments.some((a) => a.includes('$(') || a.includes('`')) ? verdict(['ok'], `${quote(part)} only sets variables`) : UNKNOWN;
+  }
+  const [name, ...args] = words;
+  if (name === 'true') return verdict(['ok'], "'true' always succeeds");
+  if (name === ':' && !args.some((a) => a.includes('${'))) return verdict(['ok'], "':' does nothing and succeeds");
+  if (name === 'false') return verdict(['failed']);
+  if (name === 'exit') {
+    if (args.length === 1 && /^\d+$/.test(args[0])) {
+      return Number(args[0]) % 256 === 0 ? verdict(['exit_ok'], `${quote(part)} ends the shell with success`) : verdict(['exit_failed']);
+    }
+    return verdict(['exit_ok', 'exit_failed']); // 'exit' alone passes on the last status
+  }
+  if (name === 'echo' || (name === 'printf' && args.every(printsText))) return verdict(['ok'], `${quote(name)} only prints`);
+  if (name === 'pwd') return verdict(['ok'], "'pwd' only prints the working directory");
+  if (['cd', 'pushd', 'popd'].includes(name)) return verdict(['ok'], `${quote(name)} only changes the directory, it checks nothing`);
+  if (listsHere(words)) return verdict(['ok'], `${quote(part)} lists the working directory, which always exists`);
+  if (name === 'test' || name === '[') {
+    let operands = args;
+    if (name === '[') {
+      if (args[args.length - 1] !== ']') return UNKNOWN;
+      operands = args.slice(0, -1);
+    }
+    if (!operands.length) return verdict(['failed']);
+    const why = testReason(operands, part);
+    return why ? verdict(['ok'], why) : UNKNOWN;
+  }
+  return UNKNOWN;
+}
+
+/** The last command decides (no pipefail); `!` inverts; exits inside a pipe stay inside. */
+function pipeline(parts) {
+  const negated = /^!\s/.test(parts[0]);
+  const cmds = negated ? [parts[0].slice(1).trim(), ...parts.slice(1)] : parts;
+  let v = simpleCommand(cmds[cmds.length - 1]);
+  if (cmds.length > 1) v = verdict(contained(v.ends), v.why);
+  if (!negated) return v;
+  const flipped = [...v.ends].map((e) => ({ ok: 'failed', failed: 'ok' })[e] || e);
+  return verdict(flipped, `${quote(cmds.join(' | '))} always fails, and '!' turns that into success`);
+}
+
+/** `p0 op p1 op p2 ...` with && and ||, left to right as the shell reads it. */
+function andOr(pipes, chain) {
+  const first = pipeline(pipes[0]);
+  let { ends, why } = first;
+  chain.forEach((op, k) => {
+    const goesOn = op === '&&' ? 'ok' : 'failed';
+    if (!ends.has(goesOn)) return; // this part never runs
+    const next = pipeline(pipes[k + 1]);
+    ends = new Set([...ends].filter((e) => e !== goesOn).concat([...next.ends]));
+    if (alwaysOk({ ends })) {
+      if (op === '||') {
+        const before = pipes.slice(0, k + 1).map((p) => p.join(' | ')).join(' ');
+        why = `it ends in '|| ${pipes[k + 1].join(' | ')}', so it succeeds whether or not ${quote(before)} does`;
+      } else {
+        why = `${why}, and ${next.why}`;
+      }
+    }
+  });
+  return { ends, why };
+}
+
+/** Parts grouped as the shell groups them: [pipes, and-or operators, background] lists; null on a syntax error. */
+function shellLists(parts, ops) {
+  const lists = [];
+  let pipes = [[]];
+  let chain = [];
+  for (let k = 0; k < parts.length; k += 1) {
+    const before = k ? ops[k - 1] : null;
+    const after = k < ops.length ? ops[k] : null;
+    if (!parts[k]) {
+      if ((before === null || [';', '\n', '&'].includes(before)) && (after === null || after === '\n')) continue;
+      return null; // '&& ||', '| ;', a leading ';': the shell refuses them
+    }
+    pipes[pipes.length - 1].push(parts[k]);
+    if (after === '|') continue;
+    if (after === '&&' || after === '||') {
+      chain.push(after);
+      pipes.push([]);
+      continue;
+    }
+    lists.push([pipes, chain, after === '&']);
+    pipes = [[]];
+    chain = [];
+  }
+  return lists;
+}
+
+/** A whole command line: the last list that runs decides its status, unless an earlier one exited. */
+function script(text) {
+  const parsed = splitOperators(text);
+  const lists = parsed && shellLists(...parsed);
+  if (!lists) return UNKNOWN;
+  if (!lists.length) return verdict(['ok'], 'it is empty');
+  let ends = new Set(['ok']);
+  let why = null;
+  let ran = 0;
+  for (const [pipes, chain, background] of lists) {
+    if (![...ends].some((e) => e === 'ok' || e === 'failed')) break; // every way here has exited already
+    ran += 1;
+    const v = background
+      ? verdict(['ok'], `${quote(pipes.map((p) => p.join(' | ')).join(' '))} runs in the background, so its status is always 0`)
+      : andOr(pipes, chain);
+    ends = new Set([...ends].filter((e) => e.startsWith('exit_')).concat([...v.ends]));
+    why = v.why;
+  }
+  if (ran > 1 && why) why = `only its last command decides its status, and ${why}`;
+  return { ends, why };
+}
+
+/** Why `command` cannot fail as an acceptance test, or null when it is a real check. Never throws. */
+function vacuousReason(command) {
+  if (!command.trim()) return null;
+  const v = script(command);
+  return alwaysOk(v) ? v.why || 'it always succeeds' : null;
+}
+
+const HOME = new Set(['~', '$HOME', '${HOME}']);
+/** True when `p`, normalised, starts above the directory it is read from. */
+function climbs(p) {
+  if (!p || p.startsWith('/')) return false;
+  const norm = path.posix.normalize(p);
+  return norm === '..' || norm.startsWith('../');
+}
+
+/** The commands of the outermost `$( )` and backquotes in `word`. */
+function substitutions(word) {
+  const found = [];
+  for (let i = 0; i < word.length; i += 1) {
+    if (word.startsWith('$(', i)) {
+      let depth = 1;
+      let j = i + 2;
+      for (; j < word.length && depth; j += 1) depth += word[j] === '(' ? 1 : word[j] === ')' ? -1 : 0;
+      found.push(word.slice(i + 2, j - 1));
+      i = j - 1;
+    } else if (word[i] === '`') {
+      const j = word.indexOf('`', i + 1);
+      if (j < 0) break;
+      found.push(word.slice(i + 1, j));
+      i = j;
+    }
+  }
+  return found;
+}
+
+function escapeOfPart(part) {
+  if (part.startsWith('(') && part.endsWith(')')) return scopeEscape(part.slice(1, -1));
+  const words = shellWords(part) || part.split(/\s+/);
+  for (const word of words) {
+    for (const inner of substitutions(word)) {
+      const found = scopeEscape(inner);
+      if (found) return found;
+    }
+  }
+  const k = words.findIndex((w) => !ASSIGNMENT.test(w));
+  if (k >= 0 && (words[k] === 'cd' || words[k] === 'pushd')) {
+    const name = words[k];
+    const targets = words.slice(k + 1).filter((w) => !(w.startsWith('-') && w !== '-'));
+    if (!targets.length) return `${quote(name)} with no directory goes to the home directory`;
+    const move = `${name} ${targets[0]}`;
+    if (targets[0] === '-') return `${quote(move)} goes back to wherever the shell was before`;
+    if (HOME.has(targets[0]) || /^(~|\$HOME|\$\{HOME\})\//.test(targets[0])) return `${quote(move)} goes to the home directory`;
+    if (targets[0].startsWith('/')) return `${quote(move)} goes to an absolute path`;
+  }
+  for (const word of words) {
+    for (const piece of [word, ...word.split(/[=:]/).slice(1)]) {
+      if (climbs(piece)) return `${quote(piece)} climbs out of the task's directory`;
+    }
+  }
+  return null;
+}
+
+/** Why `command` reaches outside its task's directory, or null. Lexical, never throws. */
+function scopeEscape(command) {
+  const parsed = splitOperators(command);
+  for (const part of parsed ? parsed[0] : [command]) {
+    const found = part ? escapeOfPart(part) : null;
+    if (found) return found;
+  }
+  return null;
+}
+
 // -- the workspace -------------------------------------------------------------------------------
 
 const NPM_PLACEHOLDER = 'no test specified';
@@ -156,7 +562,7 @@ function insideGit(dir) {
  * its source, tests and docs directories, whether it is a git work tree, and notes on all that.
  */
 function detectWorkspace(workspace) {
-  const profile = { tests: [], builds: [], src: '.', testsDir: null, docsDir: null, readme: null, git: false, notes: [] };
+  const profile = { tests: [], builds: [], python: false, src: '.', testsDir: null, docsDir: null, readme: null, git: false, notes: [] };
   if (workspace === null || workspace === undefined) {
     profile.notes.push('no workspace given: commands and directories were not detected');
     return profile;
@@ -168,8 +574,8 @@ function detectWorkspace(workspace) {
   const at = (name) => path.join(workspace, name);
   const makefile = firstOf(workspace, ['GNUmakefile', 'makefile', 'Makefile'], isFile);
   const targets = makefile ? new Set([...read(at(makefile)).matchAll(/^([A-Za-z0-9_.-]+)\s*:(?!=)/gm)].map((m) => m[1])) : new Set();
-  if (targets.has('test')) profile.tests.push({ cmd: 'make test', origin: `${makefile} target 'test'` });
-  if (targets.has('build')) profile.builds.push({ cmd: 'make build', origin: `${makefile} target 'build'` });
+  if (targets.has('test')) profile.tests.push({ cmd: 'make test', origin: `${makefile} target 'test'`, rooted: true });
+  if (targets.has('build')) profile.builds.push({ cmd: 'make build', origin: `${makefile} target 'build'`, rooted: true });
   const makeOwnsTests = profile.tests.length > 0;
   if (isFile(at('package.json'))) {
     let scripts = {};
@@ -184,14 +590,17 @@ function detectWorkspace(workspace) {
     if (typeof scripts.build === 'string') profile.builds.push({ cmd: 'npm run build', origin: 'package.json scripts.build' });
   }
   const pyMarker = firstOf(workspace, ['pyproject.toml', 'setup.py', 'setup.cfg', 'pytest.ini', 'tox.ini'], isFile);
-  if (pyMarker && !makeOwnsTests) profile.tests.push({ cmd: 'python -m pytest -q', origin: pyMarker });
+  profile.python = pyMarker !== null;
+  // The workspace's own virtualenv, else python3 (a bare `python` is missing on many systems).
+  const interpreter = ['.venv', 'venv'].map((v) => `${v}/bin/python`).find((p) => isFile(at(p))) || 'python3';
+  if (pyMarker && !makeOwnsTests) profile.tests.push({ cmd: `${interpreter} -m pytest -q`, origin: pyMarker, rooted: true });
   if (isFile(at('Cargo.toml'))) {
     if (!makeOwnsTests) profile.tests.push({ cmd: 'cargo test', origin: 'Cargo.toml' });
     profile.builds.push({ cmd: 'cargo build', origin: 'Cargo.toml' });
   }
   if (isFile(at('go.mod'))) {
-    if (!makeOwnsTests) profile.tests.push({ cmd: 'go test ./...', origin: 'go.mod' });
-    profile.builds.push({ cmd: 'go build ./...', origin: 'go.mod' });
+    if (!makeOwnsTests) profile.tests.push({ cmd: 'go test ./...', origin: 'go.mod', rooted: true });
+    profile.builds.push({ cmd: 'go build ./...', origin: 'go.mod', rooted: true });
   }
   profile.src = firstOf(workspace, ['src', 'lib', 'app', 'pkg'], isDir) || '.';
   profile.testsDir = firstOf(workspace, ['tests', 'test', 'spec', '__tests__'], isDir);
@@ -202,14 +611,15 @@ function detectWorkspace(workspace) {
   return profile;
 }
 
-/** A workspace-root command as seen from a task working in `scopePath`. */
-function fromDir(cmd, scopePath) {
-  const depth = path.normalize(scopePath).split(path.sep).filter((p) => p && p !== '.').length;
-  return depth ? `cd ${Array(depth).fill('..').join('/')} && ${cmd}` : cmd;
+/**
+ * A check that something changed under `dir`, relative to where it runs (git work trees). It
+ * fails on a no-op, which is the point. Python bytecode the other checks leave behind and, for
+ * `.`, the run log under .harness/ are not a change.
+ */
+function changedCheck(dir = '.') {
+  const spec = dir === '.' || dir === '' ? ". ':(exclude).harness'" : shellQuote(dir);
+  return `test -n "$(git status --porcelain -- ${spec} ':(exclude)*.pyc')"`;
 }
-
-const CHANGED_CHECK = 'test -n "$(git status --porcelain -- . \':(top,exclude).harness\')"';
-const FALLBACK_CHECK = 'test -d .';
 
 // -- validation ----------------------------------------------------------------------------------
 
@@ -306,15 +716,21 @@ const softLevel = (override, strictness) => (override === null || override === u
 
 /**
  * Every problem of a list of tasks at once. options: { workspace, strictness ('generated' |
- * 'file'), config: {min_tasks, max_tasks, size, vague}, objective (checked when given), root }.
+ * 'file'), config: {min_tasks, max_tasks, size, vague, vacuous, scope_escape}, objective (checked
+ * when given), root }. Soft rules (plan size, vague objectives, acceptance tests that cannot fail,
+ * commands that leave their task's directory) are errors for generated plans and warnings for
+ * file plans unless the config sets their level. A manual step with a confirmation needs no
+ * acceptance tests: a person's word is its verdict.
  */
 function validate(tasks, { workspace = null, strictness = 'file', config = {}, objective = null, root = 'packets' } = {}) {
-  const cfg = { min_tasks: 3, max_tasks: 7, size: null, vague: null, ...config };
+  const cfg = { min_tasks: 3, max_tasks: 7, size: null, vague: null, vacuous: null, scope_escape: null, ...config };
   const problems = [];
   const add = (severity, code, message, taskId = null, where = null) => problems.push({ severity, code, message, task_id: taskId, path: where });
   const at = (i, field) => `${root}[${i}]` + (field ? `.${field}` : '');
   const size = softLevel(cfg.size, strictness);
   const vague = softLevel(cfg.vague, strictness);
+  const vacuous = softLevel(cfg.vacuous, strictness);
+  const leaves = softLevel(cfg.scope_escape, strictness);
   let scopeRoot = workspace;
   if (workspace !== null && !isDir(workspace)) {
     add('error', 'workspace_not_found', `workspace '${workspace}' is not a directory`, null, 'workspace');
@@ -337,8 +753,10 @@ function validate(tasks, { workspace = null, strictness = 'file', config = {}, o
       else if (!ids.has(dep)) add('error', 'unknown_dependency', `task '${t.id}' depends on '${dep}', which is not in the plan`, t.id, where);
       else if (t.depends_on.indexOf(dep) < j) add('warning', 'duplicate_dependency', `task '${t.id}' lists '${dep}' twice`, t.id, where);
     });
-    if (!t.acceptance_tests.some((c) => c.trim())) {
-      add('error', 'missing_acceptance_tests', `task '${t.id}' has no acceptance tests: nothing would decide whether it worked`, t.id, at(i, 'acceptance_tests'));
+    const manual = !t.commands.length && !t.agent;
+    if (!t.acceptance_tests.some((c) => c.trim()) && !(manual && (t.confirmation || '').trim())) {
+      const what = manual ? 'no acceptance tests and no confirmation' : 'no acceptance tests';
+      add('error', 'missing_acceptance_tests', `task '${t.id}' has ${what}: nothing would decide whether it worked`, t.id, at(i, 'acceptance_tests'));
     }
     for (const field of ['commands', 'acceptance_tests']) {
       t[field].forEach((c, j) => { if (!c.trim()) add('error', 'empty_command', `task '${t.id}' has an empty entry in ${field}`, t.id, at(i, `${field}[${j}]`)); });
@@ -346,6 +764,20 @@ function validate(tasks, { workspace = null, strictness = 'file', config = {}, o
     if (vague && (why = vagueness(t.objective))) add(vague, 'vague_objective', `task '${t.id}' objective '${t.objective}' is vague: ${why}`, t.id, at(i, 'objective'));
     const scope = scopeProblem(t.scope_path, scopeRoot);
     if (scope) add(scope[0] === 'absolute_scope_path' ? 'warning' : 'error', scope[0], `task '${t.id}': ${scope[1]}`, t.id, at(i, 'scope_path'));
+  });
+  tasks.forEach((t, i) => {
+    if (vacuous) {
+      t.acceptance_tests.forEach((test, j) => {
+        if ((why = vacuousReason(test))) add(vacuous, 'vacuous_acceptance_test', `task '${t.id}': acceptance test ${quote(test)} cannot fail, so it proves nothing: ${why}`, t.id, at(i, `acceptance_tests[${j}]`));
+      });
+    }
+    if (leaves) {
+      for (const [field, what] of [['commands', 'command'], ['acceptance_tests', 'acceptance test']]) {
+        t[field].forEach((c, j) => {
+          if ((why = scopeEscape(c))) add(leaves, 'command_leaves_scope', `task '${t.id}': ${what} ${quote(c)} leaves the task's directory: ${why}`, t.id, at(i, `${field}[${j}]`));
+        });
+      }
+    }
   });
   for (const cycle of findCycles(tasks)) add('error', 'cycle', `dependency cycle: ${cycle.join(' -> ')}`, cycle[0]);
   const risky = [];
@@ -382,14 +814,33 @@ const toolsOf = (tasks) => {
 
 // -- decompose -----------------------------------------------------------------------------------
 
-/** The drafts of a plan before ids: what each task does, where, how it is checked, what it waits for. */
+const where = (dir) => (dir === '.' ? 'the workspace' : `${dir}/`);
+
+/**
+ * Where a task about directory `target` works and the checks it gets there, when it runs `runs`
+ * as acceptance tests. A rooted command must run at the workspace root, so such a task works from
+ * there, its git check names `target` and `remark` (for its objective) says "{what} in target/";
+ * otherwise it works in `target` itself. Never `cd`.
+ */
+function place(profile, target, runs, { what, compile = false }) {
+  const rooted = runs.find((c) => c.rooted);
+  const scope = rooted ? '.' : target;
+  const here = scope === '.' ? target : '.'; // target, seen from where the checks run
+  const checks = profile.git ? [changedCheck(here)] : [];
+  if (compile && profile.python && target !== '.') checks.push(`python3 -m compileall -q ${shellQuote(here)}`);
+  checks.push(...runs.map((c) => c.cmd));
+  const remark = rooted && target !== '.' ? ` ${what} in ${target}/; the task works from the workspace root, where \`${rooted.cmd}\` must run.` : '';
+  return { scope, checks: [...new Set(checks)], remark };
+}
+
+/**
+ * The drafts of a plan before ids: what each task does, where, how it is checked (acceptance
+ * tests, else a person's confirmation), what it waits for.
+ */
 function layout(objective, profile, maxTasks) {
   const short = shorten(objective);
   const clauses = splitClauses(objective);
   const testsDir = profile.testsDir || '.';
-  const root = (cmds, scope) => cmds.map((c) => fromDir(c.cmd, scope));
-  const changed = profile.git ? [CHANGED_CHECK] : [];
-  const orFallback = (checks) => ([...new Set(checks)].length ? [...new Set(checks)] : [FALLBACK_CHECK]);
   const budget = Math.min(Math.max(maxTasks, 3), 7);
   const feature = clauses.some(isFeature);
   const docsTarget = profile.docsDir ? `${profile.docsDir}/` : profile.readme || 'README.md';
@@ -405,23 +856,68 @@ function layout(objective, profile, maxTasks) {
 
   const drafts = [];
   if (useLocate) {
-    drafts.push({ key: 'locate', title: `Locate the code for: ${short}`, objective: `Find the files in ${profile.src === '.' ? 'the workspace' : profile.src + '/'} involved in: ${objective}. List them for the tasks that follow.`, scope: profile.src, acceptance: ['test -n "$(ls -A)"'], after: [] });
+    // Reading leaves nothing a command could check, so a person confirms the list.
+    drafts.push({
+      key: 'locate',
+      title: `Locate the code for: ${short}`,
+      objective: `Find the files and sections in ${where(profile.src)} involved in: ${objective}. List them for the tasks that follow.`,
+      scope: profile.src,
+      acceptance: [],
+      confirmation: `The files and sections in ${where(profile.src)} involved in this work are listed for the tasks that follow.`,
+      after: [],
+    });
   }
   groups.forEach((group, i) => {
     const text = group.map(sentence).join('; ');
-    drafts.push({ key: `change${i + 1}`, title: shorten(text, 80), objective: `${text}.`, scope: profile.src, acceptance: orFallback([...changed, ...root(profile.builds, profile.src), ...root(profile.tests, profile.src)]), after: useLocate ? ['locate'] : [] });
+    const placed = place(profile, profile.src, [...profile.builds, ...profile.tests], { what: 'The change belongs', compile: true });
+    drafts.push({
+      key: `change${i + 1}`,
+      title: shorten(text, 80),
+      objective: `${text}.${placed.remark}`,
+      scope: placed.scope,
+      acceptance: placed.checks,
+      confirmation: placed.checks.length ? null : `The change is made in ${where(profile.src)}: ${text}.`,
+      after: useLocate ? ['locate'] : [],
+    });
   });
   const changes = drafts.filter((d) => d.key.startsWith('change')).map((d) => d.key);
-  drafts.push({ key: 'tests', title: `Add or update tests for: ${short}`, objective: `Add or update tests in ${testsDir === '.' ? 'the workspace' : testsDir + '/'} that cover: ${objective}.`, scope: testsDir, acceptance: orFallback([...changed, ...root(profile.tests, testsDir)]), after: changes });
+  const tests = place(profile, testsDir, profile.tests, { what: 'The tests belong' });
+  drafts.push({
+    key: 'tests',
+    title: `Add or update tests for: ${short}`,
+    objective: `Add or update tests in ${where(testsDir)} that cover: ${objective}.${tests.remark}`,
+    scope: tests.scope,
+    acceptance: tests.checks,
+    confirmation: tests.checks.length ? null : `Tests in ${where(testsDir)} cover the change, and they pass when run by hand.`,
+    after: changes,
+  });
   if (useDocs) {
     const grep = profile.docsDir ? `grep -rqiF -- ${shellQuote(phrase)} .` : `grep -qiF -- ${shellQuote(phrase)} ${shellQuote(docsTarget)}`;
     drafts.push({ key: 'docs', title: `Document: ${short}`, objective: `Document the change in ${docsTarget} (${objective}); the text must mention '${phrase}'.`, scope: profile.docsDir || '.', acceptance: [grep], after: changes });
   }
-  const builds = root(profile.builds, '.');
-  const tests = root(profile.tests, '.');
   const depended = new Set(drafts.flatMap((d) => d.after));
-  drafts.push({ key: 'verify', title: 'Run the full verification', objective: `Run the workspace's build and tests on the finished work for: ${objective}.`, scope: '.', commands: [...new Set([...builds, ...tests])], acceptance: tests.length ? tests : builds.length ? builds : orFallback(changed), after: drafts.map((d) => d.key).filter((k) => !depended.has(k)) });
+  const after = drafts.map((d) => d.key).filter((k) => !depended.has(k));
+  drafts.push({ key: 'verify', after, ...verification(objective, profile) });
   return drafts;
+}
+
+/** The last task: the workspace's build and tests, else a check that the work changed something, else a person's word. */
+function verification(objective, profile) {
+  const builds = profile.builds.map((c) => c.cmd);
+  const tests = profile.tests.map((c) => c.cmd);
+  const commands = [...new Set([...builds, ...tests])];
+  if (commands.length) {
+    return { title: 'Run the full verification', objective: `Run the workspace's build and tests on the finished work for: ${objective}.`, scope: '.', commands, acceptance: tests.length ? tests : builds };
+  }
+  const changed = profile.git ? [changedCheck()] : [];
+  const lacking = changed.length ? 'build or test command; the check is that the work changed something.' : 'build or test command and no git history to compare with.';
+  return {
+    title: 'Check the finished work',
+    objective: `Check by hand that the finished work does what was asked: ${objective}. The workspace has no ${lacking}`,
+    scope: '.',
+    acceptance: changed,
+    confirmation: changed.length ? null : `The finished work does what was asked: ${objective}.`,
+  };
 }
 
 /** Objective -> a validated, risk-flagged plan of 3..7 tasks; -32004 listing every problem otherwise. */
@@ -430,7 +926,7 @@ function decompose(objective, context) {
   const text = objective.split(/\s+/).join(' ');
   const profile = detectWorkspace(context.workspace);
   const notes = [...profile.notes];
-  if (!profile.tests.length) notes.push(`no test command found: verification accepts ${profile.builds.length ? 'the build commands' : profile.git ? 'a change in the git work tree' : "'test -d .' only (no git, no tests)"}`);
+  if (!profile.tests.length) notes.push(`no test command found: verification accepts ${profile.builds.length ? 'the build commands' : profile.git ? 'a change in the git work tree' : "a person's confirmation only (no git, no build, no tests)"}`);
   const drafts = layout(text, profile, context.max_tasks);
   const ids = new Map(drafts.map((d, i) => [d.key, `t${i + 1}`]));
   const tasks = flagRisks(drafts.map((d) => packet({
@@ -442,7 +938,11 @@ function decompose(objective, context) {
     depends_on: d.after.map((k) => ids.get(k)),
     commands: d.commands || [],
     acceptance_tests: d.acceptance,
+    confirmation: d.confirmation || null,
   })));
+  for (const t of tasks) {
+    if (t.confirmation) notes.push(`${t.id} has no check that can fail here: it is a manual step a person confirms (${t.confirmation})`);
+  }
   const plan = { objective: text, tasks, revision: 1, source: 'generated', defaults: {}, requires: { env: [], tools: toolsOf(tasks), mcp: false } };
   const report = validate(tasks, { workspace: context.workspace, strictness: 'generated', config: { max_tasks: context.max_tasks }, objective: text, root: 'tasks' });
   if (!report.valid) throw refuse(report, 'the generated plan', { notes });
@@ -597,13 +1097,23 @@ function applyFeedback(plan, feedback, fallbackTests) {
   return { plan: { ...plan, tasks, revision: plan.revision + 1, source: 'refined' }, applied };
 }
 
+/** `task` with a confirmation when it is a manual step that nothing else could verify. */
+function confirmed(task) {
+  if (task.commands.length || task.agent || task.confirmation || task.acceptance_tests.some((c) => c.trim())) return task;
+  return { ...task, confirmation: `Done as described: ${task.objective}` };
+}
+
 /** Plan + feedback -> the next revision, validated (size only warns); -32004 with applied and plan otherwise. */
 function refine(plan, feedback, context, strictness) {
   checkBackend(context);
   const profile = detectWorkspace(context.workspace);
-  const fallback = profile.tests.length ? profile.tests.map((c) => c.cmd) : [profile.git ? CHANGED_CHECK : FALLBACK_CHECK];
+  // An added task borrows the last task's tests; with none to borrow, these (never a check that
+  // cannot fail), or with nothing real at all, a person's confirmation.
+  const fallback = profile.tests.length ? profile.tests.map((c) => c.cmd) : profile.git ? [changedCheck()] : [];
   const edited = applyFeedback(plan, feedback, fallback);
-  const refined = { ...edited.plan, tasks: flagRisks(edited.plan.tasks) };
+  const before = new Set(plan.tasks.map((t) => t.id));
+  const tasks = edited.plan.tasks.map((t) => (before.has(t.id) ? t : confirmed(t)));
+  const refined = { ...edited.plan, tasks: flagRisks(tasks) };
   refined.requires = { ...refined.requires, tools: [...new Set([...refined.requires.tools, ...toolsOf(refined.tasks)])].sort() };
   const level = strictness || (plan.source === 'file' ? 'file' : 'generated');
   const report = validate(refined.tasks, { workspace: context.workspace, strictness: level, config: { max_tasks: context.max_tasks, size: 'warning' }, objective: refined.objective, root: 'tasks' });
@@ -611,4 +1121,4 @@ function refine(plan, feedback, context, strictness) {
   return { plan: refined, applied: edited.applied, report };
 }
 
-module.exports = { decompose, detectWorkspace, findCycles, refine, riskReasons, segments, validate, vagueness };
+module.exports = { decompose, detectWorkspace, findCycles, refine, riskReasons, scopeEscape, segments, vacuousReason, validate, vagueness };

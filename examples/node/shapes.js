@@ -119,6 +119,7 @@ const AgentSpec = object({
   extra_args: [strings(), list],
   allowed_tools: [strings(), list],
   denied_tools: [strings(), list],
+  channel: [nullable(boolean()), () => null],
   env: [strings(), list],
 });
 
@@ -140,6 +141,7 @@ const TaskPacket = object(
     escalation_policy: [string(), () => 'ask'],
     env: [mapOf(string()), () => ({})],
     agent: [nullable(AgentSpec), () => null],
+    network: [nullable(boolean()), () => null],
   },
   {
     check: (task) => {
@@ -182,6 +184,8 @@ const ValidationConfig = object(
     max_tasks: [integer({ min: 1 }), () => 7],
     size: [nullable(Level), () => null],
     vague: [nullable(Level), () => null],
+    vacuous: [nullable(Level), () => null],
+    scope_escape: [nullable(Level), () => null],
   },
   { check: (c) => (c.min_tasks > c.max_tasks ? `min_tasks (${c.min_tasks}) is larger than max_tasks (${c.max_tasks})` : null) },
 );

@@ -24,6 +24,7 @@ from ._models import (
     GetWorkerParams,
     MarkTrustedParams,
     RunWorkerParams,
+    SandboxParams,
     SpawnWorkerParams,
     StepKind,
     WorkerReplayParams,
@@ -78,6 +79,9 @@ def _schemas() -> dict[str, type[BaseModel]]:
         "WorkerReplayResult": r.WorkerReplayResult,
         "WorkerInfo": r.WorkerInfo,
         "WorkerResult": r.WorkerResult,
+        "AnswerToolParams": p.AnswerToolParams,
+        "AnswerToolResult": p.AnswerToolResult,
+        "ToolPermissionRequest": p.ToolPermissionRequest,
     }
 
 
@@ -112,6 +116,7 @@ __all__ = [
     "MarkTrustedParams",
     "Outcome",
     "RunWorkerParams",
+    "SandboxParams",
     "SpawnWorkerParams",
     "Step",
     "StepKind",

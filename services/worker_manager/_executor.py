@@ -32,7 +32,7 @@ class Step:
     that reads its stdout line by line, and usage caps checked as it goes.
     """
 
-    __slots__ = ("kind", "index", "command", "argv", "stdin", "env", "parser", "budget")
+    __slots__ = ("kind", "index", "command", "argv", "stdin", "env", "parser", "budget", "channel")
 
     def __init__(
         self,
@@ -45,6 +45,7 @@ class Step:
         env: dict[str, str] | None = None,
         parser: Any = None,
         budget: dict[str, Any] | None = None,
+        channel: Any = None,
     ) -> None:
         self.kind = kind
         self.index = index
@@ -54,12 +55,24 @@ class Step:
         self.env = env or {}
         self.parser = parser
         self.budget = budget or {}
+        self.channel = channel  # ToolChannel: the agent asks about tools and waits for the answer
+
+
+class ToolChannel:
+    """An agent's two-way permission channel: its adapter (which reads requests and writes answers)
+    and ``ask``, which returns (allow, message) for a request, waiting for whoever decides."""
+
+    __slots__ = ("adapter", "ask")
+
+    def __init__(self, adapter: Any, ask: Any) -> None:
+        self.adapter = adapter
+        self.ask = ask
 
 
 class Job:
     """One worker's work: its steps in order (commands, then acceptance tests) and its limits."""
 
-    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir")
+    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox")
 
     def __init__(
         self,
@@ -71,6 +84,7 @@ class Job:
         env: dict[str, str],
         timeout: float,
         out_dir: str,
+        sandbox: Any = None,
     ) -> None:
         self.worker_id = worker_id
         self.steps = steps
@@ -79,6 +93,7 @@ class Job:
         self.env = env
         self.timeout = timeout
         self.out_dir = out_dir
+        self.sandbox = sandbox  # harness.sandbox.Confinement: every step is wrapped by it (None: none)
 
     @property
     def stdout_path(self) -> str:

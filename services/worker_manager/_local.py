@@ -6,7 +6,9 @@ blocking ``poll`` on a pidfd with the remaining deadline as its timeout: it wake
 step exits, where ``Popen.wait(timeout=...)`` would poll with sleeps and double the cost of a
 short step. Every process group a job started is SIGKILLed when the job ends, so a background
 child never outlives its worker; the group ids are also written, one per line, to
-``<out_dir>/pgid`` so a later manager can reap them if this one dies.
+``<out_dir>/pgid`` so a later manager can reap them if this one dies. A job with a sandbox runs
+each step under it (:mod:`harness.sandbox`): bubblewrap is then the group leader, and its
+``--unshare-pid`` ends whatever the step left behind when the step ends.
 """
 
 from __future__ import annotations
@@ -142,11 +144,15 @@ class LocalExecution:
                 message=f"cannot open the worker's files: {exc}",
             )
         try:
+            if job.sandbox is not None:
+                job.sandbox.open()
             outcome = self._run_steps(fds[0], fds[1], fds[2], t0, on_started)
         finally:
             self.kill_now()
             for fd in fds:
                 os.close(fd)
+            if job.sandbox is not None:
+                job.sandbox.close()
         outcome.duration_ms = _ms(t0)
         return outcome
 
@@ -164,6 +170,8 @@ class LocalExecution:
                 reason=FailureReason.spawn_error,
                 message=f"scope directory {real} resolves outside the workspace",
             )
+        if job.sandbox is not None and job.sandbox.problem:
+            return Outcome(ok=False, reason=FailureReason.spawn_error, message=job.sandbox.problem)
         return None
 
     def _run_steps(self, out: int, err: int, pgfile: int, t0: float, on_started: Callable[[int], None]) -> Outcome:
@@ -182,11 +190,15 @@ class LocalExecution:
             offsets = (os.fstat(out).st_size, os.fstat(err).st_size)
             ts = time.monotonic()
             agent = step.argv is not None
+            env = {**job.env, **step.env} if step.env else job.env
+            argv = step.argv if step.argv is not None else [_SH, "-c", step.command]
             try:
+                if job.sandbox is not None:
+                    argv = job.sandbox.argv(argv, job.cwd, env, agent=agent)
                 proc = subprocess.Popen(
-                    step.argv if step.argv is not None else [_SH, "-c", step.command],
+                    argv,
                     cwd=job.cwd,
-                    env={**job.env, **step.env} if step.env else job.env,
+                    env=env,
                     stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
                     stdout=subprocess.PIPE if agent else out,
                     stderr=err,
@@ -211,6 +223,8 @@ class LocalExecution:
             if watch is not None and step.budget.get("minutes"):
                 step_deadline = min(deadline, ts + float(step.budget["minutes"]) * 60.0)
             rc, timed_out = self._wait(proc, step_deadline)
+            if agent and job.sandbox is not None and rc is not None and 128 < rc <= 128 + 64:
+                rc = 128 - rc  # bwrap reports an agent killed by signal N as 128+N; no shell stood between
             with self._lock:
                 self._proc = None
             result.steps.append(_step_record(step, rc, ts))
@@ -286,10 +300,59 @@ class _AgentWatch:
         self.started = started
         self.over: str | None = None
         self.report: dict[str, object] | None = None
+        self.denied: list[str] = []  # tools refused through the channel
+        self._stdin_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="agent-stdout", daemon=True)
         self._reader.start()
         if step.stdin is not None:
-            threading.Thread(target=self._feed, name="agent-stdin", daemon=True).start()
+            target = self._open_channel if step.channel is not None else self._feed
+            threading.Thread(target=target, name="agent-stdin", daemon=True).start()
+
+    def _open_channel(self) -> None:
+        """The first message of a channel session; stdin stays open for the answers."""
+        self._write(self.step.stdin or b"")
+
+    def _write(self, data: bytes) -> None:
+        stdin = self.proc.stdin
+        if stdin is None:
+            return
+        with self._stdin_lock:
+            try:
+                stdin.write(data)
+                stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
+
+    def _close_stdin(self) -> None:
+        with self._stdin_lock:
+            try:
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def _on_line(self, raw: bytes) -> None:
+        """Channel sessions: answer tool requests (blocking until decided) and close stdin at the end."""
+        import json
+
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(event, dict):
+            return
+        adapter = self.step.channel.adapter
+        request = adapter.tool_request(event)
+        if request is not None:
+            try:
+                allow, message = self.step.channel.ask(request)
+            except Exception as exc:  # whoever decides failed: the call is refused (fail closed)
+                allow, message = False, f"no decision could be made: {exc}"
+            if not allow:
+                self.denied.append(request.tool)
+            self._write(adapter.tool_answer(request, allow, message))
+        elif adapter.ends_session(event):
+            self._close_stdin()
 
     def _feed(self) -> None:
         stdin = self.proc.stdin
@@ -310,6 +373,8 @@ class _AgentWatch:
         parser = self.step.parser
         for raw in stdout:
             os.write(self.out, raw)
+            if self.step.channel is not None:
+                self._on_line(raw)
             if parser is None:
                 continue
             try:
@@ -330,9 +395,14 @@ class _AgentWatch:
         if parser is None:
             return self.over
         report = parser.report(rc)
-        if self.over is not None:
-            from harness.agents import AgentFailure
+        from harness.agents import AgentFailure
 
+        if self.denied:  # what the harness refused is a denial whatever the CLI reports
+            report.denied_tools = list(dict.fromkeys([*report.denied_tools, *self.denied]))
+            if report.failure is None:
+                report.failure = AgentFailure.tool_denied
+                report.failure_detail = "denied: " + ", ".join(report.denied_tools)
+        if self.over is not None:
             report.failure, report.failure_detail = AgentFailure.budget, self.over
         report_dict = report.as_dict()
         report_dict["duration_ms"] = _ms(self.started)

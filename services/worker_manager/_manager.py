@@ -21,14 +21,17 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
 
-from ._executor import Execution, Executor, Job, Outcome, Step
+from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
 from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor
 from ._models import (
+    AnswerToolParams,
+    AnswerToolResult,
     CancelWorkerParams,
     CheckTrustParams,
     FailureReason,
@@ -48,6 +51,8 @@ BASE_ENV = (
 )  # fmt: skip
 #: Seconds a worker may run when its packet sets no timeout.
 DEFAULT_TIMEOUT = 600.0
+#: Seconds an agent's tool request waits for an answer before it is denied.
+TOOL_WAIT = 900.0
 #: Seconds between the polite and the forced stop of a cancelled worker.
 CANCEL_GRACE = 1.0
 #: Characters of each output tail (and of a message) kept in events; replies carry ~2 KiB.
@@ -112,8 +117,13 @@ class WorkerManager:
         executor: Executor | None = None,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        notify: Callable[[str, dict[str, Any]], None] | None = None,
+        tool_wait: float = TOOL_WAIT,
     ) -> None:
         self._emit_event = emit
+        self._notify = notify or (lambda method, params: None)
+        self._tool_wait = tool_wait
+        self._pending_tools: dict[tuple[str, str], list[Any]] = {}  # (worker, request) -> [Event, answer]
         self._executor: Executor = executor or LocalExecutor()
         self._environ = dict(os.environ if environ is None else environ)
         self._base_env = {k: self._environ[k] for k in BASE_ENV if k in self._environ}
@@ -209,6 +219,8 @@ class WorkerManager:
             }
             if p.budget is not None:
                 data["budget"] = p.budget.model_dump(exclude_none=True)
+            if p.sandbox is not None:
+                data["sandbox"] = p.sandbox.model_dump()
             rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), WorkerState.trust_required, data)
             if p.trusted_roots:
                 self._trust_decision(rec, p.trusted_roots)
@@ -301,6 +313,23 @@ class WorkerManager:
             env=env,
             timeout=float(packet.get("timeout") or DEFAULT_TIMEOUT),
             out_dir=rec.worker_dir,
+            sandbox=self._confinement(rec),
+        )
+
+    @staticmethod
+    def _confinement(rec: WorkerRecord) -> Any:
+        """The worker's sandbox (:class:`harness.sandbox.Confinement`), or None: its scope and the
+        paths the spawn named are writable, the workspace and the named read-only paths are not."""
+        spec = rec.sandbox or {}
+        if spec.get("mode") != "bwrap":
+            return None
+        from harness.sandbox import Confinement
+
+        return Confinement(
+            writable=[rec.scope_dir, *(spec.get("writable") or ())],
+            protected=[rec.workspace, *(spec.get("readonly") or ())],
+            network=bool(spec.get("network")),
+            private_tmp=f"{rec.worker_dir}/tmp",
         )
 
     def _agent_step(self, rec: WorkerRecord) -> Step:
@@ -333,6 +362,10 @@ class WorkerManager:
             allowed_tools=tuple(spec.get("allowed_tools") or ()),
             denied_tools=tuple(spec.get("denied_tools") or ()),
         )
+        channel = None
+        if spec.get("channel") and adapter.has_channel:
+            call = replace(call, channel=True)
+            channel = ToolChannel(adapter, lambda request: self._ask_tool(rec, request))
         argv = adapter.argv(call)
         env = passes_through(adapter, list(spec.get("env") or ()), self._environ)
         budget = rec.budget if rec.budget is not None else (spec.get("budget") or {})
@@ -341,10 +374,59 @@ class WorkerManager:
             0,
             " ".join(argv[:1] + [f"<{len(argv) - 1} args>"]),
             argv=argv,
-            stdin=prompt.encode("utf-8") if adapter.wants_stdin() else None,
+            stdin=adapter.channel_input(prompt)
+            if channel is not None
+            else (prompt.encode("utf-8") if adapter.wants_stdin() else None),
             env=env,
             parser=adapter.parser(),
             budget=dict(budget),
+            channel=channel,
+        )
+
+    # -- agents' tool-permission requests -------------------------------------------------------
+    def _ask_tool(self, rec: WorkerRecord, request: Any) -> tuple[bool, str]:
+        """Relay an agent's tool request to the caller (``tool_permission``) and wait for
+        ``answer_tool_permission``; no answer within the bound is a denial (fail closed)."""
+        key = (rec.worker_id, request.request_id)
+        slot: list[Any] = [threading.Event(), None]
+        with self._lock:
+            self._pending_tools[key] = slot
+        self._notify(
+            "tool_permission",
+            {
+                "worker_id": rec.worker_id,
+                "task_id": rec.task_id,
+                "attempt": rec.attempt,
+                "request_id": request.request_id,
+                "tool": request.tool,
+                "call": request.summary(),
+                "description": request.description[:300],
+                "workdir": rec.scope_dir,  # where the agent works: edits inside it are in scope
+                "input": {
+                    k: v
+                    for k, v in request.input.items()
+                    if k in ("file_path", "notebook_path", "command", "url", "path")
+                },
+            },
+        )
+        try:
+            if not slot[0].wait(self._tool_wait):
+                return False, f"no decision within {self._tool_wait:g} s: denied"
+            allow, message = slot[1]
+            return bool(allow), str(message or "")
+        finally:
+            with self._lock:
+                self._pending_tools.pop(key, None)
+
+    def answer_tool_permission(self, p: AnswerToolParams) -> AnswerToolResult:
+        """Answer a pending tool-permission request of a running agent."""
+        with self._lock:
+            slot = self._pending_tools.get((p.worker_id, p.request_id))
+        if slot is not None:
+            slot[1] = (p.allow, p.message)
+            slot[0].set()
+        return AnswerToolResult(
+            worker_id=p.worker_id, request_id=p.request_id, allow=p.allow, delivered=slot is not None
         )
 
     def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -91,6 +91,25 @@ class _IdOptional:
         return body
 
 
+class SandboxParams(_Params):
+    """How a worker's steps are confined. With ``mode: bwrap`` every step runs under bubblewrap:
+    the machine read-only except the scope directory, ``writable`` and a private /tmp, and no
+    network unless ``network``; a manager that finds no bubblewrap fails the worker rather than
+    run it unconfined."""
+
+    mode: Literal["bwrap", "off"] = "off"
+    network: bool = Field(default=False, description="False: the steps see only a loopback of their own.")
+    writable: list[str] = Field(
+        default_factory=list,
+        description="Absolute paths the steps may write besides the scope directory (a worktree, the run folder).",
+    )
+    readonly: list[str] = Field(
+        default_factory=list,
+        description="Absolute paths kept read-only even inside writable ones (the run's event log); the "
+        "workspace always is.",
+    )
+
+
 class SpawnWorkerParams(_Params):
     task_packet: Annotated[TaskPacket, _IdOptional()] = Field(
         description="The task to run: a TaskPacket whose id may be left out (then derived from its content)."
@@ -118,6 +137,9 @@ class SpawnWorkerParams(_Params):
         "the packet's scope_path is taken relative to it.",
     )
     budget: Budget | None = Field(default=None, description="Caps for this attempt's agent (default: the packet's).")
+    sandbox: SandboxParams | None = Field(
+        default=None, description="Run every step of the worker in the OS sandbox (default: no sandbox)."
+    )
     _derived_id: bool = PrivateAttr(default=False)
 
     @model_validator(mode="wrap")
@@ -172,6 +194,39 @@ class CancelWorkerParams(_Params):
     worker_id: str
     reason: str = "cancelled"
     idempotency_key: str | None = None
+
+
+class AnswerToolParams(_Params):
+    """The answer to an agent's tool-permission request (a ``tool_permission`` notification)."""
+
+    worker_id: str
+    request_id: str
+    allow: bool
+    message: str = Field(default="", description="Why (shown to the agent when denied).")
+
+
+class AnswerToolResult(BaseModel):
+    worker_id: str
+    request_id: str
+    allow: bool
+    delivered: bool = Field(description="False when no such request waits (answered already, or too late).")
+
+
+class ToolPermissionRequest(BaseModel):
+    """The ``tool_permission`` notification: a running agent asks whether it may run a tool and
+    waits for ``answer_tool_permission`` (no answer in time: denied)."""
+
+    worker_id: str
+    task_id: str
+    attempt: int
+    request_id: str
+    tool: str = Field(description="The tool, as the agent names it (Bash, Write, WebFetch, ...).")
+    call: str = Field(description="The call in one line, e.g. 'Bash(npm test)' or 'Write(/path/file)'.")
+    description: str = ""
+    workdir: str = Field(description="The directory the agent works in (its worktree or scope).")
+    input: dict[str, Any] = Field(
+        default_factory=dict, description="The call's path, command or URL (file contents are left out)."
+    )
 
 
 class WorkerReplayParams(_Params):

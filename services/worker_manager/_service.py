@@ -17,8 +17,10 @@ SERVICE = "worker-manager"
 
 def build_server() -> tuple[Server, WorkerManager]:
     """A Server answering the worker-manager contract, and the manager behind it."""
-    server = Server(SERVICE, __version__, contract=SERVICE, notifications=["worker_event"], max_threads=64)
-    manager = WorkerManager(lambda event: server.notify("worker_event", event))
+    server = Server(
+        SERVICE, __version__, contract=SERVICE, notifications=["worker_event", "tool_permission"], max_threads=64
+    )
+    manager = WorkerManager(lambda event: server.notify("worker_event", event), notify=server.notify)
     server.add_method("spawn_worker", manager.spawn_worker)
     server.add_method("check_trust", manager.check_trust)
     server.add_method("mark_trusted", manager.mark_trusted)
@@ -28,6 +30,7 @@ def build_server() -> tuple[Server, WorkerManager]:
     server.add_method("get_worker", manager.get_worker)
     server.add_method("list_workers", manager.list_workers)
     server.add_method("replay", manager.replay)
+    server.add_method("answer_tool_permission", manager.answer_tool_permission)
     return server, manager
 
 

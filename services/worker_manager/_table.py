@@ -28,7 +28,7 @@ class WorkerRecord:
 
     __slots__ = (
         "worker_id", "task_id", "attempt", "state", "idempotency_key", "scope_dir", "workspace", "run_dir",
-        "packet", "env_allow", "budget", "trusted", "trust_source", "approver", "pid", "result",
+        "packet", "env_allow", "budget", "sandbox", "trusted", "trust_source", "approver", "pid", "result",
     )  # fmt: skip
 
     def __init__(
@@ -45,6 +45,7 @@ class WorkerRecord:
         packet: dict[str, Any],
         env_allow: list[str],
         budget: dict[str, Any] | None = None,
+        sandbox: dict[str, Any] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.task_id = task_id
@@ -57,6 +58,7 @@ class WorkerRecord:
         self.packet = packet
         self.env_allow = env_allow
         self.budget = budget  # caps on this attempt's agent (None: the packet's own)
+        self.sandbox = sandbox  # SandboxParams as sent (None: no sandbox)
         self.trusted = False
         self.trust_source: str | None = None
         self.approver: str | None = None
@@ -91,6 +93,7 @@ class WorkerRecord:
         """All of the record as plain data, for comparing tables."""
         snap = self.info()
         snap.update(workspace=self.workspace, run_dir=self.run_dir, packet=self.packet, env_allow=list(self.env_allow))
+        snap["sandbox"] = self.sandbox
         return snap
 
     @classmethod
@@ -108,6 +111,7 @@ class WorkerRecord:
             packet=dict(data["packet"]),
             env_allow=list(data.get("env_allow") or []),
             budget=data.get("budget"),
+            sandbox=data.get("sandbox"),
         )
 
 

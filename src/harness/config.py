@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ._spawn import DEFAULT_MODULES, WORKSPACE_CONFIG_FILES, default_command
 from .models import Budget
-from .vocab import ANSWERS, Decision, Question
+from .sandbox import SandboxPolicy
+from .vocab import ANSWERS, Decision, HookPoint, Question
 
 SERVICE_NAMES = tuple(DEFAULT_MODULES)
 
@@ -127,6 +128,24 @@ class ToolRule(_Strict):
         return not self.tasks or any(fnmatch.fnmatchcase(task_id, t) for t in self.tasks)
 
 
+class CommandRule(_Strict):
+    """A named glob over a command line (``fnmatch``: ``*`` matches anything, spaces and slashes
+    included). It is tried on the whole command and on each part of it between shell operators
+    (``;``, ``&&``, ``||``, ``|``, ``&``, ``$(...)``), with and without a leading ``sudo``/``env``."""
+
+    name: str = Field(min_length=1)
+    pattern: str = Field(min_length=1)
+    reason: str | None = Field(default=None, description="Why, as the denial or the question says it.")
+
+
+class CommandRules(_Strict):
+    """The policy's per-command checks (harness.commands): ``deny`` refuses a command, ``ask`` has
+    a person (or a ``gate: trust`` rule naming the task) confirm it before it runs."""
+
+    deny: list[CommandRule] = Field(default_factory=list)
+    ask: list[CommandRule] = Field(default_factory=list)
+
+
 class Policy(_Strict):
     name: str = "default"
     trusted_roots: list[str] = Field(
@@ -135,8 +154,19 @@ class Policy(_Strict):
     )
     rules: list[PolicyRule] = Field(default_factory=list)
     budget: Budget | None = Field(default=None, description="Caps on what a run's agents may spend together.")
+    commands: CommandRules = Field(default_factory=CommandRules, description="Per-command deny and ask globs.")
     tools: list[ToolRule] = Field(
         default_factory=list, description="Agents' tool permissions: allow, deny, and bypass modes by name."
+    )
+    sandbox: SandboxPolicy = Field(
+        default="auto",
+        description="Run each step under bubblewrap: auto uses it when installed (RUN_STARTED records when it was "
+        "not), required refuses to run without it, off runs steps unconfined.",
+    )
+    network: bool = Field(
+        default=False,
+        description="Whether a task's steps reach the network when the task does not say (agent tasks: always on "
+        "by default, for their model endpoint).",
     )
 
     def rule_for(self, gate: Question, **facts: Any) -> PolicyRule | None:
@@ -208,12 +238,48 @@ class PlannerConfig(_Strict):
         return bool(self.api_key)
 
 
+class HookSpec(_Strict):
+    """One hook: a program (``command``: argv, never through a shell; relative paths are taken
+    relative to the config file) that gets the payload as JSON on stdin, or a ``url`` the payload
+    is POSTed to. ``name`` is how events and messages call it (default: the argv, or the URL's
+    scheme and host, never its path)."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    url: str | None = Field(default=None, pattern=r"^https?://[^/\s]+")
+    timeout: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds before it is killed (a URL: per network operation)."
+    )
+    name: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> HookSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("a hook has either a command or a url")
+        return self
+
+
+class HooksConfig(_Strict):
+    """``hooks:`` in harness.yaml: the hooks of each point (harness.hooks), run in order."""
+
+    pre_task: list[HookSpec] = Field(default_factory=list)
+    pre_command: list[HookSpec] = Field(default_factory=list)
+    post_command: list[HookSpec] = Field(default_factory=list)
+    post_task: list[HookSpec] = Field(default_factory=list)
+    on_waiting: list[HookSpec] = Field(default_factory=list)
+    on_run_end: list[HookSpec] = Field(default_factory=list)
+
+    def at(self, point: HookPoint) -> list[HookSpec]:
+        hooks: list[HookSpec] = getattr(self, HookPoint(point).value)
+        return hooks
+
+
 class Config(_Strict):
     services: dict[str, ServiceOverride] = Field(default_factory=dict)
     agents: dict[str, AgentDefinition] = Field(default_factory=dict, description="Named agents, defined or adjusted.")
     planner: PlannerConfig = Field(default_factory=PlannerConfig)
     policy: Policy = Field(default_factory=Policy)
     recovery: dict[str, Any] = Field(default_factory=dict, description="Classification rules and recipes.")
+    hooks: HooksConfig = Field(default_factory=HooksConfig, description="Programs and URLs run at points of a run.")
     source: str | None = Field(default=None, exclude=True)
     base_dir: str | None = Field(default=None, exclude=True)
 
@@ -235,6 +301,10 @@ class Config(_Strict):
                 data[key] = value.model_dump() if isinstance(value, BaseModel) else value
         data["env"] = {**spec.env, **(override.env or {})}
         return ServiceSpec.model_validate(data)
+
+    def resolve_command(self, command: list[str]) -> list[str]:
+        """A service's or hook's argv as it is run: relative paths from the config file's folder."""
+        return self._resolve_command(command)
 
     def _resolve_command(self, command: list[str]) -> list[str]:
         """Relative paths in a command are taken relative to the config file's folder."""

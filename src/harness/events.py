@@ -24,7 +24,7 @@ from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from .plandiff import PlanChanges
-from .vocab import Decision, Mode, Question, Source, WaitReason
+from .vocab import CheckVerdict, Decision, HookPoint, HookVerdict, Mode, Question, Source, WaitReason
 
 __all__ = [
     "LOG_FORMAT",
@@ -65,7 +65,11 @@ class EventType(StrEnum):
     TASKS_PREVIEWED = "TASKS_PREVIEWED"
     INTEGRATION_CREATED = "INTEGRATION_CREATED"
     WORKTREE_CREATED = "WORKTREE_CREATED"
+    COMMAND_CHECKED = "COMMAND_CHECKED"
+    HOOK_RAN = "HOOK_RAN"
     TASK_STARTED = "TASK_STARTED"
+    TOOL_PERMISSION_REQUESTED = "TOOL_PERMISSION_REQUESTED"
+    TOOL_PERMISSION_DECIDED = "TOOL_PERMISSION_DECIDED"
     AGENT_USAGE = "AGENT_USAGE"
     MERGE_STARTED = "MERGE_STARTED"
     WORKTREE_REMOVED = "WORKTREE_REMOVED"
@@ -115,6 +119,17 @@ class RunOptionsData(TypedDict):
 
 
 @_closed
+class SandboxInfo(TypedDict):
+    """The OS sandbox of a session's steps (harness.sandbox.choose)."""
+
+    mode: Literal["bwrap", "off"]  # bwrap: every step under bubblewrap; off: unconfined
+    policy: Literal["required", "auto", "off"]  # what the policy asked for
+    tool: str | None  # bwrap's path, when found
+    version: str | None
+    reason: str  # in words: how it confines, or why there is no sandbox
+
+
+@_closed
 class RunStarted(TypedDict):
     log_format: int
     objective: str
@@ -124,11 +139,13 @@ class RunStarted(TypedDict):
     plan_file: NotRequired[dict[str, Any]]  # the plan file the run was started with, as loaded
     plan_path: NotRequired[str]  # that file's absolute path: resume refuses it once it holds other content
     plan_file_hash: NotRequired[str]  # plan_hash of the file's plan as loaded (harness.plandiff)
+    sandbox: NotRequired[SandboxInfo]  # how this session's steps are confined (absent: logs before the sandbox)
 
 
 @_closed
 class RunResumed(TypedDict):
     supervisor_pid: int
+    sandbox: NotRequired[SandboxInfo]  # decided again for this session (bubblewrap may have come or gone)
 
 
 @_closed
@@ -293,6 +310,30 @@ class IntegrationCreated(TypedDict):
 
 
 @_closed
+class ToolPermissionRequested(TypedDict):
+    """A running agent asked whether it may run a tool (its CLI's two-way channel); it waits."""
+
+    request_id: str
+    attempt: int
+    tool: str
+    call: str  # e.g. Bash(npm test), Write(/path/file)
+
+
+@_closed
+class ToolPermissionDecided(TypedDict):
+    """The answer the agent got: by a policy tool rule, a person, or the harness (no one to ask)."""
+
+    request_id: str
+    tool: str
+    call: str
+    decision: Literal["allow", "deny"]
+    source: Source
+    rule: NotRequired[str]
+    approver: NotRequired[str]
+    reason: NotRequired[str]
+
+
+@_closed
 class TasksPreviewed(TypedDict):
     """Plan mode: what each task would run, in order. Nothing was run."""
 
@@ -335,6 +376,41 @@ class WorktreeRemoved(TypedDict):
     attempt: int | None
     reason: str
     diff: NotRequired[str | None]  # where the changes of an attempt not accepted were saved
+
+
+@_closed
+class CommandChecked(TypedDict):
+    """One command of a task checked before the task's worker is spawned (harness.commands): the
+    decision and the rule that made it. An ``ask`` is followed by an ``allow`` once answered."""
+
+    attempt: int
+    kind: Literal["command", "acceptance"]  # which list of the packet: commands or acceptance_tests
+    index: int  # its place in that list
+    command: str  # as the plan holds it
+    decision: CheckVerdict
+    rule: str  # deny-list:NAME | a policy rule's name | not_in_approved_plan | hook:LABEL | rewrite_limit | default
+    source: str  # builtin | policy | plan | hook | default; an answered ask: who answered (tty, cli, policy)
+    reason: NotRequired[str]
+    replaced_by: NotRequired[str]  # what pre_command hooks put in its place: the command that runs
+    approver: NotRequired[str]  # an answered ask: the person, or the policy
+
+
+@_closed
+class HookRan(TypedDict):
+    """One run of a hook (harness.hooks)."""
+
+    point: HookPoint
+    hook: str  # its name, its argv as configured, or a URL's scheme and host (never its path)
+    kind: Literal["command", "url"]
+    decision: HookVerdict
+    duration_ms: float
+    exit_code: NotRequired[int | None]  # a command hook's
+    status: NotRequired[int | None]  # a URL hook's HTTP status
+    message: NotRequired[str]  # the hook's message, a deny's reason, or what failed
+    replaced_by: NotRequired[str]  # pre_command: the command it put instead
+    attempt: NotRequired[int]
+    command: NotRequired[str]  # pre_command, post_command: the command it was asked about
+    outcome: NotRequired[str]  # post_task: the verdict it was told about (completed, failed)
 
 
 @_closed
@@ -408,6 +484,7 @@ class TaskFailed(TypedDict):
     agent_detail: NotRequired[str | None]
     agent_message: NotRequired[str]  # the agent's last message (bounded)
     conflict: NotRequired[list[str]]  # a merge conflict: the files
+    denied_by: NotRequired[str]  # reason denied: the check's rule or the hook (hook:LABEL) that refused it
 
 
 @_closed
@@ -431,6 +508,7 @@ class WorkerSpawned(TypedDict):
     idempotency_key: str | None
     scope_dir: str
     env_allow: list[str]
+    sandbox: NotRequired[dict[str, Any]]  # SandboxParams as sent: mode, network, writable, readonly
 
 
 @_closed
@@ -635,7 +713,11 @@ PAYLOADS: dict[EventType, type] = {
     E.TASKS_PREVIEWED: TasksPreviewed,
     E.INTEGRATION_CREATED: IntegrationCreated,
     E.WORKTREE_CREATED: WorktreeCreated,
+    E.COMMAND_CHECKED: CommandChecked,
+    E.HOOK_RAN: HookRan,
     E.TASK_STARTED: TaskStarted,
+    E.TOOL_PERMISSION_REQUESTED: ToolPermissionRequested,
+    E.TOOL_PERMISSION_DECIDED: ToolPermissionDecided,
     E.AGENT_USAGE: AgentUsage,
     E.MERGE_STARTED: MergeStarted,
     E.WORKTREE_REMOVED: WorktreeRemoved,
@@ -784,11 +866,18 @@ def describe(event: Mapping[str, Any], titles: Mapping[str, str] | None = None) 
     return text
 
 
+def _sandbox(d: Mapping[str, Any]) -> str:
+    box = d.get("sandbox")
+    if not isinstance(box, Mapping):
+        return ""
+    return "; sandbox: bubblewrap" if box.get("mode") == "bwrap" else f"; no sandbox: {box.get('reason')}"
+
+
 def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str:  # noqa: C901 - one case per type
     if etype == E.RUN_STARTED:
-        return str(d.get("objective") or "") + (" (from a plan file)" if d.get("plan_file") else "")
+        return str(d.get("objective") or "") + (" (from a plan file)" if d.get("plan_file") else "") + _sandbox(d)
     if etype == E.RUN_RESUMED:
-        return f"by supervisor pid {d.get('supervisor_pid')}"
+        return f"by supervisor pid {d.get('supervisor_pid')}" + _sandbox(d)
     if etype == E.PLAN_CREATED:
         plan = d.get("plan") or {}
         return f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}"
@@ -835,6 +924,20 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"needs trust: {d.get('reason')}: `{d.get('how')}`"
     if etype == E.TASK_STARTED:
         return f"(attempt {d.get('attempt')})"
+    if etype == E.COMMAND_CHECKED:
+        what = "test" if d.get("kind") == "acceptance" else "command"
+        text = f"{what} `{d.get('command')}`: {d.get('decision')} ({d.get('rule')}"
+        text += f", {d['source']})" if d.get("source") not in (None, d.get("rule")) else ")"
+        if d.get("replaced_by"):
+            text += f" runs as `{d['replaced_by']}`"
+        return text + (f": {d['reason']}" if d.get("reason") else "")
+    if etype == E.HOOK_RAN:
+        about = f" on `{d['command']}`" if d.get("command") else ""
+        ms = float(d.get("duration_ms") or 0)
+        text = f"{d.get('point')} hook {d.get('hook')}{about}: {d.get('decision')} in {ms:.0f} ms"
+        if d.get("replaced_by"):
+            text += f", replaced by `{d['replaced_by']}`"
+        return text + (f": {d['message']}" if d.get("message") else "")
     if etype == E.AGENT_USAGE:
         cost = f", ${d['cost_usd']:.4f}" if isinstance(d.get("cost_usd"), int | float) else ""
         tools = sum((d.get("tools") or {}).values())
@@ -880,6 +983,11 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         return f"for {d.get('reason')}" + (f": `{d['how']}`" if d.get("how") else "")
     if etype == E.RUN_ABORTED:
         return f"the run was aborted{_note(d)}"
+    if etype == E.TOOL_PERMISSION_REQUESTED:
+        return f"the agent asks to run {d.get('call')}"
+    if etype == E.TOOL_PERMISSION_DECIDED:
+        why = f" ({d['reason']})" if d.get("reason") else ""
+        return f"{d.get('call')}: {d.get('decision')} {_by(d)}{why}"
     if etype == E.TASKS_PREVIEWED:
         return f"{len(d.get('tasks') or [])} task(s) shown, nothing run (plan mode)"
     if etype == E.EXPLORE_DIFF:

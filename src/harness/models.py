@@ -69,6 +69,11 @@ class AgentSpec(BaseModel):
     denied_tools: list[str] = Field(
         default_factory=list, description="Tool rules the agent may not use (e.g. 'WebFetch'); from the policy."
     )
+    channel: bool | None = Field(
+        default=None,
+        description="Calls its mode and rules do not settle are asked of the harness (CLIs with a two-way "
+        "channel: Claude Code); set when the plan is made, false turns it off.",
+    )
     env: list[str] = Field(
         default_factory=list,
         description="More environment variables passed to the agent (names only, e.g. an API key).",
@@ -117,6 +122,11 @@ class TaskPacket(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the worker.")
     agent: AgentSpec | None = Field(
         default=None, description="The agent that does the work when there are no commands (else: a manual step)."
+    )
+    network: bool | None = Field(
+        default=None,
+        description="Whether its steps reach the network in the sandbox; default: on for an agent task (its model "
+        "endpoint), else the policy's network setting (off unless it says otherwise).",
     )
 
     @model_validator(mode="after")

@@ -59,6 +59,8 @@ class RecipeName(StrEnum):
 INTERRUPTED = "interrupted"
 #: The failure reason the supervisor records when a call to the worker manager itself failed.
 HARNESS_ERROR = "harness_error"
+#: The failure reason of a task refused by a per-command check or a hook (TASK_FAILED.denied_by names it).
+DENIED = "denied"
 #: The rule name recorded when no rule matched.
 NO_RULE = "no-rule-matched"
 
@@ -138,6 +140,7 @@ class Rule(BaseModel):
 
 DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "interrupted", "reasons": [INTERRUPTED], "failure_type": "transient"},
+    {"name": "denied-by-check", "reasons": [DENIED], "failure_type": "permission"},
     # What an agent's output says went wrong comes first: its exit code hides it.
     {"name": "agent-auth", "agent_failures": ["auth"], "failure_type": "permission"},
     {"name": "agent-tool-denied", "agent_failures": ["tool_denied"], "failure_type": "permission"},
@@ -160,6 +163,13 @@ DEFAULT_RULES: list[dict[str, Any]] = [
     {"name": "scope-missing", "reasons": ["scope_missing"], "failure_type": "unrecoverable"},
     {"name": "timed-out", "timed_out": True, "failure_type": "transient"},
     {"name": "killed-by-signal", "any_signal": True, "failure_type": "transient"},
+    # The sandbox said no: a write outside the task's writable paths, the network it does not have,
+    # or bubblewrap itself refusing (the summary names the path; `network: true` grants the network).
+    {
+        "name": "sandbox-denied",
+        "output": r"read-only file system|\bEROFS\b|network is unreachable|\bENETUNREACH\b|^bwrap: ",
+        "failure_type": "permission",
+    },
     {
         "name": "network-transient",
         "output": r"connection (timed out|refused|reset)|timed out|temporar(il)?y unavailable|temporary failure"
@@ -360,6 +370,31 @@ def failure_output(failure: Mapping[str, Any]) -> str:
     return "\n".join(str(failure.get(k) or "") for k in ("stderr_tail", "stdout_tail", "message", "agent_detail"))
 
 
+_READ_ONLY = re.compile(r"read-only file system|\bEROFS\b", re.IGNORECASE)
+_QUOTED = re.compile(r"""[\'"‘`]([^\'"’`]+)[\'"’`]""")
+_PATHLIKE = re.compile(r"(?:^|\s)((?:/|\.\.?/|~/)[^\s:'\"]*)")
+
+
+def read_only_path(output: str) -> str | None:
+    """The path a write was refused on, from the last "Read-only file system" line of ``output``
+    that names one (coreutils and shells, Python's OSError, Node's EROFS, git); None otherwise."""
+    for line in reversed(output.splitlines()):
+        if not _READ_ONLY.search(line):
+            continue
+        quoted = [q for q in _QUOTED.findall(line) if "/" in q or "." in q]
+        if quoted:
+            return quoted[-1]
+        bare = _PATHLIKE.findall(line)
+        if bare:
+            return bare[-1]
+        head = line.split(":")  # `sh: 1: cannot create /p: Read-only...` and `bash: /p: Read-only...`
+        candidates = [h.strip().removeprefix("cannot create ").strip() for h in head[:-1]]
+        named = [c for c in candidates if c.startswith(("/", "./", "../"))]
+        if named:
+            return named[-1]
+    return None
+
+
 def summarize(failure: Mapping[str, Any]) -> str:
     """One line for the terminal: why the task failed."""
     reason = failure.get("reason") or "failed"
@@ -379,6 +414,9 @@ def summarize(failure: Mapping[str, Any]) -> str:
     if failure.get("agent_failure"):
         detail = " ".join(str(failure.get("agent_detail") or "").split())[:120]
         out += f" (the agent: {failure['agent_failure']}{': ' + detail if detail else ''})"
+    denied = read_only_path(failure_output(failure))
+    if denied and denied not in out:
+        out += f" (write refused, read-only: {denied})"
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from . import events as ev
 from .events import EventType as E
+from .plandiff import plan_hash
 from .vocab import Decision, Question
 
 __all__ = ["TERMINAL_TASK", "RunState", "RunStatus", "ServiceInfo", "ServiceState", "TaskState", "TaskStatus", "fold"]
@@ -173,6 +174,9 @@ class RunState:
     report: dict[str, Any] | None = None
     approved_revision: int | None = None
     approval: dict[str, Any] | None = None
+    # the plan as it was when approved, if the approval named this content (or named none): the
+    # per-command checks hold each command to it, whatever the log's plan says later
+    approved_plan: dict[str, Any] | None = None
     rejections: list[dict[str, Any]] = field(default_factory=list)
     planner_usage: dict[str, float] = field(default_factory=dict)  # calls, tokens_in, tokens_out, cost_usd
     gate_requested_revision: int | None = None
@@ -194,6 +198,7 @@ class RunState:
     integration: dict[str, Any] | None = None  # the run's integration branch (agent tasks), once made
     # -- indexes for the scheduler: derived from the above, kept per event, not part of a snapshot
     packets: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    approved_packets: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
     ready: ReadyQueue = field(default_factory=lambda: ReadyQueue({}), repr=False, compare=False)
     blocking: set[str] = field(default_factory=set, repr=False, compare=False)  # failed / awaiting escalation
     decided: set[str] = field(default_factory=set, repr=False, compare=False)  # an unconsumed decision
@@ -258,6 +263,7 @@ class RunState:
 
 _INDEXES = (
     "packets",
+    "approved_packets",
     "ready",
     "blocking",
     "decided",
@@ -439,6 +445,9 @@ def _gate_approved(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None
         return  # a decision about an older revision changes nothing
     s.approved_revision = rev
     s.approval = dict(d)
+    named = d.get("plan_hash")
+    s.approved_plan = s.plan if s.plan is not None and (not named or named == plan_hash(s.plan)) else None
+    s.approved_packets = {p["id"]: p for p in (s.approved_plan or {}).get("tasks", [])}
     for tid in d.get("skip", []) or []:
         t = s.tasks.get(tid)
         if t is not None and t.status is TaskStatus.pending:

@@ -13,8 +13,11 @@ __all__ = [
     "ANSWERS",
     "ESCALATION_DECISIONS",
     "TASK_DECISIONS",
+    "CheckVerdict",
     "Decision",
     "ExitCode",
+    "HookPoint",
+    "HookVerdict",
     "Mode",
     "Question",
     "Source",
@@ -97,6 +100,34 @@ class TaskOutcome(StrEnum):
     held = "held"  # a sibling failed for good while this one was set up: not started
     interrupted = "interrupted"  # the supervisor is stopping: resume re-runs it
     error = "error"  # the harness itself failed (a service went fatal): the run pauses
+
+
+class CheckVerdict(StrEnum):
+    """What the per-command checks decided about one command (COMMAND_CHECKED.decision)."""
+
+    allow = "allow"  # it is sent to the worker as it is (or as a pre_command hook replaced it)
+    deny = "deny"  # the task fails before anything runs (a permission failure naming the rule)
+    ask = "ask"  # a person (or a trust rule of the policy) must confirm it; an allow follows the answer
+
+
+class HookPoint(StrEnum):
+    """Where a hook of ``hooks:`` in harness.yaml runs (HOOK_RAN.point)."""
+
+    pre_task = "pre_task"  # before a task's worker is spawned: a deny fails the task (permission)
+    pre_command = "pre_command"  # before each command is sent: a deny refuses it; may replace it
+    post_command = "post_command"  # after the commands ran, before the verdict: a deny fails the task
+    post_task = "post_task"  # after the verdict: observes only
+    on_waiting = "on_waiting"  # the run recorded that it waits for a person (RUN_WAITING)
+    on_run_end = "on_run_end"  # the run ended (EXECUTION_COMPLETE)
+
+
+class HookVerdict(StrEnum):
+    """How one hook run ended (HOOK_RAN.decision)."""
+
+    allow = "allow"  # exit 0 (a URL: a 2xx answer)
+    deny = "deny"  # exit 2: its stderr is the reason
+    error = "error"  # any other exit, a hook that cannot start, an invalid answer, an HTTP error
+    timeout = "timeout"  # it ran past its timeout and its process group was killed
 
 
 class WaitReason(StrEnum):

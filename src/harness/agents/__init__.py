@@ -33,6 +33,7 @@ __all__ = [
     "GenericAdapter",
     "JsonStreamParser",
     "StreamParser",
+    "ToolRequest",
     "adapter_for",
     "known_names",
     "passes_through",
@@ -67,6 +68,25 @@ class AgentCall:
     command: tuple[str, ...] | None = None  # the program (and leading args) instead of the CLI's default name
     allowed_tools: tuple[str, ...] = ()  # tool rules usable without asking (CLIs that take them)
     denied_tools: tuple[str, ...] = ()  # tool rules refused
+    channel: bool = False  # ask the harness about tools the rules do not cover (CLIs with a two-way channel)
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """An agent asking whether it may run a tool (through a CLI's two-way channel)."""
+
+    request_id: str
+    tool: str
+    input: dict[str, Any]
+    description: str = ""
+
+    def summary(self, limit: int = 300) -> str:
+        """The call as one line for a person: ``Bash(npm test)``, ``Write(/path)``."""
+        value = (
+            self.input.get("command") or self.input.get("file_path") or self.input.get("url") or self.input.get("path")
+        )
+        text = f"{self.tool}({value})" if isinstance(value, str) else f"{self.tool}({json.dumps(self.input)[:120]})"
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -159,6 +179,25 @@ class Adapter(ABC):
     bypass_args: ClassVar[frozenset[str]] = frozenset()
     #: The CLI takes tool rules (``allowed_tools``/``denied_tools``); others get them in the prompt only.
     takes_tool_rules: ClassVar[bool] = False
+
+    #: The CLI can ask its caller about a tool call and wait for the answer (a two-way channel).
+    has_channel: ClassVar[bool] = False
+
+    def channel_input(self, prompt: str) -> bytes:
+        """With a channel: what goes on stdin first (the prompt, in the CLI's input format)."""
+        raise NotImplementedError
+
+    def tool_request(self, event: dict[str, Any]) -> ToolRequest | None:
+        """With a channel: the tool-permission request an output line carries, if it does."""
+        return None
+
+    def tool_answer(self, request: ToolRequest, allow: bool, message: str) -> bytes:
+        """With a channel: the line that answers ``request``."""
+        raise NotImplementedError
+
+    def ends_session(self, event: dict[str, Any]) -> bool:
+        """With a channel: this output line ends the session (then stdin is closed)."""
+        return False
 
     def bypasses(self, permission: str | None, extra_args: Sequence[str]) -> str | None:
         """The bypass-everything setting among ``permission`` and ``extra_args``, if any."""

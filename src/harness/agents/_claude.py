@@ -8,12 +8,17 @@ It exits 0 after an API error or a denied write, which only the stream tells.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser
+from . import ADAPTERS, Adapter, AgentCall, AgentFailure, AgentReport, JsonStreamParser, StreamParser, ToolRequest
 
 #: The narrowest mode in which it may edit files without asking (it cannot ask: there is no terminal).
 EDIT_MODE = "acceptEdits"
+#: With the two-way channel: every write and command is asked of the harness.
+ASK_MODE = "default"
+#: Tools it runs without asking even in ASK_MODE: deny rules about them must be its own.
+NEVER_ASK = frozenset({"Read", "Glob", "Grep", "LS", "WebSearch", "TodoWrite", "NotebookRead"})
 
 
 def failure_for_status(status: int | None) -> AgentFailure | None:
@@ -113,14 +118,27 @@ class ClaudeAdapter(Adapter):
     bypass_modes = frozenset({"bypassPermissions"})
     bypass_args = frozenset({"--dangerously-skip-permissions", "--allow-dangerously-skip-permissions"})
     takes_tool_rules = True
+    has_channel = True
 
     def argv(self, call: AgentCall) -> list[str]:
-        argv = self.base(call) + ["-p", call.prompt, "--output-format", "stream-json", "--verbose"]
-        argv += ["--permission-mode", call.permission or EDIT_MODE]
+        denied = list(call.denied_tools)
+        if call.channel:
+            # The prompt goes on stdin as a stream-json user message. In the ask-first mode every
+            # write and command comes back as a can_use_tool control request, answered on stdin by
+            # the harness (edits inside the task's scope, the policy's rules, a person, else no);
+            # only rules about tools that never ask are left to the CLI, so each denial is ours,
+            # recorded.
+            argv = self.base(call) + ["-p", "--input-format", "stream-json", "--output-format", "stream-json"]
+            argv += ["--verbose", "--permission-prompt-tool", "stdio"]
+            argv += ["--permission-mode", call.permission or ASK_MODE]
+            denied = [rule for rule in denied if rule.partition("(")[0] in NEVER_ASK]
+        else:
+            argv = self.base(call) + ["-p", call.prompt, "--output-format", "stream-json", "--verbose"]
+            argv += ["--permission-mode", call.permission or EDIT_MODE]
         if call.allowed_tools:
             argv += ["--allowedTools", *call.allowed_tools]
-        if call.denied_tools:
-            argv += ["--disallowedTools", *call.denied_tools]
+        if denied:
+            argv += ["--disallowedTools", *denied]
         if call.model:
             argv += ["--model", call.model]
         if call.max_turns:
@@ -129,6 +147,36 @@ class ClaudeAdapter(Adapter):
 
     def parser(self) -> StreamParser:
         return ClaudeParser()
+
+    def channel_input(self, prompt: str) -> bytes:
+        message = {"type": "user", "message": {"role": "user", "content": prompt}}
+        return (json.dumps(message) + "\n").encode()
+
+    def tool_request(self, event: dict[str, Any]) -> ToolRequest | None:
+        request = event.get("request") if event.get("type") == "control_request" else None
+        if not isinstance(request, dict) or request.get("subtype") != "can_use_tool":
+            return None
+        tool_input = request.get("input")
+        return ToolRequest(
+            request_id=str(event.get("request_id")),
+            tool=str(request.get("tool_name") or "?"),
+            input=tool_input if isinstance(tool_input, dict) else {},
+            description=str(request.get("description") or ""),
+        )
+
+    def tool_answer(self, request: ToolRequest, allow: bool, message: str) -> bytes:
+        if allow:
+            decision: dict[str, Any] = {"behavior": "allow", "updatedInput": request.input}
+        else:
+            decision = {"behavior": "deny", "message": message or "denied by the harness"}
+        reply = {
+            "type": "control_response",
+            "response": {"subtype": "success", "request_id": request.request_id, "response": decision},
+        }
+        return (json.dumps(reply) + "\n").encode()
+
+    def ends_session(self, event: dict[str, Any]) -> bool:
+        return event.get("type") == "result"
 
 
 ADAPTERS["claude"] = ClaudeAdapter

@@ -75,7 +75,16 @@ def resolve_agent(spec: dict[str, Any], definitions: Mapping[str, Mapping[str, A
 
 def _with_tools(spec: dict[str, Any], task_id: str, rules: Sequence[Any]) -> dict[str, Any]:
     """The policy's allow and deny tool rules that apply to the task, added to the spec's own, so
-    the plan at the gate says which tools each agent may use."""
+    the plan at the gate says which tools each agent may use; an agent whose CLI can ask about the
+    rest gets its channel (``channel: true``) unless the spec turned it off."""
+    from . import adapter_for
+
+    if spec.get("channel") is None:
+        try:
+            if adapter_for(spec.get("name"), spec.get("command")).has_channel:
+                spec["channel"] = True
+        except (KeyError, ValueError):
+            pass
     allowed = list(spec.get("allowed_tools") or [])
     denied = list(spec.get("denied_tools") or [])
     for rule in rules:

@@ -18,15 +18,18 @@ The events an answer becomes are :func:`answer_events`, the same for every sourc
 
 from __future__ import annotations
 
+import fnmatch
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Policy, PolicyRule
+from ..config import Policy, PolicyRule, ToolRule
 from ..events import EventType as E
 from ..plandiff import plan_diff, plan_hash
 from ..recovery import (
+    DENIED,
     HARNESS_ERROR,
     INTERRUPTED,
     RecipeName,
@@ -54,6 +57,9 @@ __all__ = [
     "Summary",
     "View",
     "answer_events",
+    "approved_commands",
+    "command_question",
+    "denied_failure",
     "execute_step",
     "finish",
     "gate_step",
@@ -309,6 +315,47 @@ def trust_question(state: RunState, rules: Rules, tid: str, worker_id: str, reas
         risky=state.packets.get(tid, {}).get("risk") == "high",
         payload={"reason": reason, "worker_id": worker_id},
     )
+
+
+#: The packet lists the per-command checks go through, with the step kind each one's commands run as.
+CHECKED_LISTS = (("commands", "command"), ("acceptance_tests", "acceptance"))
+
+
+def approved_commands(state: RunState, tid: str) -> dict[str, list[str]]:
+    """The commands and acceptance tests the approved revision holds for a task (empty lists when
+    it holds no such task, or the run's approval named other content than its plan)."""
+    packet = state.approved_packets.get(tid) or {}
+    return {name: list(packet.get(name) or []) for name, _ in CHECKED_LISTS}
+
+
+def command_question(state: RunState, rules: Rules, tid: str, asked: Sequence[tuple[str, str, str]]) -> Ask:
+    """A task whose commands match ask rules (``asked``: command, rule, reason): one trust
+    question for all of them, answered like any trust question (a person, a ``gate: trust``
+    rule naming the task, an earlier ``harness decide RUN TASK trust``)."""
+    lines = [f"`{command}` (rule {rule}: {reason})" for command, rule, reason in asked]
+    reason = "commands need a confirmation: " + "; ".join(lines)
+    return Ask(
+        Question.trust,
+        ANSWERS[Question.trust],
+        text=f"Task {tid} runs commands that need a confirmation:\n" + "\n".join(f"  {line}" for line in lines),
+        how=f"harness decide {rules.run_id} {tid} trust",
+        task_id=tid,
+        risky=state.packets.get(tid, {}).get("risk") == "high",
+        payload={"reason": reason},
+    )
+
+
+def denied_failure(
+    attempt: int, rule: str, summary: str, reason: str = "", step: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """TASK_FAILED data for a task refused before anything ran (a check or a pre_task hook) or
+    after its commands (a post_command hook): a permission failure naming what refused it."""
+    failure: dict[str, Any] = {"attempt": attempt, "reason": DENIED, "summary": summary, "denied_by": rule}
+    if reason:
+        failure["message"] = reason[-300:]
+    if step is not None:
+        failure["failed_step"] = dict(step)
+    return failure
 
 
 # -- GATE -------------------------------------------------------------------------------------------
@@ -625,3 +672,42 @@ def _waiting_task(t: TaskState, rules: Rules) -> dict[str, Any]:
     else:
         what = ANSWERS[kind][0]
     return {"task_id": t.id, "kind": kind, "how": f"harness decide {rules.run_id} {t.id} {what}"}
+
+
+def tool_rule_for(rules: Sequence[ToolRule], task_id: str, tool: str, call: str) -> ToolRule | None:
+    """The first allow or deny tool rule of the policy that covers an agent's call, written as its
+    CLI writes rules: ``Write`` (any call of the tool), ``Bash(npm test:*)`` (a prefix),
+    ``Write(src/*)`` (a glob on the argument). Deny rules are tried first."""
+    argument = call[len(tool) + 1 : -1] if call.startswith(tool + "(") and call.endswith(")") else ""
+    for wanted in ("deny", "allow"):
+        for rule in rules:
+            pattern = getattr(rule, wanted)
+            if not pattern or not rule.applies_to(task_id):
+                continue
+            name, _, rest = pattern.partition("(")
+            if name != tool:
+                continue
+            if not rest:
+                return rule
+            inner = rest[:-1] if rest.endswith(")") else rest
+            if inner.endswith(":*") and argument.startswith(inner[:-2]):
+                return rule
+            if fnmatch.fnmatchcase(argument, inner):
+                return rule
+    return None
+
+
+#: The tools that change files, and the argument that names the file.
+EDIT_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path", "NotebookEdit": "notebook_path"}
+
+
+def edit_in_scope(tool: str, call_input: Mapping[str, Any], workdir: str) -> bool:
+    """An agent's edit of a file inside the directory it works in (its worktree or scope): what
+    its task allows without asking anyone. Real paths are compared, so a symlink out is not in."""
+    key = EDIT_TOOLS.get(tool)
+    target = call_input.get(key) if key else None
+    if not isinstance(target, str) or not target or not workdir:
+        return False
+    root = os.path.realpath(workdir)
+    path = os.path.realpath(os.path.join(root, target))
+    return os.path.commonpath([root, path]) == root

@@ -3,7 +3,8 @@ anything, making no worktree and writing nothing.
 
 For each task, in plan order: where it would run (its scope in the workspace, or for an agent task
 the worktree and branch it would get), the agent and the argv its adapter would build (the prompt
-shown as ``<prompt>``), or the commands, then the acceptance tests that would judge it.
+shown as ``<prompt>``), or the commands, then the acceptance tests that would judge it, and what
+the per-command checks would decide about each command (the hooks are not run).
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ def _agent_argv(spec: dict[str, Any], workdir: str, prompt_file: str) -> list[st
         command=tuple(spec["command"]) if spec.get("command") and spec.get("name") else None,
     )
     return adapter.argv(call)
+
+
+def _check(command: str, config: Config) -> dict[str, Any]:
+    """What the per-command checks would decide (the pre_command hooks are not run: in plan mode
+    nothing outside the harness is called)."""
+    from ..commands import screen
+
+    found = screen(command, approved=command, rules=config.policy.commands)
+    out: dict[str, Any] = {"command": command, "decision": found.verdict.value, "rule": found.rule}
+    if found.reason:
+        out["reason"] = found.reason
+    return out
 
 
 def preview(state: RunState, workspace: Path, run_id: str, config: Config) -> list[dict[str, Any]]:
@@ -68,6 +81,9 @@ def preview(state: RunState, workspace: Path, run_id: str, config: Config) -> li
                 if packet.get("confirmation"):
                     entry["confirmation"] = packet["confirmation"]
         entry["acceptance_tests"] = list(packet.get("acceptance_tests") or [])
+        checks = [_check(cmd, config) for cmd in [*(entry.get("commands") or []), *entry["acceptance_tests"]]]
+        if checks:
+            entry["checks"] = checks
         if packet.get("timeout"):
             entry["timeout"] = packet["timeout"]
         out.append(entry)

@@ -3,7 +3,8 @@ worker manager's notifications and the worker events of the log.
 
 The log records a worker event flat (``state``, ``at`` and the event's own fields); a spawned
 worker's packet is not copied but referenced by the plan revision it came from, since
-PLAN_CREATED recorded it already. :func:`to_wire` rebuilds the notification the worker manager
+PLAN_CREATED recorded it already, with the commands pre_command hooks replaced for that attempt
+(COMMAND_CHECKED ``replaced_by``). :func:`to_wire` rebuilds the notification the worker manager
 sent, packet included, so that its ``replay`` rebuilds exactly the table it had.
 """
 
@@ -36,7 +37,14 @@ def from_wire(params: Mapping[str, Any], revision: int) -> tuple[E, dict[str, An
     return etype, data, params.get("task_id"), params.get("worker_id")
 
 
-def to_wire(event: Mapping[str, Any], packets: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+#: A task attempt's replaced commands: (task_id, attempt) -> {(packet list, index): command}.
+Rewrites = Mapping[tuple[str, int], Mapping[tuple[str, int], str]]
+_LISTS = {"command": "commands", "acceptance": "acceptance_tests"}
+
+
+def to_wire(
+    event: Mapping[str, Any], packets: Mapping[int, Mapping[str, Any]], rewrites: Rewrites | None = None
+) -> dict[str, Any]:
     """The ``worker_event`` notification a logged worker event came from."""
     d = dict(event.get("data") or {})
     state = d.pop("state", None)
@@ -45,6 +53,12 @@ def to_wire(event: Mapping[str, Any], packets: Mapping[int, Mapping[str, Any]]) 
     if event["type"] == E.WORKER_SPAWNED:
         revision = d.pop("revision", None)
         d["packet"] = (packets.get(revision) or {}).get(tid or "") if revision is not None else None
+        replaced = (rewrites or {}).get((tid or "", int(d.get("attempt") or 0)))
+        if replaced and d["packet"] is not None:
+            packet = dict(d["packet"])
+            for (name, index), command in replaced.items():
+                packet[name] = [command if i == index else c for i, c in enumerate(packet.get(name) or [])]
+            d["packet"] = packet
     return {
         "event": worker_event_name(event["type"]),
         "worker_id": event.get("worker_id"),
@@ -71,6 +85,7 @@ class ReplayIndex:
         self._settled: set[str] = set()
         self._phases: list[dict[str, Any]] = []
         self._packets: dict[int, dict[str, Any]] = {}
+        self._rewrites: dict[tuple[str, int], dict[tuple[str, int], str]] = {}
 
     def apply(self, event: dict[str, Any]) -> None:
         etype = event["type"]
@@ -80,6 +95,14 @@ class ReplayIndex:
             return
         if etype == E.BOOTSTRAP_PHASE_COMPLETED:
             self._phases.append(event["data"])
+            return
+        if etype == E.COMMAND_CHECKED:
+            d = event["data"]
+            if d.get("replaced_by") and d.get("decision") == "allow" and d.get("kind") in _LISTS:
+                where = (_LISTS[d["kind"]], int(d.get("index", 0)))
+                self._rewrites.setdefault((event.get("task_id") or "", int(d.get("attempt", 0))), {})[where] = d[
+                    "replaced_by"
+                ]
             return
         wid = event.get("worker_id")
         if not wid or wid in self._settled:
@@ -97,7 +120,7 @@ class ReplayIndex:
     def worker_events(self) -> list[dict[str, Any]]:
         """The unsettled workers' notifications, in log order, packets included."""
         logged = sorted((e for evs in self._workers.values() for e in evs), key=lambda pair: pair[0])
-        return [to_wire(event, self._packets) for _, event in logged]
+        return [to_wire(event, self._packets, self._rewrites) for _, event in logged]
 
     def phase_events(self) -> list[dict[str, Any]]:
         return list(self._phases)

@@ -10,6 +10,7 @@ terminal) make the run record that it waits and exit 3: gates fail closed.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import logging
 import os
@@ -24,14 +25,16 @@ from typing import Any
 
 from .. import eventlog
 from ..agents.plan import apply_agents, bypass_problems
-from ..config import Config
+from ..commands import HOOK_PREFIX, NOT_IN_APPROVED_PLAN, Check, CheckSource, Intercept, Intercepted, screen
+from ..config import Config, ConfigError
 from ..events import LOG_FORMAT, LogFormatError, PlannerCall, describe_call
 from ..events import EventType as E
+from ..hooks import HookRun, Hooks, payload
 from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
-from ..vocab import Decision, ExitCode, Mode, Source, TaskOutcome, WaitReason
+from ..vocab import CheckVerdict, Decision, ExitCode, HookPoint, HookVerdict, Mode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
 from ._agents import AgentWork
@@ -119,6 +122,7 @@ class Supervisor:
         self._interrupted = False
         self._executing = False
         self._agents: AgentWork | None = None
+        self.hooks = Hooks(config.hooks, cwd=str(self.workspace), resolve=config.resolve_command)
 
     @property
     def agents(self) -> AgentWork:
@@ -176,6 +180,9 @@ class Supervisor:
             self._fold((event,), show=True)
         if durable:
             self.log.sync()
+        point = _ANNOUNCED.get(etype)
+        if point is not None and self.hooks.configured(point):
+            self._announce(point, event)
         return event
 
     def _fold(self, events: Iterable[dict[str, Any]], *, show: bool) -> None:
@@ -268,6 +275,10 @@ class Supervisor:
         elif method == "phase_completed":
             self.emit(E.BOOTSTRAP_PHASE_COMPLETED, params)
             return
+        elif method == "tool_permission" and service == "worker-manager":
+            # answered on a thread of its own: asking a person must not stop this reader
+            threading.Thread(target=self._tool_permission, args=(params,), name="tool-permission", daemon=True).start()
+            return
         elif method == "planner_call" and service == "planning":
             self.emit(E.PLANNER_CALL, planner_call(params))
             self.ui.note(describe_call(params))
@@ -297,6 +308,7 @@ class Supervisor:
     # -- entry points ---------------------------------------------------------------------------
     def start(self) -> int:
         """A new run: record it, start the services, then plan (or load), gate and execute."""
+        self._require_sandbox()  # before the run exists: a refused run leaves nothing behind
         self.run_id = eventlog.new_run_id()
         return self._session(self._begin)
 
@@ -306,6 +318,39 @@ class Supervisor:
         if not self.log_path.is_file():
             raise FileNotFoundError(f"no run {run_id} in {self.workspace / '.harness' / 'runs'}")
         return self._session(self._continue)
+
+    # -- the sandbox ----------------------------------------------------------------------------
+    @functools.cached_property
+    def sandbox(self) -> dict[str, Any]:
+        """This session's OS sandbox (SandboxInfo), decided once from the policy and the machine."""
+        from ..sandbox import choose
+
+        return choose(self.policy.sandbox)
+
+    def _require_sandbox(self) -> None:
+        """``sandbox: required`` without a usable bubblewrap: refused (exit 2) before anything runs."""
+        if self.policy.sandbox == "required" and self.sandbox["mode"] != "bwrap":
+            raise ConfigError(
+                f"policy {self.policy.name}",
+                [
+                    f"sandbox: required, but {self.sandbox['reason']}; install bubblewrap "
+                    "(apt-get install bubblewrap, dnf install bubblewrap) or set sandbox: auto"
+                ],
+            )
+
+    def _sandbox_params(self, packet: dict[str, Any], workdir: str | None) -> dict[str, Any]:
+        """SpawnWorkerParams.sandbox of one attempt: its worktree (an agent's) and the run's folder
+        writable, the run's log and the workspace not; the network as the task says, else on for
+        an agent (its model endpoint), else as the policy says."""
+        network = packet.get("network")
+        if network is None:
+            network = True if workdir else self.policy.network
+        return {
+            "mode": "bwrap",
+            "network": bool(network),
+            "writable": [*([workdir] if workdir else []), str(self.run_dir)],
+            "readonly": [str(self.log_path), str(self.workspace)],
+        }
 
     def _session(self, body: Callable[[], int]) -> int:
         """Hold the run's lock, drive it, and always stop the services; a fatal service pauses."""
@@ -358,6 +403,9 @@ class Supervisor:
                     and {**on_disk, "objective": self.options.plan.get("objective")} == self.options.plan
                 ):
                     data["plan_file_hash"] = plan_hash(on_disk)  # else edited meanwhile: resume will refuse it
+        data["sandbox"] = self.sandbox
+        if self.sandbox["mode"] == "off" and self.sandbox["policy"] == "auto":
+            self.ui.note(f"note: no sandbox ({self.sandbox['reason']}): tasks run unconfined; see README, Sandbox")
         self.emit(E.RUN_STARTED, data, durable=True)
         self._start_services()
         return self._drive()
@@ -389,7 +437,8 @@ class Supervisor:
             return ExitCode.OK
         for note in kill_stale(self.state):
             self.ui.note(note)
-        self.emit(E.RUN_RESUMED, {"supervisor_pid": os.getpid()}, durable=True)
+        self._require_sandbox()
+        self.emit(E.RUN_RESUMED, {"supervisor_pid": os.getpid(), "sandbox": self.sandbox}, durable=True)
         for note in self.agents.reconcile():
             self.ui.note(note)
         self._start_services()
@@ -569,6 +618,57 @@ class Supervisor:
                         )
                     self.perform([action])
 
+    # -- agents' tool requests -------------------------------------------------------------------
+    def _tool_permission(self, params: dict[str, Any]) -> None:
+        """An agent asks to run a tool its mode and rules did not settle: a policy tool rule, else
+        the person at the terminal, else no (nobody can be asked: fail closed). Both the question
+        and the answer are events; then the worker manager passes the answer on."""
+        tid, wid = str(params.get("task_id")), params.get("worker_id")
+        asked: dict[str, Any] = {
+            "request_id": str(params.get("request_id")),
+            "attempt": int(params.get("attempt") or 0),
+            "tool": str(params.get("tool")),
+            "call": str(params.get("call") or params.get("tool")),
+        }
+        try:
+            self.emit(E.TOOL_PERMISSION_REQUESTED, asked, task_id=tid, worker_id=wid)
+            decided: dict[str, Any] = {k: asked[k] for k in ("request_id", "tool", "call")}
+            rule = decide.tool_rule_for(self.policy.tools, tid, asked["tool"], asked["call"])
+            in_scope = decide.edit_in_scope(asked["tool"], params.get("input") or {}, str(params.get("workdir") or ""))
+            if rule is not None:
+                decided.update(decision="allow" if rule.allow else "deny", source=Source.policy, rule=rule.name)
+            elif in_scope:
+                decided.update(
+                    decision="allow", source=Source.supervisor, rule="scope", reason="an edit inside the task's scope"
+                )
+            elif self.ui.interactive:
+                with self._prompt_lock:
+                    yes = self.ui.prompt_choice(f"Let {tid}'s agent run {asked['call']}?", ["allow", "deny"]) == "allow"
+                decided.update(decision="allow" if yes else "deny", source=Source.tty, approver=self.options.approver)
+            else:
+                decided.update(
+                    decision="deny",
+                    source=Source.supervisor,
+                    reason="no policy tool rule covers it and no one can be asked",
+                )
+            self.emit(E.TOOL_PERMISSION_DECIDED, decided, task_id=tid, worker_id=wid, durable=True)
+            allow = decided["decision"] == "allow"
+            message = (
+                ""
+                if allow
+                else f"denied by the harness: {decided.get('rule') or decided.get('reason') or 'a person said no'}"
+            )
+        except Exception as exc:  # fail closed: the agent is told no
+            logger.warning("tool request of %s could not be decided: %s", tid, exc)
+            allow, message = False, "denied: the harness could not decide"
+        try:
+            self.svc("worker-manager").call(
+                "answer_tool_permission",
+                {"worker_id": wid, "request_id": asked["request_id"], "allow": allow, "message": message},
+            )
+        except RPCError as exc:
+            logger.warning("the answer to %s's tool request was not delivered: %s", tid, exc)
+
     # -- modes ----------------------------------------------------------------------------------
     def _task_workspace(self, agent: bool) -> str:
         """Where a task's scope is taken from: the workspace, or in explore mode the run's copy
@@ -724,6 +824,10 @@ class Supervisor:
         """One attempt: (a worktree), spawn (idempotent), the trust gate, (the prompt), TASK_STARTED,
         run, the verdict of the acceptance tests, (commit and merge), TASK_COMPLETED or TASK_FAILED."""
         packet = self.state.packets[tid]
+        screened = self._screen(tid, attempt, packet)  # the per-command checks and pre_task hooks
+        if isinstance(screened, TaskOutcome):
+            return screened
+        packet = screened  # what the worker gets: the checked commands
         agent = bool(packet.get("agent")) and not packet.get("commands")
         workdir = self.agents.prepare(tid, attempt) if agent else None
         key = f"{self.run_id}:{tid}:{attempt}"
@@ -736,6 +840,8 @@ class Supervisor:
             "idempotency_key": key,
             "trusted_roots": self._trusted_roots,  # the trust gate tried at once by policy
         }
+        if self.sandbox["mode"] == "bwrap":
+            spawn["sandbox"] = self._sandbox_params(packet, workdir)
         if agent:
             spawn["workdir"] = workdir
             with self._lock:
@@ -766,6 +872,7 @@ class Supervisor:
             usage = decide.agent_usage(attempt, report, (packet.get("agent") or {}).get("model"))
             self.emit(E.AGENT_USAGE, usage, task_id=tid, worker_id=wid)
         verdict = decide.task_result(attempt, wid, final)
+        verdict = self._post_commands(tid, attempt, wid, final, verdict, info.get("scope_dir"))
         data = dict(verdict.data)
         if agent and verdict.type is E.TASK_COMPLETED:
             try:
@@ -776,7 +883,235 @@ class Supervisor:
         self.emit(verdict.type, data, task_id=tid, worker_id=wid, durable=True)
         if agent:
             self.agents.settle(tid, attempt, accepted=verdict.type is E.TASK_COMPLETED, worker_dir=worker_dir)
+        self._post_task(tid, attempt, verdict.type, data, final, info.get("scope_dir"))
         return TaskOutcome.completed if verdict.type is E.TASK_COMPLETED else TaskOutcome.failed
+
+    # -- per-command checks and hooks ----------------------------------------------------------------
+    def _screen(self, tid: str, attempt: int, packet: dict[str, Any]) -> dict[str, Any] | TaskOutcome:
+        """Before a task's worker is spawned: each of its commands and acceptance tests through
+        the checks (harness.commands), in order, each decision a COMMAND_CHECKED event; the ask
+        rules' confirmation through the one answer chain; then the pre_task hooks. Returns the
+        packet to send (with what pre_command hooks put in place of a command), or how the
+        attempt ended: denied (TASK_FAILED, a permission failure), or waiting for a confirmation."""
+        with self._lock:
+            approved = decide.approved_commands(self.state, tid)
+        cwd = _scope_dir(self.workspace, packet)
+        sent = {name: list(packet.get(name) or []) for name, _ in decide.CHECKED_LISTS}
+        asked: list[tuple[str, int, Check]] = []
+        for name, kind in decide.CHECKED_LISTS:
+            held = approved[name]
+            for index in range(max(len(sent[name]), len(held))):
+                if index >= len(sent[name]):  # the approved revision holds a command the packet lost
+                    why = "the approved plan holds it here; the task's packet does not"
+                    check = Check(held[index], CheckVerdict.deny, NOT_IN_APPROVED_PLAN, CheckSource.plan, why)
+                else:
+                    check = screen(
+                        sent[name][index],
+                        approved=held[index] if index < len(held) else None,
+                        rules=self.policy.commands,
+                        intercept=self._pre_command(tid, attempt, kind, index, cwd),
+                    )
+                self._record_check(tid, attempt, kind, index, check)
+                if check.verdict is CheckVerdict.deny:
+                    step = {"kind": kind, "index": index, "command": check.command}
+                    return self._deny(tid, attempt, check.rule, _denial(kind, check), check.reason, step)
+                if check.verdict is CheckVerdict.ask:
+                    asked.append((kind, index, check))
+                sent[name][index] = check.final
+        if asked:
+            with self._lock:
+                ask = decide.command_question(
+                    self.state, self.rules, tid, [(c.final, c.rule, c.reason) for _, _, c in asked]
+                )
+            answer = self.answer(ask)
+            if answer is None or answer.decision is not Decision.trust:
+                return TaskOutcome.waiting  # TRUST_REQUIRED is recorded: `harness decide RUN TASK trust`
+            source = f"policy:{answer.rule}" if answer.source is Source.policy else answer.source.value
+            for kind, index, check in asked:
+                allowed = Check(check.command, CheckVerdict.allow, check.rule, CheckSource.policy, "", check.rewrites)
+                self._record_check(tid, attempt, kind, index, allowed, source=source, approver=answer.approver)
+        if self.hooks.configured(HookPoint.pre_task):
+            agent = (packet.get("agent") or {}) if not sent["commands"] else {}
+            data = payload(
+                HookPoint.pre_task,
+                f"Run {self.run_id}: task {tid} ({packet.get('title') or tid}) is about to start, attempt {attempt}",
+                run_id=self.run_id,
+                task_id=tid,
+                attempt=attempt,
+                title=packet.get("title"),
+                objective=packet.get("objective"),
+                commands=sent["commands"],
+                acceptance_tests=sent["acceptance_tests"],
+                agent=agent.get("name") or (" ".join(agent.get("command") or []) or None),
+                cwd=cwd,
+            )
+            blocked = self.hooks.run(HookPoint.pre_task, data, self._record_hook(tid, attempt))
+            if blocked is not None:
+                summary = f"task denied by hook {blocked.hook} (pre_task): {_hook_reason(blocked)}"
+                return self._deny(tid, attempt, HOOK_PREFIX + blocked.hook, summary, blocked.message or "")
+        changed = {name: sent[name] for name, _ in decide.CHECKED_LISTS if sent[name] != (packet.get(name) or [])}
+        return {**packet, **changed} if changed else packet
+
+    def _pre_command(self, tid: str, attempt: int, kind: str, index: int, cwd: str) -> Intercept | None:
+        """The pre_command hooks of one command, as the checks call them; None when there are none."""
+        if not self.hooks.configured(HookPoint.pre_command):
+            return None
+
+        def intercept(command: str) -> Intercepted:
+            data = payload(
+                HookPoint.pre_command,
+                f"Run {self.run_id}: task {tid} is about to run `{command}`",
+                run_id=self.run_id,
+                task_id=tid,
+                attempt=attempt,
+                kind=kind,
+                index=index,
+                command=command,
+                cwd=cwd,
+            )
+            done = self.hooks.run(HookPoint.pre_command, data, self._record_hook(tid, attempt, command=command))
+            if done is None:
+                return Intercepted()
+            if done.blocks:
+                return Intercepted(rule=HOOK_PREFIX + done.hook, reason=_hook_reason(done))
+            return Intercepted(replacement=done.replacement)
+
+        return intercept
+
+    def _post_commands(
+        self, tid: str, attempt: int, wid: str, final: dict[str, Any], verdict: decide.Record, cwd: str | None
+    ) -> decide.Record:
+        """The post_command hooks of each command that ran, before the verdict is recorded: one
+        that denies (or fails) turns a passing verdict into a permission failure naming it."""
+        if not self.hooks.configured(HookPoint.post_command):
+            return verdict
+        result = final.get("result") or {}
+        steps = list(result.get("steps") or [])
+        tails = _step_tails(result, steps)
+        seen: dict[str, int] = {}
+        for i, step in enumerate(steps):
+            kind = str(step.get("kind"))
+            if kind not in ("command", "acceptance"):
+                continue  # an agent's turn is not a command
+            index = seen[kind] = seen.get(kind, -1) + 1
+            command = str(step.get("command") or "")
+            code = step.get("exit_code")
+            data = payload(
+                HookPoint.post_command,
+                f"Run {self.run_id}: task {tid} ran `{command}`: exit {code}",
+                run_id=self.run_id,
+                task_id=tid,
+                attempt=attempt,
+                kind=kind,
+                index=index,
+                command=command,
+                cwd=cwd,
+                exit_code=code,
+                duration_ms=step.get("duration_ms"),
+                output_tail=tails[i],
+                stderr_tail=(result.get("stderr_tail") or "") if i == len(steps) - 1 else None,
+            )
+            done = self.hooks.run(HookPoint.post_command, data, self._record_hook(tid, attempt, command=command))
+            if done is not None and done.blocks:
+                if verdict.type is not E.TASK_COMPLETED:
+                    return verdict  # it failed anyway: the hook's word is in its HOOK_RAN
+                summary = f"{'test' if kind == 'acceptance' else 'command'} `{_short(command)}` denied afterwards "
+                summary += f"by hook {done.hook} (post_command): {_hook_reason(done)}"
+                where = {"kind": kind, "index": index, "command": command}
+                failure = decide.denied_failure(attempt, HOOK_PREFIX + done.hook, summary, done.message or "", where)
+                failure["duration_ms"] = result.get("duration_ms")
+                return decide.Record(E.TASK_FAILED, failure, worker_id=wid)
+        return verdict
+
+    def _post_task(
+        self, tid: str, attempt: int, etype: E, data: dict[str, Any], final: dict[str, Any], cwd: str | None
+    ) -> None:
+        """The post_task hooks, after the verdict is recorded: they observe; a deny is recorded only."""
+        if not self.hooks.configured(HookPoint.post_task):
+            return
+        result = final.get("result") or {}
+        outcome = "completed" if etype is E.TASK_COMPLETED else "failed"
+        summary = data.get("summary") if outcome == "failed" else None
+        tail = ((result.get("stdout_tail") or "") + (result.get("stderr_tail") or ""))[-2000:]
+        hook_data = payload(
+            HookPoint.post_task,
+            f"Run {self.run_id}: task {tid} {outcome}" + (f": {summary}" if summary else ""),
+            run_id=self.run_id,
+            task_id=tid,
+            attempt=attempt,
+            outcome=outcome,
+            summary=summary,
+            exit_code=data.get("exit_code", result.get("exit_code")),
+            duration_ms=data.get("duration_ms"),
+            output_tail=tail,
+            cwd=cwd,
+        )
+        self.hooks.run(HookPoint.post_task, hook_data, self._record_hook(tid, attempt, outcome=outcome))
+
+    def _announce(self, point: HookPoint, event: dict[str, Any]) -> None:
+        """on_waiting (the run recorded that it waits for a person) and on_run_end, after the event."""
+        d = dict(event.get("data") or {})
+        if point is HookPoint.on_waiting and d.get("reason") == WaitReason.interrupted:
+            return  # the person who stopped it knows
+        if point is HookPoint.on_waiting:
+            if d.get("tasks"):
+                what = "; ".join(f"{t['task_id']} ({t['kind']}): `{t['how']}`" for t in d["tasks"])
+            else:
+                what = f"`{d['how']}`" if d.get("how") else str(d.get("message") or "")
+            text = f"Run {self.run_id} waits for {d.get('reason')}: {what}".rstrip(": ")
+        else:
+            text = (
+                f"Run {self.run_id} {d.get('status')}: {d.get('completed', 0)} completed, "
+                f"{d.get('failed', 0)} failed, {d.get('skipped', 0)} skipped"
+            ) + (f" ({d['reason']})" if d.get("reason") else "")
+        data = payload(point, text, run_id=self.run_id, objective=self.state.objective, **d)
+        self.hooks.run(point, data, self._record_hook(None, None))
+
+    def _record_hook(self, tid: str | None, attempt: int | None, **about: Any) -> Callable[[HookRun], None]:
+        def record(run: HookRun) -> None:
+            self.emit(E.HOOK_RAN, run.event(attempt=attempt, **about), task_id=tid)
+            if run.blocks:
+                self.ui.note(f"hook {run.hook} ({run.point}): {run.verdict}: {run.message or 'no reason given'}")
+            elif run.message:
+                self.ui.note(f"hook {run.hook} ({run.point}): {run.message}")
+
+        return record
+
+    def _record_check(
+        self,
+        tid: str,
+        attempt: int,
+        kind: str,
+        index: int,
+        check: Check,
+        *,
+        source: str | None = None,
+        approver: str | None = None,
+    ) -> None:
+        data: dict[str, Any] = {
+            "attempt": attempt,
+            "kind": kind,
+            "index": index,
+            "command": check.command,
+            "decision": check.verdict,
+            "rule": check.rule,
+            "source": source or check.source.value,
+        }
+        if check.reason:
+            data["reason"] = check.reason
+        if check.rewrites:
+            data["replaced_by"] = check.final
+        if approver:
+            data["approver"] = approver
+        self.emit(E.COMMAND_CHECKED, data, task_id=tid)  # made durable with TASK_STARTED or TASK_FAILED
+
+    def _deny(
+        self, tid: str, attempt: int, rule: str, summary: str, reason: str, step: dict[str, Any] | None = None
+    ) -> TaskOutcome:
+        """The attempt is refused before anything ran: a permission failure naming what refused it."""
+        failure = decide.denied_failure(attempt, rule, summary, reason, step)
+        self.emit(E.TASK_FAILED, failure, task_id=tid, durable=True)
+        return TaskOutcome.failed
 
     def _trust(self, tid: str, wid: str) -> bool:
         """The trust gate of one worker, through the one answer chain."""
@@ -793,6 +1128,69 @@ class Supervisor:
         approver = self.policy.name if answer.source is Source.policy else self.options.approver
         wm.call("mark_trusted", {"worker_id": wid, "approval_source": source, "approver": approver})
         return True
+
+
+#: The events that hooks are told about after they are recorded.
+_ANNOUNCED = {E.RUN_WAITING: HookPoint.on_waiting, E.EXECUTION_COMPLETE: HookPoint.on_run_end}
+
+
+def _scope_dir(workspace: Path, packet: dict[str, Any]) -> str:
+    """A task's scope directory in the workspace: the cwd hooks are told about before it runs."""
+    return os.path.normpath(os.path.join(str(workspace), str(packet.get("scope_path") or ".")))
+
+
+def _short(command: str, limit: int = 120) -> str:
+    return command if len(command) <= limit else command[: limit - 3] + "..."
+
+
+def _denial(kind: str, check: Check) -> str:
+    """TASK_FAILED's summary for a command a check refused: the command and the rule."""
+    what = "test" if kind == "acceptance" else "command"
+    if check.source is CheckSource.builtin:
+        by = f"the built-in deny list ({check.rule})"
+    elif check.source is CheckSource.policy:
+        by = f"policy rule {check.rule}"
+    elif check.rule.startswith(HOOK_PREFIX):
+        by = f"hook {check.rule[len(HOOK_PREFIX) :]} (pre_command)"
+    else:
+        by = f"rule {check.rule}"
+    instead = f" (in place of `{_short(check.command)}`)" if check.rewrites else ""
+    return f"{what} `{_short(check.final)}`{instead} denied by {by}" + (f": {check.reason}" if check.reason else "")
+
+
+def _hook_reason(run: HookRun) -> str:
+    if run.verdict is HookVerdict.deny:
+        return run.message or "denied"
+    return f"the hook {'timed out' if run.verdict is HookVerdict.timeout else 'failed'}: {run.message or 'no detail'}"
+
+
+def _step_tails(result: dict[str, Any], steps: list[dict[str, Any]], limit: int = 2000) -> list[str]:
+    """The tail of each step's stdout, read from the worker's stdout file, where each step's output
+    follows a ``$ COMMAND`` line; the last step's is the result's own tail. Empty where the file
+    is gone or too large to read here."""
+    tails = ["" for _ in steps]
+    if steps:
+        tails[-1] = (result.get("stdout_tail") or "")[-limit:]
+    path = result.get("stdout_path")
+    try:
+        if not path or len(steps) < 2 or os.path.getsize(path) > 8 << 20:
+            return tails
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return tails
+    starts: list[int] = []
+    pos = 0
+    for step in steps:
+        marker = f"$ {step.get('command')}\n"
+        found = text.find(marker, pos)
+        if found < 0:
+            return tails
+        pos = found + len(marker)
+        starts.append(pos)
+    for i, start in enumerate(starts[:-1]):
+        end = text.rfind(f"$ {steps[i + 1].get('command')}\n", start, starts[i + 1])
+        tails[i] = text[start : max(start, end)][-limit:]
+    return tails
 
 
 _CALL_FIELDS = frozenset(PlannerCall.__annotations__)

@@ -118,7 +118,8 @@ class UI:
                 kind = f"agent {agent.get('name') or ' '.join(agent.get('command') or [])}"
             else:
                 kind = "manual"
-            self.say(f"  {i}. {t['id']}: {t.get('title')} ({kind}){deps}{risk}")
+            net = {True: "  [network]", False: "  [no network]"}.get(t.get("network"), "")  # the task's own say
+            self.say(f"  {i}. {t['id']}: {t.get('title')} ({kind}){deps}{risk}{net}")
             for cmd in t.get("commands", []):
                 self.say(f"       $ {cmd}")
             for test in t.get("acceptance_tests", []):
@@ -147,6 +148,10 @@ class UI:
                 self.say(f"       manual step: a person does it{confirms}")
             for test in t.get("acceptance_tests") or []:
                 self.say(f"       verify: {test}")
+            for check in t.get("checks") or []:
+                if check["decision"] != "allow":
+                    why = f": {check['reason']}" if check.get("reason") else ""
+                    self.say(f"       check: {check['decision']} `{check['command']}` ({check['rule']}{why})")
             if t.get("sandbox"):
                 self.say(f"       sandbox: {t['sandbox']}")
 
