@@ -509,6 +509,7 @@ class WorkerSpawned(TypedDict):
     scope_dir: str
     env_allow: list[str]
     sandbox: NotRequired[dict[str, Any]]  # SandboxParams as sent: mode, network, writable, readonly
+    budget: NotRequired[dict[str, Any]]  # caps on this attempt's agent
 
 
 @_closed

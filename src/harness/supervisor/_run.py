@@ -683,6 +683,13 @@ class Supervisor:
         from ._preview import preview
 
         tasks = preview(self.state, self.workspace, self.run_id, self.config)
+        for task in tasks:  # how each would be confined (nothing is started to find out)
+            packet = self.state.packets[task["id"]]
+            if self.sandbox["mode"] != "bwrap":
+                task["sandbox"] = f"none ({self.sandbox.get('reason') or self.sandbox['mode']})"
+            else:
+                params = self._sandbox_params(packet, task.get("worktree"))
+                task["sandbox"] = "bwrap, network " + ("on" if params["network"] else "off")
         self.emit(E.TASKS_PREVIEWED, {"tasks": tasks}, durable=True)
         self.ui.show_preview(tasks)
         planned = {"status": "planned", "reason": "plan mode: nothing was run", **self.state.counts()}
