@@ -115,9 +115,7 @@ def test_policy_tool_rules_match_calls_as_the_clis_write_them() -> None:
     assert tool_rule_for(rules, "t", "Read", "Read(/etc/passwd)").name == "reads"  # type: ignore[union-attr]
 
 
-def _channel_run(
-    tmp_path: Path, *tool_rules: dict[str, object], path: str = "notes.txt"
-) -> tuple[Path, subprocess.CompletedProcess[str]]:
+def _channel_setup(tmp_path: Path, tool_rules: tuple[dict[str, object], ...], path: str, **policy: object) -> Path:
     ws = tmp_path / "ws"
     ws.mkdir()
     for cmd in (
@@ -134,13 +132,21 @@ def _channel_run(
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"objective": "x", "tasks": [task]}))
     config = {
         "agents": {"claude": {"command": [sys.executable, str(CHANNEL), path, "the notes\n"]}},
-        "policy": {"tools": list(tool_rules)},
+        "policy": {"tools": list(tool_rules), **policy},
         "recovery": {"recipes": {"permission": {"retries": 0}}},
     }
     (tmp_path / "harness.yaml").write_text(yaml.safe_dump(config))
-    done = harness(
-        ws, "run", "--plan", str(tmp_path / "plan.yaml"), "--config", str(tmp_path / "harness.yaml"), "--approve"
-    )
+    return ws
+
+
+RUN_ARGS = ("run", "--plan", "{tmp}/plan.yaml", "--config", "{tmp}/harness.yaml", "--approve")
+
+
+def _channel_run(
+    tmp_path: Path, *tool_rules: dict[str, object], path: str = "notes.txt"
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    ws = _channel_setup(tmp_path, tool_rules, path)
+    done = harness(ws, *(a.format(tmp=tmp_path) for a in RUN_ARGS))
     return ws, done
 
 
@@ -180,3 +186,24 @@ def test_a_tool_request_no_one_can_answer_is_denied_and_classified_as_permission
     classified = first(evts, "FAILURE_CLASSIFIED", "write")["data"]
     assert classified["failure_type"] == "permission"
     assert "Write" in json.dumps(first(evts, "TASK_FAILED", "write")["data"])
+
+
+@pytest.mark.slow
+def test_a_person_answers_a_tool_request_from_another_terminal(tmp_path: Path) -> None:
+    from e2e_support import finish, start_cli, wait_for_log
+
+    # out of the worktree (so not allowed by its scope), unconfined so that the allowed write lands
+    outside = "../../../../decided-notes.txt"
+    ws = _channel_setup(tmp_path, (), outside, tool_wait=60, sandbox="off")
+    proc = start_cli(ws, *(a.format(tmp=tmp_path) for a in RUN_ARGS))
+    evts = wait_for_log(ws, lambda e: any(x["type"] == "TOOL_PERMISSION_REQUESTED" for x in e))
+    run_id = evts[0]["run_id"]
+    assert "TOOL_PERMISSION_DECIDED" not in {e["type"] for e in evts}  # it waits for a person
+    said = harness(ws, "decide", run_id, "write", "allow", "--note", "one-off, I checked the path")
+    assert said.returncode == 0, said.stderr
+    finish(proc)
+    decided = first(events(ws, run_id), "TOOL_PERMISSION_DECIDED")["data"]
+    assert decided["decision"] == "allow" and decided["source"] == "cli" and decided["reason"].startswith("one-off")
+    assert (ws / "decided-notes.txt").read_text() == "the notes\n"
+    again = harness(ws, "decide", run_id, "write", "deny")
+    assert again.returncode == 2 and "not waiting for a tool decision" in again.stderr

@@ -518,7 +518,7 @@ def _replace_plan(args: argparse.Namespace, workspace: str) -> int:
     return EXIT_OK
 
 
-DECISIONS = [str(d) for d in TASK_DECISIONS]
+DECISIONS = [str(d) for d in TASK_DECISIONS] + ["allow", "deny"]  # allow|deny: a tool request of its agent
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -531,6 +531,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
         raise UsageError(
             f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"]
         )
+    if args.decision in ("allow", "deny"):
+        return _decide_tool(workspace, args, state)
     if task.status.value in ("completed", "skipped"):
         raise UsageError(f"task {args.task_id} is already {task.status.value}")
     if args.decision in ("retry", "skip") and task.failure_type:
@@ -549,6 +551,30 @@ def cmd_decide(args: argparse.Namespace) -> int:
     events.append((E.TASK_DECISION, data, args.task_id))
     _append(workspace, args.run_id, events)
     print(f"Recorded '{args.decision}' for {args.task_id}. Continue with `harness resume {args.run_id}`.")
+    return EXIT_OK
+
+
+def _decide_tool(workspace: str, args: argparse.Namespace, state: Any) -> int:
+    """Answer the tool request a task's agent is waiting on (the run must be waiting for it:
+    ``policy.tool_wait``); recorded as TOOL_PERMISSION_DECIDED, which the supervisor picks up."""
+    from .events import EventType as E
+
+    pending = [r for r in state.tool_requests.values() if r.get("task_id") == args.task_id]
+    if not pending:
+        raise UsageError(f"{args.task_id}'s agent is not waiting for a tool decision")
+    request = pending[-1]
+    data: dict[str, Any] = {
+        "request_id": request["request_id"],
+        "tool": request["tool"],
+        "call": request["call"],
+        "decision": args.decision,
+        "source": Source.cli,
+        "approver": _user(),
+    }
+    if args.note:
+        data["reason"] = args.note
+    _append(workspace, args.run_id, [(E.TOOL_PERMISSION_DECIDED, data, args.task_id)])
+    print(f"Recorded '{args.decision}' for {request['call']} of {args.task_id}.")
     return EXIT_OK
 
 

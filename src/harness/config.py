@@ -158,6 +158,13 @@ class Policy(_Strict):
     tools: list[ToolRule] = Field(
         default_factory=list, description="Agents' tool permissions: allow, deny, and bypass modes by name."
     )
+    tool_wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="Seconds an agent's tool request that no rule settles and no terminal can answer waits for "
+        "`harness decide RUN TASK allow|deny` before it is denied (0: denied at once).",
+    )
     sandbox: SandboxPolicy = Field(
         default="auto",
         description="Run each step under bubblewrap: auto uses it when installed (RUN_STARTED records when it was "

@@ -179,6 +179,8 @@ class RunState:
     approved_plan: dict[str, Any] | None = None
     rejections: list[dict[str, Any]] = field(default_factory=list)
     planner_usage: dict[str, float] = field(default_factory=dict)  # calls, tokens_in, tokens_out, cost_usd
+    tool_requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> the open request
+    tool_decisions: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> its answer
     gate_requested_revision: int | None = None
     tasks: dict[str, TaskState] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # execution tie-break order (plan order, or as modified)
@@ -476,6 +478,23 @@ def _refine_failed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None
         s.rejections[-1] = {**s.rejections[-1], "refine_failed": data.get("message", "")}
 
 
+def _tool_requested(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    if data.get("request_id") not in s.tool_decisions:
+        s.tool_requests[str(data.get("request_id"))] = {
+            **data,
+            "task_id": e.get("task_id"),
+            "worker_id": e.get("worker_id"),
+        }
+
+
+def _tool_decided(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    rid = str(data.get("request_id"))
+    if rid in s.tool_decisions:
+        return  # the first answer stands (a late one from another terminal changes nothing)
+    s.tool_requests.pop(rid, None)
+    s.tool_decisions[rid] = dict(data)
+
+
 def _planner_call(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     u = s.planner_usage
     u["calls"] = u.get("calls", 0) + 1
@@ -759,6 +778,8 @@ _HANDLERS = {
     E.PLAN_INVALID: _plan_invalid,
     E.PLAN_REFINE_FAILED: _refine_failed,
     E.PLANNER_CALL: _planner_call,
+    E.TOOL_PERMISSION_REQUESTED: _tool_requested,
+    E.TOOL_PERMISSION_DECIDED: _tool_decided,
     E.GATE_APPROVAL_REQUESTED: _gate_requested,
     E.GATE_APPROVED: _gate_approved,
     E.GATE_REJECTED: _gate_rejected,

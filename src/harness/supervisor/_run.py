@@ -646,12 +646,17 @@ class Supervisor:
                     yes = self.ui.prompt_choice(f"Let {tid}'s agent run {asked['call']}?", ["allow", "deny"]) == "allow"
                 decided.update(decision="allow" if yes else "deny", source=Source.tty, approver=self.options.approver)
             else:
-                decided.update(
-                    decision="deny",
-                    source=Source.supervisor,
-                    reason="no policy tool rule covers it and no one can be asked",
-                )
-            self.emit(E.TOOL_PERMISSION_DECIDED, decided, task_id=tid, worker_id=wid, durable=True)
+                from_cli = self._await_tool_decision(asked["request_id"], tid, asked["call"])
+                if from_cli is not None:
+                    decided = from_cli  # recorded by `harness decide` from another terminal
+                else:
+                    decided.update(
+                        decision="deny",
+                        source=Source.supervisor,
+                        reason="no policy tool rule covers it and no one can be asked",
+                    )
+            if decided.get("source") != Source.cli:
+                self.emit(E.TOOL_PERMISSION_DECIDED, decided, task_id=tid, worker_id=wid, durable=True)
             allow = decided["decision"] == "allow"
             message = (
                 ""
@@ -668,6 +673,25 @@ class Supervisor:
             )
         except RPCError as exc:
             logger.warning("the answer to %s's tool request was not delivered: %s", tid, exc)
+
+    def _await_tool_decision(self, request_id: str, tid: str, call: str) -> dict[str, Any] | None:
+        """With ``policy.tool_wait``: wait that long (bounded) for ``harness decide RUN TASK
+        allow|deny`` from another terminal; its TOOL_PERMISSION_DECIDED, or None."""
+        if self.policy.tool_wait <= 0:
+            return None
+        self.ui.note(
+            f"{tid}'s agent asks to run {call}: `harness decide {self.run_id} {tid} allow|deny` "
+            f"within {self.policy.tool_wait:g} s, else it is denied"
+        )
+        deadline = time.monotonic() + self.policy.tool_wait
+        while time.monotonic() < deadline:
+            self._absorb_foreign()
+            with self._lock:
+                found = self.state.tool_decisions.get(request_id)
+            if found is not None:
+                return dict(found)
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        return None
 
     # -- modes ----------------------------------------------------------------------------------
     def _task_workspace(self, agent: bool) -> str:
