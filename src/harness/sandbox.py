@@ -42,6 +42,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -226,6 +227,17 @@ def bwrap_argv(
 
 
 # -- one worker's confinement ---------------------------------------------------------------------
+def _tmp_tree(path: str) -> str:
+    """A path under the host's /tmp widened to its top folder there (``/tmp/x/y/z`` -> ``/tmp/x``),
+    so that a program, a virtualenv or a checkout kept in /tmp is seen whole (read-only) over the
+    private /tmp: its symlinks and neighbours (node_modules, site-packages, an editable install's
+    sources) resolve as they do outside. Other paths are returned as they are."""
+    parts = path.split("/")
+    if len(parts) > 2 and parts[1] == PRIVATE_TMP.strip("/") and parts[2]:
+        return "/".join(parts[:3])
+    return path
+
+
 def _real(path: str) -> str | None:
     if not path or not os.path.isabs(path):
         return None
@@ -312,6 +324,10 @@ class Confinement:
             state += [p for w in self.writable for p in _worktree_git(w)]
             # the agent's program and files named by absolute path: seen even where they lie in /tmp
             visible += [p for p in (_real(os.path.dirname(a)) for a in argv if os.path.isabs(a)) if p]
+            visible += [p for p in (_real(a) for a in argv[:1]) if p]  # through its symlinks
+        # the harness's own interpreter (commands often name it), then each visible path in /tmp whole
+        visible += [p for p in (_real(sys.executable), os.path.dirname(sys.executable)) if p]
+        visible = [_tmp_tree(p) for p in visible]
         return bwrap_argv(
             argv,
             tool=self.tool,
