@@ -405,6 +405,6 @@ def test_the_confinement_shows_an_agents_program_and_writes_its_state_but_never_
     env = {"HOME": "/", "CODEX_HOME": str(tmp_path / "codex"), "PATH": os.defpath}
     argv = confinement.argv(["/tmp/agents/bin/cli", "exec"], str(tmp_path), env, agent=True)
     assert "/" not in pairs(argv, "--bind-try")  # HOME=/ is not made writable
-    assert "/tmp/agents/bin" in pairs(argv, "--ro-bind-try")
+    assert "/tmp/agents" in pairs(argv, "--ro-bind-try")  # a program kept in /tmp: its whole tree there
     shell = confinement.argv(["/bin/sh", "-c", "true"], str(tmp_path), env, agent=False)
     assert not pairs(shell, "--bind-try")  # a shell step gets no agent state
