@@ -144,3 +144,24 @@ def test_explore_mode_needs_a_git_repository(tmp_path: Path) -> None:
     done = harness(tmp_path, "run", "--plan", str(tmp_path / "plan.yaml"), "--approve", "--mode", "explore")
     assert done.returncode != 0 and "git" in (done.stdout + done.stderr)
     assert "Traceback" not in done.stderr
+
+
+def test_explore_mode_in_parallel_keeps_every_task_s_work(repo: Path) -> None:
+    tasks = [
+        {"id": f"s{i}", "title": f"Write part {i}", "commands": [f"echo part{i} > part{i}.txt"],
+         "acceptance_tests": [f"grep -q part{i} part{i}.txt"]}
+        for i in (1, 2, 3)
+    ] + [{"id": "guide", "title": "Write the guide", "acceptance_tests": ["grep -q guide GUIDE.md"]}]  # fmt: skip
+    (repo.parent / "plan.yaml").write_text(yaml.safe_dump({"objective": "Parallel parts", "tasks": tasks}))
+    (repo.parent / "script.json").write_text(json.dumps({"guide": [{"write": {"GUIDE.md": "the guide\n"}}]}))
+    config = {"agents": {"fake": {"command": [sys.executable, str(FAKE), str(repo.parent / "script.json")]}}}
+    (repo.parent / "harness.yaml").write_text(yaml.safe_dump(config))
+    before = files_of(repo)
+    done = harness(
+        repo, "run", "--plan", str(repo.parent / "plan.yaml"), "--config", str(repo.parent / "harness.yaml"),
+        "--agent", "fake", "--approve", "--mode", "explore", "--parallel", "3",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert files_of(repo) == before
+    diff = first(events(repo, latest_run(repo)), "EXPLORE_DIFF")["data"]
+    assert sorted(diff["files"]) == ["GUIDE.md", "part1.txt", "part2.txt", "part3.txt"]

@@ -17,6 +17,7 @@ logged (trailers name the run, task and attempt); EXPLORE_DIFF records the patch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -41,6 +42,9 @@ class AgentWork:
         self._state = state
         self._git = threading.Lock()  # one git operation on the run's branches at a time
         self.explore = explore  # the run works on a snapshot of the workspace (explore mode)
+        # explore mode: the integration worktree is where shell tasks run and where agents' work is
+        # merged; one of them at a time (taken before self._git, never after)
+        self.tree_lock = threading.Lock()
 
     # -- the integration branch ---------------------------------------------------------------------
     def _integration(self) -> None:
@@ -172,7 +176,7 @@ class AgentWork:
                 ]
             )
         )
-        with self._git:
+        with self.tree_lock if self.explore else contextlib.nullcontext(), self._git:
             commit = self.trees.commit(tid, message)
             if commit is None:
                 return None, self.trees.tip()

@@ -829,10 +829,14 @@ class Supervisor:
     def _task_thread(self, tid: str, attempt: int) -> None:
         payload: Any = None
         try:
-            outcome = self._run_task(tid, attempt)
             packet = self.state.packets[tid]
             if self.mode is Mode.explore and (packet.get("commands") or not packet.get("agent")):
-                self.agents.keep_shell_work(tid, attempt, outcome.value)  # later tasks start from it
+                # a shell task runs in the run's worktree: never while another one or a merge uses it
+                with self.agents.tree_lock:
+                    outcome = self._run_task(tid, attempt)
+                    self.agents.keep_shell_work(tid, attempt, outcome.value)  # later tasks start from it
+            else:
+                outcome = self._run_task(tid, attempt)
         except ServiceFatal as exc:
             outcome, payload = TaskOutcome.error, exc
         except ClientClosed:
