@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,6 +90,16 @@ def test_a_service_that_dies_on_every_start_goes_fatal_and_the_run_waits_naming_
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def wait_for_file(path: Path, text: str, timeout: float = 10.0) -> None:
+    """Poll (bounded) until ``path`` holds ``text``: the step got that far."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and text in path.read_text():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} never held {text!r}")
+
+
 def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_task_as_a_new_attempt(ws: Path) -> None:
     hang_first = 'echo "$HARNESS_ATTEMPT" >> side.txt; [ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60'
     write_plan(ws, [{"id": "t", "title": "Hangs on attempt 1", "commands": [hang_first], "acceptance_tests": ["true"]}])
@@ -96,6 +107,7 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     proc = start_run(ws)
     evts = wait_for_log(ws, lambda ev: "WORKER_STARTED" in types(ev))
     sleeper = first(evts, "WORKER_STARTED")["data"]["pid"]
+    wait_for_file(ws / "side.txt", "1")  # attempt 1 is inside its step (a sandbox takes a moment to start)
     os.kill(service_pid(evts, "worker-manager"), signal.SIGKILL)
     code, out, err = finish(proc)
     assert code == 0, out + err
