@@ -13,62 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .worktrees import GIT_TIMEOUT, GitError, _env, _identity, git
+from .worktrees import _identity, git
 
-__all__ = ["Patch", "apply_patch", "commit_all", "diff", "snapshot"]
+__all__ = ["Patch", "apply_patch", "diff", "snapshot"]
 
 
 def snapshot(workspace: Path) -> str:
     """A commit of the working tree as it is now (parent: HEAD), made without touching the
     working tree, the index or any branch. ``.harness/`` is left out."""
     with tempfile.TemporaryDirectory(prefix="harness-snapshot-") as tmp:
-        env = {**_env(), **_identity(workspace), "GIT_INDEX_FILE": os.path.join(tmp, "index")}
-
-        def run(*args: str, stdin: str | None = None) -> str:
-            proc = subprocess.run(
-                ["git", *args],
-                cwd=workspace,
-                env=env,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                timeout=GIT_TIMEOUT,
-            )
-            if proc.returncode != 0:
-                raise GitError(f"git {' '.join(args)}: {(proc.stderr or proc.stdout).strip()[-300:]}")
-            return proc.stdout.strip()
-
-        run("read-tree", "HEAD")
-        run("add", "-A", "--", ".", ":(exclude).harness")
-        tree = run("write-tree")
+        env = {**_identity(workspace), "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git(workspace, "read-tree", "HEAD", env=env)
+        git(workspace, "add", "-A", "--", ".", ":(exclude).harness", env=env)
+        tree = git(workspace, "write-tree", env=env)
         head = git(workspace, "rev-parse", "HEAD")
         if tree == git(workspace, "rev-parse", "HEAD^{tree}"):
             return head  # nothing uncommitted: the snapshot is HEAD itself
-        return run("commit-tree", tree, "-p", head, stdin="harness: snapshot of the workspace for an explore run\n")
-
-
-def commit_all(where: Path, message: str) -> str | None:
-    """Commit everything changed in the worktree ``where``; the commit, or None when nothing changed."""
-    git(where, "add", "-A", "--", ".")
-    if not git(where, "status", "--porcelain"):
-        return None
-    proc = subprocess.run(
-        ["git", "commit", "--quiet", "--no-verify", "-m", message],
-        cwd=where,
-        env={**_env(), **_identity(where)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT,
-    )
-    if proc.returncode != 0:
-        raise GitError((proc.stdout + proc.stderr).strip()[-300:] or "git commit failed")
-    return git(where, "rev-parse", "HEAD")
+        message = "harness: snapshot of the workspace for an explore run\n"
+        return git(workspace, "commit-tree", tree, "-p", head, env=env, input=message)
 
 
 @dataclass(frozen=True)
@@ -101,16 +67,6 @@ def diff(workspace: Path, base: str, tip: str) -> Patch:
 def apply_patch(workspace: Path, patch: Path, *, check_only: bool = False) -> None:
     """Apply ``patch`` to the working tree (not the index); checked first, so a patch that does not
     apply changes nothing and GitError says why. ``check_only``: the check alone."""
-    for check in (True,) if check_only else (True, False):
-        args = ["git", "apply", "--whitespace=nowarn"] + (["--check"] if check else []) + [str(patch)]
-        proc = subprocess.run(
-            args,
-            cwd=workspace,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT,
-        )
-        if proc.returncode != 0:
-            raise GitError((proc.stderr or proc.stdout).strip()[-400:] or "git apply failed")
+    git(workspace, "apply", "--whitespace=nowarn", "--check", str(patch))
+    if not check_only:
+        git(workspace, "apply", "--whitespace=nowarn", str(patch))

@@ -60,14 +60,22 @@ def _env() -> dict[str, str]:
     return env
 
 
-def git(cwd: str | os.PathLike[str], *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
-    """Run ``git args`` in ``cwd``; its stdout (stripped). Raises GitError when it fails."""
+def git(
+    cwd: str | os.PathLike[str],
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> str:
+    """Run ``git args`` in ``cwd`` (``input`` on its stdin, else none); its stdout (stripped).
+    Raises GitError when it fails."""
     try:
         proc = subprocess.run(
             ["git", *args],
             cwd=cwd,
             env={**_env(), **(env or {})},
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             capture_output=True,
             text=True,
             timeout=GIT_TIMEOUT,
@@ -161,12 +169,7 @@ class Worktrees:
 
     def commit(self, task_id: str, message: str) -> str | None:
         """Commit everything the task changed in its worktree; the commit, or None when nothing changed."""
-        where = self.path(task_id)
-        git(where, "add", "-A", "--", ".")
-        if not git(where, "status", "--porcelain"):
-            return None
-        _commit(where, message)
-        return git(where, "rev-parse", "HEAD")
+        return commit_all(self.path(task_id), message)
 
     def changes(self, task_id: str) -> str:
         """Everything the task changed since its branch left the integration branch, as a diff
@@ -297,19 +300,13 @@ def _identity(where: Path) -> dict[str, str]:
     }
 
 
-def _commit(where: Path, message: str) -> None:
-    env = {**_env(), **_identity(where)}
-    proc = subprocess.run(
-        ["git", "commit", "--quiet", "--no-verify", "-F", "-"],
-        cwd=where,
-        env=env,
-        input=message,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT,
-    )
-    if proc.returncode != 0:
-        raise GitError(f"git commit failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+def commit_all(where: Path, message: str) -> str | None:
+    """Commit everything changed in the worktree ``where``; the commit, or None when nothing changed."""
+    git(where, "add", "-A", "--", ".")
+    if not git(where, "status", "--porcelain"):
+        return None
+    git(where, "commit", "--quiet", "--no-verify", "-F", "-", env=_identity(where), input=message)
+    return git(where, "rev-parse", "HEAD")
 
 
 def trailers(pairs: Sequence[tuple[str, str]]) -> str:

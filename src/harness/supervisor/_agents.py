@@ -26,9 +26,9 @@ from typing import Any
 
 from ..agents.prompt import Dependency, Previous, build_prompt, digest
 from ..events import EventType as E
-from ..explore import commit_all, diff, snapshot
+from ..explore import diff, snapshot
 from ..state import RunState, TaskStatus
-from ..worktrees import MergeConflict, Worktrees, trailers
+from ..worktrees import MergeConflict, Worktrees, commit_all, trailers
 
 Emit = Callable[..., Any]
 
