@@ -967,12 +967,12 @@ class Supervisor:
                 self._record_check(tid, attempt, kind, index, allowed, source=source, approver=answer.approver)
         if self.hooks.configured(HookPoint.pre_task):
             agent = (packet.get("agent") or {}) if not sent["commands"] else {}
-            data = payload(
+            blocked = self._task_hook(
                 HookPoint.pre_task,
                 f"Run {self.run_id}: task {tid} ({packet.get('title') or tid}) is about to start, attempt {attempt}",
-                run_id=self.run_id,
-                task_id=tid,
-                attempt=attempt,
+                tid,
+                attempt,
+                {},
                 title=packet.get("title"),
                 objective=packet.get("objective"),
                 commands=sent["commands"],
@@ -980,7 +980,6 @@ class Supervisor:
                 agent=agent.get("name") or (" ".join(agent.get("command") or []) or None),
                 cwd=cwd,
             )
-            blocked = self.hooks.run(HookPoint.pre_task, data, self._record_hook(tid, attempt))
             if blocked is not None:
                 summary = f"task denied by hook {blocked.hook} (pre_task): {_hook_reason(blocked)}"
                 return self._deny(tid, attempt, HOOK_PREFIX + blocked.hook, summary, blocked.message or "")
@@ -993,18 +992,17 @@ class Supervisor:
             return None
 
         def intercept(command: str) -> Intercepted:
-            data = payload(
+            done = self._task_hook(
                 HookPoint.pre_command,
                 f"Run {self.run_id}: task {tid} is about to run `{command}`",
-                run_id=self.run_id,
-                task_id=tid,
-                attempt=attempt,
+                tid,
+                attempt,
+                {"command": command},
                 kind=kind,
                 index=index,
                 command=command,
                 cwd=cwd,
             )
-            done = self.hooks.run(HookPoint.pre_command, data, self._record_hook(tid, attempt, command=command))
             if done is None:
                 return Intercepted()
             if done.blocks:
@@ -1031,12 +1029,12 @@ class Supervisor:
             index = seen[kind] = seen.get(kind, -1) + 1
             command = str(step.get("command") or "")
             code = step.get("exit_code")
-            data = payload(
+            done = self._task_hook(
                 HookPoint.post_command,
                 f"Run {self.run_id}: task {tid} ran `{command}`: exit {code}",
-                run_id=self.run_id,
-                task_id=tid,
-                attempt=attempt,
+                tid,
+                attempt,
+                {"command": command},
                 kind=kind,
                 index=index,
                 command=command,
@@ -1046,7 +1044,6 @@ class Supervisor:
                 output_tail=tails[i],
                 stderr_tail=(result.get("stderr_tail") or "") if i == len(steps) - 1 else None,
             )
-            done = self.hooks.run(HookPoint.post_command, data, self._record_hook(tid, attempt, command=command))
             if done is not None and done.blocks:
                 if verdict.type is not E.TASK_COMPLETED:
                     return verdict  # it failed anyway: the hook's word is in its HOOK_RAN
@@ -1068,12 +1065,12 @@ class Supervisor:
         outcome = "completed" if etype is E.TASK_COMPLETED else "failed"
         summary = data.get("summary") if outcome == "failed" else None
         tail = ((result.get("stdout_tail") or "") + (result.get("stderr_tail") or ""))[-2000:]
-        hook_data = payload(
+        self._task_hook(
             HookPoint.post_task,
             f"Run {self.run_id}: task {tid} {outcome}" + (f": {summary}" if summary else ""),
-            run_id=self.run_id,
-            task_id=tid,
-            attempt=attempt,
+            tid,
+            attempt,
+            {"outcome": outcome},
             outcome=outcome,
             summary=summary,
             exit_code=data.get("exit_code", result.get("exit_code")),
@@ -1081,7 +1078,6 @@ class Supervisor:
             output_tail=tail,
             cwd=cwd,
         )
-        self.hooks.run(HookPoint.post_task, hook_data, self._record_hook(tid, attempt, outcome=outcome))
 
     def _announce(self, point: HookPoint, event: dict[str, Any]) -> None:
         """on_waiting (the run recorded that it waits for a person) and on_run_end, after the event."""
@@ -1101,6 +1097,14 @@ class Supervisor:
             ) + (f" ({d['reason']})" if d.get("reason") else "")
         data = payload(point, text, run_id=self.run_id, objective=self.state.objective, **d)
         self.hooks.run(point, data, self._record_hook(None, None))
+
+    def _task_hook(
+        self, point: HookPoint, text: str, tid: str, attempt: int, about: dict[str, Any], **fields: Any
+    ) -> HookRun | None:
+        """Run the hooks of ``point`` for one attempt of a task (payload: the run, the task, the
+        attempt and ``fields``); each run is a HOOK_RAN event carrying ``about``."""
+        data = payload(point, text, run_id=self.run_id, task_id=tid, attempt=attempt, **fields)
+        return self.hooks.run(point, data, self._record_hook(tid, attempt, **about))
 
     def _record_hook(self, tid: str | None, attempt: int | None, **about: Any) -> Callable[[HookRun], None]:
         def record(run: HookRun) -> None:
