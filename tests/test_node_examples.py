@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from e2e_support import assert_no_processes_left, events, harness, latest_run, write_config, write_plan
+from workspaces import HAS_GIT, make_project, node_project, plain_folder, python_project
 
 from harness.models import TaskPacket
 from harness.services.planning import Strictness, ValidationConfig, validate_packets
@@ -26,7 +27,6 @@ NODE_DIR = ROOT / "examples" / "node"
 WAIT = 20.0
 PYTHON_PLANNING = [sys.executable, "-m", "harness.services.planning"]
 PYTHON_WM = [sys.executable, "-m", "harness.services.worker_manager"]
-HAS_GIT = shutil.which("git") is not None
 
 
 @pytest.fixture(scope="module")
@@ -255,52 +255,6 @@ def test_refine_turns_unknown_feedback_into_a_clarification_of_every_task(node_p
 
 
 # -- honest plans: no check that cannot fail, no command that leaves its task ---------------------
-
-
-def write_files(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
-def python_project(root: Path) -> Path:
-    ws = write_files(
-        root,
-        {
-            "pyproject.toml": "[project]\nname = 'pkg'\nversion = '0.1'\n",
-            "src/pkg/__init__.py": "",
-            "src/pkg/dashboard.py": "def render():\n    return 'light'\n",
-            "tests/test_x.py": "def test_x():\n    assert True\n",
-            "README.md": "# pkg\n",
-        },
-    )
-    if HAS_GIT:
-        for args in (
-            ["init", "-q"],
-            ["add", "-A"],
-            ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init"],
-        ):
-            subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True, timeout=WAIT)
-    return ws
-
-
-def node_project(root: Path) -> Path:
-    package = {"name": "web", "version": "1.0.0", "scripts": {"test": "node --test"}}
-    return write_files(
-        root, {"package.json": json.dumps(package), "lib/index.js": "module.exports = {};\n", "test/index.test.js": ""}
-    )
-
-
-def make_project(root: Path) -> Path:
-    return write_files(
-        root, {"Makefile": "test:\n\tcc -o app src/app.c && ./app\n", "src/app.c": "int main(void) { return 0; }\n"}
-    )
-
-
-def plain_folder(root: Path) -> Path:
-    return write_files(root, {"notes.txt": "ideas\n", "dashboard.html": "<html></html>\n"})
 
 
 WORKSPACES = {"python": python_project, "node": node_project, "make": make_project, "plain": plain_folder}

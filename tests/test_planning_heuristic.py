@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from workspaces import write_files
 
 from harness.models import Risk, Scope
 from harness.rpc import INVALID_PARAMS, INVALID_PLAN, InvalidParams, InvalidPlan
@@ -31,16 +32,8 @@ from harness.services.planning.workspace import make_targets
 HAS_GIT = shutil.which("git") is not None
 
 
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
 def python_ws(root: Path) -> Path:
-    return write(
+    return write_files(
         root,
         {
             "pyproject.toml": "[project]\nname='app'\n",
@@ -53,7 +46,7 @@ def python_ws(root: Path) -> Path:
 
 def node_ws(root: Path) -> Path:
     scripts = {"test": "node --test", "build": "tsc -p ."}
-    return write(
+    return write_files(
         root,
         {
             "package.json": json.dumps({"name": "web", "scripts": scripts}),
@@ -66,7 +59,7 @@ def node_ws(root: Path) -> Path:
 
 def make_ws(root: Path) -> Path:
     makefile = "CC := gcc\nall: app\n\napp: main.c\n\t$(CC) -o app main.c\n\ntest: app\n\t./run-tests.sh\n"
-    return write(
+    return write_files(
         root,
         {
             "Makefile": makefile,
@@ -97,12 +90,12 @@ def test_a_python_workspace_is_verified_with_pytest_from_its_root(tmp_path):
 
 @pytest.mark.parametrize("marker", ["setup.cfg", "pytest.ini", "tox.ini", "setup.py"])
 def test_any_python_project_marker_gives_pytest(tmp_path, marker):
-    write(tmp_path, {marker: ""})
+    write_files(tmp_path, {marker: ""})
     assert [c.text for c in detect(tmp_path).test_commands] == ["python3 -m pytest -q"]
 
 
 def test_a_tests_directory_of_python_files_alone_gives_pytest(tmp_path):
-    write(tmp_path, {"tests/test_a.py": ""})
+    write_files(tmp_path, {"tests/test_a.py": ""})
     assert [c.text for c in detect(tmp_path).test_commands] == ["python3 -m pytest -q"]
 
 
@@ -114,14 +107,16 @@ def test_a_node_workspace_uses_its_package_scripts(tmp_path):
 
 
 def test_npm_placeholder_test_script_is_not_used_because_it_always_fails(tmp_path):
-    write(tmp_path, {"package.json": json.dumps({"scripts": {"test": 'echo "Error: no test specified" && exit 1'}})})
+    write_files(
+        tmp_path, {"package.json": json.dumps({"scripts": {"test": 'echo "Error: no test specified" && exit 1'}})}
+    )
     profile = detect(tmp_path)
     assert profile.test_commands == ()
     assert any("placeholder" in n for n in profile.notes)
 
 
 def test_a_broken_package_json_is_noted_not_fatal(tmp_path):
-    write(tmp_path, {"package.json": "{not json"})
+    write_files(tmp_path, {"package.json": "{not json"})
     assert any("not valid JSON" in n for n in detect(tmp_path).notes)
 
 
@@ -132,7 +127,7 @@ def test_a_makefile_test_target_takes_over_and_all_gives_make(tmp_path):
 
 
 def test_a_makefile_build_target_without_all_gives_make_build(tmp_path):
-    write(tmp_path, {"Makefile": "build:\n\tcc main.c\n"})
+    write_files(tmp_path, {"Makefile": "build:\n\tcc main.c\n"})
     profile = detect(tmp_path)
     assert [c.text for c in profile.build_commands] == ["make build"] and profile.test_commands == ()
 
@@ -143,7 +138,7 @@ def test_makefile_targets_exclude_variable_assignments_and_recipe_lines():
 
 
 def test_cargo_and_go_workspaces_get_their_test_and_build_commands(tmp_path):
-    write(tmp_path, {"Cargo.toml": "[package]\n", "go.mod": "module x\n"})
+    write_files(tmp_path, {"Cargo.toml": "[package]\n", "go.mod": "module x\n"})
     profile = detect(tmp_path)
     assert [c.text for c in profile.test_commands] == ["cargo test", "go test ./..."]
     assert [c.text for c in profile.build_commands] == ["cargo build", "go build ./..."]
@@ -244,7 +239,7 @@ def test_the_plan_fits_max_tasks_and_never_drops_verification(tmp_path, max_task
 
 
 def test_without_any_test_command_verification_checks_the_git_tree_or_asks_a_person(tmp_path):
-    plain = detect(write(tmp_path / "plain", {"notes.txt": "x"}))
+    plain = detect(write_files(tmp_path / "plain", {"notes.txt": "x"}))
     plan, notes = build_plan("add dark mode", plain)
     verify = plan.tasks[-1]
     assert verify.commands == [] and verify.title == "Check the finished work"
@@ -303,7 +298,7 @@ def sh(command: str, cwd: Path) -> int:
 
 @pytest.mark.skipif(not HAS_GIT, reason="git is not installed")
 def test_generated_checks_fail_before_the_work_and_pass_after(tmp_path):
-    ws = write(tmp_path / "ws", {"src/app.py": "x = 1\n", "README.md": "# app\n", "notes.txt": ""})
+    ws = write_files(tmp_path / "ws", {"src/app.py": "x = 1\n", "README.md": "# app\n", "notes.txt": ""})
     subprocess.run(["git", "init", "-q", str(ws)], check=True, timeout=20)
     subprocess.run(["git", "-C", str(ws), "add", "-A"], check=True, timeout=20)
     subprocess.run(

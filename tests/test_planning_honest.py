@@ -6,9 +6,7 @@ real-looking workspaces built here: a Python project under git, a Node project, 
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from workspaces import HAS_GIT, node_project, plain_folder, python_project
 
 from harness.models import Plan, TaskPacket
 from harness.services.planning import (
@@ -30,8 +29,6 @@ from harness.services.planning import (
 )
 from harness.services.planning.heuristic import changed_check
 from harness.services.planning.vacuous import is_vacuous, scope_escape, vacuous_reason
-
-HAS_GIT = shutil.which("git") is not None
 
 # -- the classifier -------------------------------------------------------------------------------
 
@@ -196,48 +193,6 @@ def test_the_classifiers_never_raise_on_any_text(text):
 
 
 # -- the heuristic on real-looking workspaces -----------------------------------------------------
-
-
-def write(root: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
-
-
-def git(ws: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(ws), *args], check=True, capture_output=True, timeout=20)
-
-
-def python_project(root: Path) -> Path:
-    ws = write(
-        root,
-        {
-            "pyproject.toml": "[project]\nname = 'pkg'\nversion = '0.1'\n",
-            "src/pkg/__init__.py": "",
-            "src/pkg/dashboard.py": "def render():\n    return 'light'\n",
-            "tests/test_x.py": "def test_x():\n    assert True\n",
-            "README.md": "# pkg\n",
-        },
-    )
-    if HAS_GIT:
-        git(ws, "init", "-q")
-        git(ws, "add", "-A")
-        git(ws, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
-    return ws
-
-
-def node_project(root: Path) -> Path:
-    package = {"name": "web", "version": "1.0.0", "scripts": {"test": "node --test"}}
-    return write(
-        root,
-        {"package.json": json.dumps(package), "lib/index.js": "module.exports = {};\n", "test/index.test.js": ""},
-    )
-
-
-def plain_folder(root: Path) -> Path:
-    return write(root, {"notes.txt": "ideas\n", "dashboard.html": "<html></html>\n"})
 
 
 WORKSPACES = {"python": python_project, "node": node_project, "plain": plain_folder}
