@@ -152,3 +152,12 @@ def assert_no_processes_left(workspace: Path, grace: float = 3.0) -> None:
             break
         time.sleep(0.05)
     assert not left, f"processes left in {workspace}: {left}"
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for an adopting parent to reap it is not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

@@ -19,6 +19,17 @@ from harness.config import Policy
 FAKE = Path(__file__).parent / "agent_programs" / "fake_agent.py"
 
 
+def empty_repo(ws: Path) -> Path:
+    """A git repository with one empty commit (agent tasks work in worktrees of it)."""
+    ws.mkdir()
+    for cmd in (
+        ["init", "-q"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
+    ):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    return ws
+
+
 def policy(*rules: dict[str, object]) -> Policy:
     return Policy.model_validate({"tools": list(rules)})
 
@@ -67,13 +78,7 @@ def test_bypass_modes_need_a_rule_naming_the_agent(spec: dict[str, object], foun
 
 @pytest.mark.slow
 def test_a_plan_that_switches_an_agent_s_checks_off_is_refused_unless_the_policy_names_it(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for cmd in (
-        ["init", "-q"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
-    ):
-        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    ws = empty_repo(tmp_path / "ws")
     agent = {"name": "claude", "permission": "bypassPermissions", "channel": False}  # the stand-in has no channel
     task = {"id": "t1", "title": "Write out.txt", "agent": agent, "acceptance_tests": ["test -f out.txt"]}
     (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"objective": "x", "tasks": [task]}))
@@ -116,13 +121,7 @@ def test_policy_tool_rules_match_calls_as_the_clis_write_them() -> None:
 
 
 def _channel_setup(tmp_path: Path, tool_rules: tuple[dict[str, object], ...], path: str, **policy: object) -> Path:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for cmd in (
-        ["init", "-q"],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
-    ):
-        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    ws = empty_repo(tmp_path / "ws")
     task = {
         "id": "write",
         "title": "Write the notes",

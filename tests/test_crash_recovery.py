@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from e2e_support import (
+    alive,
     assert_no_processes_left,
     events,
     finish,
@@ -45,15 +46,6 @@ def service_pid(evts: list[dict], name: str) -> int:
             pid = e["data"]["pid"]
     assert pid, f"no pid for {name}"
     return pid
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for an adopting parent to reap it is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -17,7 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
+from e2e_support import (
+    alive,
+    assert_no_processes_left,
+    events,
+    first,
+    harness,
+    latest_run,
+    types,
+    write_config,
+    write_plan,
+)
 
 from harness import eventlog
 from harness.config import HooksConfig, HookSpec
@@ -36,14 +46,6 @@ def script(folder: Path, name: str, body: str) -> Path:
 
 def hook(path: Path, **extra: Any) -> HookSpec:
     return HookSpec(command=[sys.executable, str(path)], **extra)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 class Receiver:

@@ -259,7 +259,7 @@ def test_no_key_for_a_remote_endpoint_is_a_config_error(
         decompose_objective("add a dark theme", PlanningContext(workspace=str(tmp_path), backend="llm"))
 
 
-def test_refine_sends_the_plan_and_the_feedback(tmp_path: Path, key: str) -> None:
+def _revised() -> dict[str, Any]:
     revised = good_plan()
     revised["tasks"].append(
         {
@@ -274,11 +274,15 @@ def test_refine_sends_the_plan_and_the_feedback(tmp_path: Path, key: str) -> Non
             "timeout": None,
         }
     )
-    revised["notes"] = ["added t4, a guide"]
-    with fake_llm("openai", [Step(plan=good_plan()), Step(plan=revised)]) as fake:
+    revised["notes"] = ["added t4: the guide"]
+    return revised
+
+
+def test_refine_sends_the_plan_and_the_feedback(tmp_path: Path, key: str) -> None:
+    with fake_llm("openai", [Step(plan=good_plan()), Step(plan=_revised())]) as fake:
         first = decompose_objective("add a dark theme", context(fake, tmp_path))
         checked, applied = refine_plan(first.plan, "also write a guide", context(fake, tmp_path))
-    assert [t.id for t in checked.plan.tasks] == ["t1", "t2", "t3", "t4"] and applied == ["added t4, a guide"]
+    assert [t.id for t in checked.plan.tasks] == ["t1", "t2", "t3", "t4"] and applied == ["added t4: the guide"]
     turn = fake.requests[1]["body"]["messages"][-1]["content"]
     assert "also write a guide" in turn and '"Write the palette"' in turn
 
@@ -400,25 +404,6 @@ def test_the_config_file_chooses_the_planner_and_names_the_key(tmp_path: Path) -
     assert planner_context(config, "heuristic", None)[0] == {"backend": "heuristic", "repair_rounds": 1}
     with pytest.raises(PlannerChoiceError, match="needs an agent"):
         planner_context(config, "agent", None)
-
-
-def _revised() -> dict[str, Any]:
-    revised = good_plan()
-    revised["tasks"].append(
-        {
-            "id": "t4",
-            "title": "Write the guide",
-            "objective": "Describe the dark theme in GUIDE.md",
-            "scope_path": ".",
-            "depends_on": ["t3"],
-            "commands": ["echo 'dark theme' > GUIDE.md"],
-            "acceptance_tests": ["grep -q 'dark theme' GUIDE.md"],
-            "confirmation": None,
-            "timeout": None,
-        }
-    )
-    revised["notes"] = ["added t4: the guide"]
-    return revised
 
 
 @pytest.mark.slow
