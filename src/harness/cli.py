@@ -221,17 +221,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         params = {"objective": args.objective, "context": context}
         result = service.request("decompose_plan", params, timeout=call_timeout(context) or spec.request_timeout)
-    except InvalidPlan as exc:
-        problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
-        raise PlanRejected(
-            problems or [{"severity": "error", "message": exc.message}], f"no valid plan: {exc.message}"
-        ) from exc
-    except UpstreamFailed as exc:
-        kind = (exc.data or {}).get("kind") if isinstance(exc.data, dict) else None
-        raise PlanRejected(
-            [{"severity": "error", "code": f"planner_{kind or 'failed'}", "message": exc.message}],
-            "the planner failed",
-        ) from exc
+    except (InvalidPlan, UpstreamFailed) as exc:
+        raise PlanRejected.from_planning(exc) from exc
     finally:
         service.stop()
     for note in result.get("notes") or []:

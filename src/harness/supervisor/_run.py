@@ -62,6 +62,17 @@ class PlanRejected(Exception):
         self.problems = problems
         super().__init__(message)
 
+    @classmethod
+    def from_planning(cls, exc: InvalidPlan | UpstreamFailed) -> PlanRejected:
+        """The planning service's refusal (every problem of an invalid plan) or its planner's
+        failure (a model or agent that failed), as the run's reason to stop."""
+        data = exc.data if isinstance(exc.data, dict) else {}
+        if isinstance(exc, InvalidPlan):
+            problems = data.get("problems") or [{"severity": "error", "code": "invalid_plan", "message": exc.message}]
+            return cls(problems, f"no valid plan: {exc.message}")
+        problem = {"severity": "error", "code": f"planner_{data.get('kind') or 'failed'}", "message": exc.message}
+        return cls([problem], f"the planner failed: {exc.message}")
+
 
 class PlanChanged(Exception):
     """The plan a run would go on with is not the content recorded or approved for it: its plan file
@@ -547,16 +558,8 @@ class Supervisor:
             result = self._planning_call(
                 "decompose_plan", {"objective": self.state.objective, "context": self._context()}
             )
-        except InvalidPlan as exc:
-            problems = (exc.data or {}).get("problems", []) if isinstance(exc.data, dict) else []
-            raise PlanRejected(
-                problems or [{"severity": "error", "code": "invalid_plan", "message": exc.message}],
-                f"no valid plan: {exc.message}",
-            ) from exc
-        except UpstreamFailed as exc:
-            kind = (exc.data or {}).get("kind") if isinstance(exc.data, dict) else None
-            problem = {"severity": "error", "code": f"planner_{kind or 'failed'}", "message": exc.message}
-            raise PlanRejected([problem], f"the planner failed: {exc.message}") from exc
+        except (InvalidPlan, UpstreamFailed) as exc:
+            raise PlanRejected.from_planning(exc) from exc
         if (self.state.options.get("planner") or {}).get("backend", "heuristic") != "heuristic":
             for note in result.get("notes") or []:
                 self.ui.note(f"planner: {note}")
@@ -570,16 +573,14 @@ class Supervisor:
             result = self._planning_call("refine", params)
             plan = self._with_agents(result["plan"])
         except (InvalidPlan, UpstreamFailed, PlanRejected) as exc:
-            message = str(exc) if isinstance(exc, PlanRejected) else exc.message
-            data = exc.data if isinstance(exc, RPCError) and isinstance(exc.data, dict) else {}
-            problems = exc.problems if isinstance(exc, PlanRejected) else data.get("problems") or []
+            rejected = exc if isinstance(exc, PlanRejected) else PlanRejected.from_planning(exc)
             failed = {
                 "revision": self.state.revision,
                 "feedback": rejection.get("feedback"),
-                "message": message,
-                "problems": problems,
+                "message": str(rejected),
+                "problems": rejected.problems,
             }
-            self.ui.note(f"the plan could not be revised: {message}")
+            self.ui.note(f"the plan could not be revised: {rejected}")
             self.emit(E.PLAN_REFINE_FAILED, failed, durable=True)
             return
         plan["revision"] = self.state.revision + 1
