@@ -6,9 +6,10 @@ import json
 import subprocess
 from pathlib import Path
 
-from harness.services.planning.context_map import lint_commands, workspace_map
+from harness.services.planning.context_map import workspace_map
 from harness.services.planning.model_planner import PROPOSAL_SCHEMA, brief, to_plan
 from harness.services.planning.schemas import PlanningContext
+from harness.services.planning.workspace import detect
 
 
 def _project(root: Path) -> Path:
@@ -46,7 +47,7 @@ def test_a_plain_folder_and_no_workspace(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     text = workspace_map(str(tmp_path))
     assert "Test commands: none found" in text and "Git: not a git repository" in text
-    assert lint_commands(tmp_path) == []
+    assert detect(tmp_path).lint_commands == ()
     assert "plan from the objective alone" in workspace_map(None)
 
 

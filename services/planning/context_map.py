@@ -1,15 +1,14 @@
 """A map of the workspace for a model planner: what a person would glance at before planning.
 
 The top-level layout, the languages (by file counts), the test, build and lint commands the
-heuristic detects, the instruction files (AGENTS.md, CLAUDE.md, ...) and the git state. Bounded in
-size and time: at most ``MAX_FILES`` files are counted, instruction files are cut at
-``INSTRUCTIONS_CHARS`` characters, and git gets a few seconds. Nothing here runs the workspace's
-own code.
+workspace declares (:func:`.workspace.detect`), the instruction files (AGENTS.md, CLAUDE.md, ...)
+and the git state. Bounded in size and time: at most ``MAX_FILES`` files are counted, instruction
+files are cut at ``INSTRUCTIONS_CHARS`` characters, and git gets a few seconds. Nothing here runs
+the workspace's own code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections import Counter
@@ -109,41 +108,6 @@ def layout(root: Path) -> list[str]:
     return lines[:MAX_ENTRIES] + ([f"... and {extra} more"] if extra > 0 else [])
 
 
-def lint_commands(root: Path) -> list[str]:
-    """Lint commands the workspace declares: a Makefile ``lint`` target, package.json
-    ``scripts.lint``, ruff or flake8 configured in pyproject.toml / setup.cfg."""
-    found: list[str] = []
-    for name in ("GNUmakefile", "makefile", "Makefile"):
-        path = root / name
-        if path.is_file():
-            from .workspace import make_targets
-
-            if "lint" in make_targets(path.read_text(errors="replace")[: 1 << 20]):
-                found.append("make lint")
-            break
-    package = root / "package.json"
-    if package.is_file():
-        try:
-            scripts = json.loads(package.read_text(errors="replace")).get("scripts") or {}
-        except (ValueError, AttributeError):
-            scripts = {}
-        if isinstance(scripts, dict) and isinstance(scripts.get("lint"), str):
-            found.append("npm run lint")
-    pyproject = root / "pyproject.toml"
-    text = pyproject.read_text(errors="replace") if pyproject.is_file() else ""
-    if "[tool.ruff" in text:
-        found.append("ruff check .")
-    if "[tool.mypy" in text:
-        found.append("mypy")
-    setup_cfg = root / "setup.cfg"
-    if (
-        "[flake8]" in (setup_cfg.read_text(errors="replace") if setup_cfg.is_file() else "")
-        or (root / ".flake8").is_file()
-    ):
-        found.append("flake8")
-    return found
-
-
 def instructions(root: Path) -> list[tuple[str, str]]:
     """(file, text) of the instruction files at the workspace root, each cut to INSTRUCTIONS_CHARS."""
     out: list[tuple[str, str]] = []
@@ -198,7 +162,7 @@ def workspace_map(workspace: str | None, profile: WorkspaceProfile | None = None
         parts += ["Languages (files): " + ", ".join(f"{name} {n}" for name, n in langs[:8]), ""]
     parts.append("Test commands: " + (", ".join(c.text for c in profile.test_commands) or "none found"))
     parts.append("Build commands: " + (", ".join(c.text for c in profile.build_commands) or "none found"))
-    parts.append("Lint commands: " + (", ".join(lint_commands(root)) or "none found"))
+    parts.append("Lint commands: " + (", ".join(c.text for c in profile.lint_commands) or "none found"))
     dirs = [
         f"sources {profile.source_dir}/" if profile.source_dir != "." else None,
         f"tests {profile.tests_dir}/" if profile.tests_dir else None,

@@ -13,6 +13,9 @@ workspace always gives the same profile. Precedence, documented because it decid
   placeholder test script is ignored), Rust (Cargo.toml -> ``cargo test`` / ``cargo build``), Go
   (go.mod -> ``go test ./...`` / ``go build ./...``).
 
+Lint commands, for a model planner's map of the workspace: a Makefile ``lint:`` target, package.json
+``scripts.lint``, ruff or mypy configured in pyproject.toml, flake8 in setup.cfg or ``.flake8``.
+
 Commands run in a task's ``scope_path``. A command marked ``rooted`` must run at the workspace
 root (make, go's ``./...``; pytest too: from ``src/`` it would collect nothing), so a task that
 runs one works from the root; it is never prefixed with ``cd ..``, which would leave the task's
@@ -61,6 +64,7 @@ class WorkspaceProfile:
     ecosystems: tuple[str, ...] = ()
     test_commands: tuple[Command, ...] = ()
     build_commands: tuple[Command, ...] = ()
+    lint_commands: tuple[Command, ...] = ()
     source_dir: str = "."
     tests_dir: str | None = None
     docs_dir: str | None = None
@@ -128,6 +132,7 @@ class _Finder:
         self.root = root
         self.tests: list[Command] = []
         self.builds: list[Command] = []
+        self.lints: list[Command] = []
         self.ecosystems: list[str] = []
         self.notes: list[str] = []
 
@@ -143,6 +148,8 @@ class _Finder:
             self.builds.append(Command("make", f"{name} target 'all'", rooted=True))
         elif "build" in targets:
             self.builds.append(Command("make build", f"{name} target 'build'", rooted=True))
+        if "lint" in targets:
+            self.lints.append(Command("make lint", f"{name} target 'lint'", rooted=True))
         if "test" in targets:
             self.tests.append(Command("make test", f"{name} target 'test'", rooted=True))
             return True
@@ -186,6 +193,18 @@ class _Finder:
             self.notes.append("package.json scripts.test is npm's placeholder (always fails): not used")
         if isinstance(scripts.get("build"), str):
             self.builds.append(Command("npm run build", "package.json scripts.build"))
+        if isinstance(scripts.get("lint"), str):
+            self.lints.append(Command("npm run lint", "package.json scripts.lint"))
+
+    def python_linters(self) -> None:
+        """ruff and mypy configured in pyproject.toml, flake8 in setup.cfg or .flake8."""
+        pyproject = _read(self.root / "pyproject.toml") or ""
+        if "[tool.ruff" in pyproject:
+            self.lints.append(Command("ruff check .", "pyproject.toml [tool.ruff]", rooted=True))
+        if "[tool.mypy" in pyproject:
+            self.lints.append(Command("mypy", "pyproject.toml [tool.mypy]", rooted=True))
+        if "[flake8]" in (_read(self.root / "setup.cfg") or "") or (self.root / ".flake8").is_file():
+            self.lints.append(Command("flake8", "flake8 configuration", rooted=True))
 
     def cargo(self, *, take_tests: bool) -> None:
         if (self.root / "Cargo.toml").is_file():
@@ -216,6 +235,7 @@ def detect(workspace: str | os.PathLike[str] | None) -> WorkspaceProfile:
     finder.node(take_tests=not make_owns_tests)
     finder.cargo(take_tests=not make_owns_tests)
     finder.go(take_tests=not make_owns_tests)
+    finder.python_linters()
     if make_owns_tests and len(finder.ecosystems) > 1:
         finder.notes.append("the Makefile's test target is used instead of the per-language test commands")
     source = _first_dir(root, SOURCE_DIRS) or next(iter(_python_packages(root)), None) or "."
@@ -228,6 +248,7 @@ def detect(workspace: str | os.PathLike[str] | None) -> WorkspaceProfile:
         ecosystems=tuple(finder.ecosystems),
         test_commands=tuple(finder.tests),
         build_commands=tuple(finder.builds),
+        lint_commands=tuple(finder.lints),
         source_dir=source,
         tests_dir=tests_dir,
         docs_dir=_first_dir(root, DOC_DIRS),
