@@ -342,7 +342,7 @@ class AgentBackend:
         return self.adapter.argv(call)
 
     def _run(self, purpose: str) -> tuple[Plan, list[str]]:
-        from harness.agents import AgentCall, passes_through
+        from harness.agents import AgentCall
 
         self.calls += 1
         prompt = self._prompt()
@@ -365,8 +365,7 @@ class AgentBackend:
                 command=tuple(self.spec.command) if self.spec.command and self.spec.name else None,
             )
             argv = self._argv(call, schema_file, out_file)
-            env = dict(os.environ)
-            env.update(passes_through(self.adapter, self.spec.env, os.environ))
+            env = dict(os.environ)  # the agent plans on its own login: the service's whole environment
             env["COLUMNS"] = "100000"  # CLIs that print through a console library must not wrap the JSON
             started = time.monotonic()
             record: dict[str, Any] = {

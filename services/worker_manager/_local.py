@@ -13,6 +13,7 @@ each step under it (:mod:`harness.sandbox`): bubblewrap is then the group leader
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import select
@@ -333,8 +334,6 @@ class _AgentWatch:
 
     def _on_line(self, raw: bytes) -> None:
         """Channel sessions: answer tool requests (blocking until decided) and close stdin at the end."""
-        import json
-
         try:
             event = json.loads(raw)
         except ValueError:
