@@ -384,38 +384,47 @@ def _early_services(workspace: str, args: argparse.Namespace):
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from .events import EventType as E
-    from .plandiff import plan_hash
-    from .state import RunStatus
+    from . import decisions
 
     workspace = _workspace(args)
-    _, state, _ = _load_state(workspace, args.run_id)
-    if state.plan is None:
-        raise UsageError(f"run {args.run_id} has no plan to approve")
+    _require_run(workspace, args.run_id)
     if args.plan:
+        _, state, _ = _load_state(workspace, args.run_id)
+        if state.plan is None:
+            raise UsageError(f"run {args.run_id} has no plan to approve")
         return _approve_plan_file(args, workspace)
-    approved = (state.approval or {}).get("plan_hash")
-    if state.is_approved() and approved in (None, plan_hash(state.plan)):
-        raise UsageError(f"run {args.run_id} is already approved (revision {state.revision})")
-    if state.status in (RunStatus.completed, RunStatus.aborted):
-        raise UsageError(f"run {args.run_id} has ended ({state.status.value})")
-    unknown = [t for t in args.skip + args.order if t not in state.tasks]
-    if unknown:
-        raise UsageError(f"unknown task id(s): {', '.join(unknown)}", [f"tasks: {', '.join(state.tasks)}"])
-    base = {"gate": "plan", "revision": state.revision, "source": Source.cli, "approver": _user()}
-    if args.reject or args.clarify:
-        feedback = args.reject or args.clarify
-        kind = "reject" if args.reject else "clarify"
-        _append(workspace, args.run_id, [(E.GATE_REJECTED, {**base, "feedback": feedback, "kind": kind}, None)])
-        print(
-            f"Rejected revision {state.revision} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan."
+    with _refusals():
+        data = decisions.approve_plan(
+            workspace,
+            args.run_id,
+            source=Source.cli,
+            approver=_user(),
+            skip=args.skip,
+            keep_dependents=args.keep_dependents,
+            order=args.order,
+            reject=args.reject,
+            clarify=args.clarify,
         )
-        return EXIT_OK
-    data: dict[str, Any] = {**base, "plan_hash": plan_hash(state.plan)}
-    _approval_choices(args, data)
-    _append(workspace, args.run_id, [(E.GATE_APPROVED, data, None)])
-    print(f"Approved revision {state.revision} of run {args.run_id}. Continue with `harness resume {args.run_id}`.")
+    if "feedback" in data:
+        print(
+            f"Rejected revision {data['revision']} of run {args.run_id} with feedback; `harness resume {args.run_id}` revises the plan."
+        )
+    else:
+        print(
+            f"Approved revision {data['revision']} of run {args.run_id}. Continue with `harness resume {args.run_id}`."
+        )
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _refusals():
+    """A decision the log refuses (harness.decisions.Refused) is a usage error: exit 2, nothing recorded."""
+    from .decisions import Refused
+
+    try:
+        yield
+    except Refused as exc:
+        raise UsageError(str(exc), exc.details) from None
 
 
 def _approval_choices(args: argparse.Namespace, data: dict[str, Any]) -> None:
@@ -513,59 +522,28 @@ DECISIONS = [str(d) for d in TASK_DECISIONS] + ["allow", "deny"]  # allow|deny: 
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from .events import EventType as E
+    from . import decisions
 
     workspace = _workspace(args)
-    _, state, _ = _load_state(workspace, args.run_id)
-    task = state.tasks.get(args.task_id)
-    if task is None:
-        raise UsageError(
-            f"unknown task {args.task_id!r} in run {args.run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"]
-        )
-    if args.decision in ("allow", "deny"):
-        return _decide_tool(workspace, args, state)
-    if task.status.value in ("completed", "skipped"):
-        raise UsageError(f"task {args.task_id} is already {task.status.value}")
-    if args.decision in ("retry", "skip") and task.failure_type:
-        options = [str(o) for o in task.options or []]  # what the task's last escalation offered
-        if options and args.decision not in options:
-            raise UsageError(
-                f"'{args.decision}' is not an option for {args.task_id} ({task.failure_type} failure)",
-                [f"options: {', '.join(options)} (abort is always possible)"],
+    _require_run(workspace, args.run_id)
+    with _refusals():
+        if args.decision in ("allow", "deny"):
+            data = decisions.decide_tool(
+                workspace, args.run_id, args.task_id, args.decision, source=Source.cli, approver=_user(), note=args.note
             )
-    data: dict[str, Any] = {"decision": args.decision, "source": Source.cli, "approver": _user()}
-    if args.note:
-        data["note"] = args.note
-    events: list[tuple[EventType, dict[str, Any], str | None]] = []
-    if args.decision == "skip":
-        data["keep_dependents"] = args.keep_dependents
-    events.append((E.TASK_DECISION, data, args.task_id))
-    _append(workspace, args.run_id, events)
+            print(f"Recorded '{args.decision}' for {data['call']} of {args.task_id}.")
+            return EXIT_OK
+        decisions.decide_task(
+            workspace,
+            args.run_id,
+            args.task_id,
+            args.decision,
+            source=Source.cli,
+            approver=_user(),
+            note=args.note,
+            keep_dependents=args.keep_dependents,
+        )
     print(f"Recorded '{args.decision}' for {args.task_id}. Continue with `harness resume {args.run_id}`.")
-    return EXIT_OK
-
-
-def _decide_tool(workspace: str, args: argparse.Namespace, state: Any) -> int:
-    """Answer the tool request a task's agent is waiting on (the run must be waiting for it:
-    ``policy.tool_wait``); recorded as TOOL_PERMISSION_DECIDED, which the supervisor picks up."""
-    from .events import EventType as E
-
-    pending = [r for r in state.tool_requests.values() if r.get("task_id") == args.task_id]
-    if not pending:
-        raise UsageError(f"{args.task_id}'s agent is not waiting for a tool decision")
-    request = pending[-1]
-    data: dict[str, Any] = {
-        "request_id": request["request_id"],
-        "tool": request["tool"],
-        "call": request["call"],
-        "decision": args.decision,
-        "source": Source.cli,
-        "approver": _user(),
-    }
-    if args.note:
-        data["reason"] = args.note
-    _append(workspace, args.run_id, [(E.TOOL_PERMISSION_DECIDED, data, args.task_id)])
-    print(f"Recorded '{args.decision}' for {request['call']} of {args.task_id}.")
     return EXIT_OK
 
 
@@ -746,6 +724,33 @@ def cmd_log(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     return EXIT_OK
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    workspace = _workspace(args)
+    if args.port is not None and not 0 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port} is not a port (0-65535; 0 picks a free one)")
+    try:
+        import jinja2  # noqa: F401
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"the dashboard needs the ui extra ({exc.name} is missing): pip install 'harness[ui]'"
+        ) from None
+    from .ui.server import ServeError, serve
+
+    try:
+        return serve(
+            workspace,
+            host=args.host,
+            port=args.port,
+            read_only=args.read_only,
+            open_browser=args.open,
+            approver=_user(),
+        )
+    except ServeError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -963,6 +968,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     p.set_defaults(func=None, conformance=True)
+
+    p = sub.add_parser("ui", help="serve the web dashboard (runs, the DAG, a timeline, live events, gates)")
+    ws(p)
+    p.add_argument("--port", type=int, metavar="N", help="the port (default 8642, or any free one if it is taken)")
+    p.add_argument(
+        "--host", default="127.0.0.1", metavar="HOST", help="the address (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--read-only", action="store_true", help="show runs; serve no way to decide anything")
+    p.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("validate", help="validate a JSON or YAML file against one of the schemas")
     p.add_argument("file")

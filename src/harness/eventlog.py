@@ -426,6 +426,28 @@ def iter_events(path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[
             base, carry = base + held, data[held:]
 
 
+def read_since(path: str | os.PathLike[str], offset: int) -> tuple[list[dict[str, Any]], int]:
+    """The whole events from byte ``offset`` (a line start a previous call returned) to the end,
+    and the offset to read from next. What may still be a torn tail is left for the next call,
+    as :func:`follow` does. A log cut below ``offset`` raises :class:`EventLogError`: the caller
+    reads it again from 0."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        try:
+            size = os.fstat(fd).st_size
+            if size < offset:
+                raise EventLogError(f"{path} is shorter ({size} bytes) than what was read of it ({offset})")
+            data = os.pread(fd, size - offset, offset) if size > offset else b""
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    with _GcPaused():
+        consumed, events = _follow_chunk(data, offset, _loads_fn())
+    return events, offset + consumed
+
+
 # -- verification ---------------------------------------------------------------------------------
 
 
