@@ -28,8 +28,20 @@ pytestmark = pytest.mark.slow
 EVIL = "<script>alert('owned')</script>"
 
 
+def run_ids(ws: Path) -> set[str]:
+    runs = ws / ".harness" / "runs"
+    return {p.name for p in runs.iterdir()} if runs.is_dir() else set()
+
+
+def the_new_run(ws: Path, before: set[str]) -> str:
+    """The run a command just made (ids sort by the second they were made in, not finer)."""
+    (made,) = run_ids(ws) - before
+    return made
+
+
 def gate_run(ws: Path, *, title: str = "Write the file") -> str:
     """A run that waits at the plan gate (exit 3), two tasks."""
+    before = run_ids(ws)
     write_config(ws)
     plan = write_plan(
         ws,
@@ -47,11 +59,12 @@ def gate_run(ws: Path, *, title: str = "Write the file") -> str:
     )
     done = harness(ws, "run", "--plan", str(plan))
     assert done.returncode == 3, done.stdout + done.stderr
-    return latest_run(ws)
+    return the_new_run(ws, before)
 
 
 def escalated_run(ws: Path) -> str:
     """A run whose `parse` task failed on bad input and waits for a decision (exit 3)."""
+    before = run_ids(ws)
     write_config(ws)
     (ws / "in.json").write_text('{"name": ')
     parse = f"{sys.executable} -c 'import json; json.load(open(\"in.json\"))'"
@@ -64,7 +77,7 @@ def escalated_run(ws: Path) -> str:
     )
     done = harness(ws, "run", "--plan", str(plan), "--approve")
     assert done.returncode == 3, done.stdout + done.stderr
-    return latest_run(ws)
+    return the_new_run(ws, before)
 
 
 def session_ended(evts: list[dict[str, Any]]) -> bool:
@@ -272,7 +285,7 @@ def test_runs_page_lists_waiting_runs_first_with_what_they_wait_for(ws: Path) ->
     write_config(ws)
     plan = write_plan(ws, [{"id": "a", "title": "A", "commands": ["true"], "acceptance_tests": ["test -d ."]}])
     assert harness(ws, "run", "--plan", str(plan), "--approve").returncode == 0
-    done = latest_run(ws)
+    (done,) = run_ids(ws)
     waiting = gate_run(ws)
     escalated = escalated_run(ws)
     with dashboard(ws) as board:
@@ -380,3 +393,147 @@ def test_a_resume_started_from_the_dashboard_is_reaped(ws: Path) -> None:
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}"), "the resume was not reaped"
     assert events(ws, run_id)[-1]["type"] in ("SERVICE_STOPPED", "EXECUTION_COMPLETE")
+
+
+def test_trust_and_a_manual_step_are_answered_in_the_dashboard_as_harness_decide_answers_them(ws: Path) -> None:
+    write_config(ws)
+    plan = write_plan(
+        ws,
+        [
+            {
+                "id": "deploy",
+                "title": "Deploy to production",
+                "commands": ["echo shipped > deployed.txt"],
+                "acceptance_tests": ["test -f deployed.txt"],
+            },
+            {"id": "review", "title": "Review by hand", "acceptance_tests": ["test -f reviewed.txt"]},
+        ],
+    )
+    assert harness(ws, "run", "--plan", str(plan), "--approve").returncode == 3
+    run_id = latest_run(ws)
+    with dashboard(ws, resume=lambda *a: None) as board:
+        page = board.get(f"/runs/{run_id}").body
+        assert "Trust needed" in page and "Manual step" in page
+        trust = {
+            "kind": "trust",
+            "key": key_of(page, "trust"),
+            "task": "deploy",
+            "decision": "trust",
+            "approver": "fay",
+        }
+        assert board.post(f"/runs/{run_id}/decide", trust).status == 303
+        (ws / "reviewed.txt").write_text("looked\n")
+        task_page = board.get(f"/runs/{run_id}/tasks/review").body
+        manual = {
+            "kind": "manual",
+            "key": key_of(task_page, "manual"),
+            "task": "review",
+            "decision": "done",
+            "approver": "fay",
+            "back": f"/runs/{run_id}/tasks/review",
+        }
+        reply = board.post(f"/runs/{run_id}/decide", manual)
+        assert reply.status == 303 and reply.headers["location"] == f"/runs/{run_id}/tasks/review?said=recorded"
+        assert [r[1] for r in board.resumed] == [run_id, run_id]
+    decided = {e["task_id"]: e["data"] for e in of(events(ws, run_id), "TASK_DECISION")}
+    assert decided == {
+        "deploy": {"decision": "trust", "source": "ui", "approver": "fay"},
+        "review": {"decision": "done", "source": "ui", "approver": "fay"},
+    }
+    done = harness(ws, "resume", run_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (ws / "deployed.txt").exists()
+
+
+def test_a_tool_request_of_a_running_agent_is_answered_in_the_dashboard(tmp_path: Path) -> None:
+    from e2e_support import finish, first, start_cli
+    from test_agent_permissions import RUN_ARGS, _channel_setup
+
+    outside = "../../../../ui-notes.txt"  # not in the worktree, so no scope rule allows it: a person is asked
+    ws = _channel_setup(tmp_path, (), outside, tool_wait=60, sandbox="off")
+    proc = start_cli(ws, *(a.format(tmp=tmp_path) for a in RUN_ARGS))
+    try:
+        evts = wait_for_log(ws, lambda e: any(x["type"] == "TOOL_PERMISSION_REQUESTED" for x in e))
+        run_id = evts[0]["run_id"]
+        with dashboard(ws, resume=lambda *a: 1) as board:
+            page = board.get(f"/runs/{run_id}").body
+            assert "An agent asks to use a tool" in page and "ui-notes.txt" in page
+            form = {
+                "kind": "tool",
+                "key": key_of(page, "tool"),
+                "task": "write",
+                "decision": "allow",
+                "approver": "gus",
+            }
+            reply = board.post(f"/runs/{run_id}/decide", form)
+            assert reply.status == 303 and reply.headers["location"].endswith("said=driven")
+            assert board.resumed == []  # the process that drives the run picks the answer up
+        finish(proc)  # its acceptance test looks in the worktree, so the task escalates: not this test's point
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    decided = first(events(ws, run_id), "TOOL_PERMISSION_DECIDED")["data"]
+    assert (decided["decision"], decided["source"], decided["approver"]) == ("allow", "ui", "gus")
+    assert (ws / "ui-notes.txt").read_text() == "the notes\n"
+
+
+def test_tokens_and_cost_that_agents_reported_are_on_the_runs_page(ws: Path) -> None:
+    from harness import eventlog
+
+    run_id = gate_run(ws)
+    log = eventlog.EventLog.open(eventlog.events_path(ws, run_id), run_id, create=False)
+    usage = {
+        "attempt": 1,
+        "agent": "claude",
+        "model": "m",
+        "session_id": None,
+        "tokens_in": 1200,
+        "tokens_out": 34,
+        "cost_usd": 0.0123,
+        "turns": 2,
+        "tools": {"Write": 1},
+        "duration_ms": 10.0,
+        "exit_code": 0,
+        "failure": None,
+        "final_message": "Wrote <b>one.txt</b>",
+    }
+    try:
+        log.append("AGENT_USAGE", usage, task_id="one")
+    finally:
+        log.close()
+    with dashboard(ws) as board:
+        runs = board.get("/").body
+        task = board.get(f"/runs/{run_id}/tasks/one").body
+    assert "1,234" in runs and "$0.0123" in runs
+    assert "claude" in task and "Write×1" in task and "Wrote &lt;b&gt;one.txt&lt;/b&gt;" in task
+
+
+def test_a_plan_rejected_in_the_dashboard_comes_back_revised_with_what_changed(ws: Path) -> None:
+    run_id = gate_run(ws)
+    with dashboard(ws) as board:
+        key = key_of(board.get(f"/runs/{run_id}").body, "plan")
+        form = {"kind": "plan", "key": key, "decision": "reject", "approver": "hal", "note": "say which file"}
+        assert board.post(f"/runs/{run_id}/decide", form).status == 303
+        wait_for_log(ws, session_ended, 60)  # the planner revised the plan in the background
+        page = board.get(f"/runs/{run_id}").body
+        assert key_of(page, "plan") == "plan:2" and "revision 2" in page
+        assert "Changes since revision 1" in page
+    assert [e["data"]["revision"] for e in of(events(ws, run_id), "PLAN_CREATED")] == [1, 2]
+
+
+def test_why_a_run_cannot_resume_is_shown_and_so_is_a_background_resume_that_failed(ws: Path) -> None:
+    run_id = gate_run(ws)
+    plan = ws / "plan.yaml"
+    plan.write_text(plan.read_text().replace("echo one", "echo uno"))  # edited after the run started
+    with dashboard(ws) as board:
+        page = board.get(f"/runs/{run_id}").body
+        assert "Resume refuses this run" in page and "plan.yaml changed" in page
+        form = {"kind": "plan", "key": key_of(page, "plan"), "decision": "approve", "approver": "ivy"}
+        assert board.post(f"/runs/{run_id}/decide", form).status == 303
+        deadline = time.monotonic() + 60
+        while "The resume started from this dashboard stopped" not in page and time.monotonic() < deadline:
+            time.sleep(0.1)
+            page = board.get(f"/runs/{run_id}").body
+        assert "stopped (exit code 2: harness: plan.yaml changed" in page
+    assert of(events(ws, run_id), "RUN_RESUMED") == []  # nothing ran

@@ -87,9 +87,13 @@ def shoot(page: Any, name: str) -> None:
 
 
 def test_a_plan_waiting_at_the_gate_is_approved_by_a_click_and_the_run_completes(ws: Path, page: Any) -> None:
-    run_id = gate_run(ws)
+    other = escalated_run(ws)  # a second run waiting, for the runs page's picture
+    run_id = gate_run(ws)  # last: the plan file is this run's (resume refuses a run whose file changed)
     with dashboard(ws) as board:
         page.goto(board.url)
+        rows = page.locator("tr.run")
+        sync_api.expect(rows).to_have_count(2)
+        assert [rows.nth(i).get_attribute("data-run") for i in range(2)] == [run_id, other]  # the newest first
         row = page.locator(f'tr[data-run="{run_id}"]')
         sync_api.expect(row).to_contain_text("waits for plan")
         row.get_by_role("link", name=run_id).click()
@@ -118,6 +122,7 @@ def test_an_escalation_is_answered_skip_in_the_browser(ws: Path, page: Any) -> N
         question = page.locator(".question.kind-escalation")
         sync_api.expect(question).to_contain_text("invalid_input")
         sync_api.expect(question.locator("button")).to_have_text(["Retry", "Skip", "Abort"])
+        shoot(page, "run-waiting.png")
         question.locator("textarea[name=note]").fill("the input is not needed")
         question.locator("button[data-answer=skip]").click()
         sync_api.expect(page.locator("#run-status")).to_have_text("completed", timeout=WAIT_MS)

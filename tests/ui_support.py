@@ -89,7 +89,9 @@ def dashboard(
 
     def record(ws: str, run_id: str, parallel: int) -> int | None:
         board.resumed.append((ws, run_id, parallel))
-        return (resume or background_resume)(ws, run_id, parallel)
+        if resume is not None:
+            return resume(ws, run_id, parallel)
+        return background_resume(ws, run_id, parallel, settings.ended)
 
     settings = Settings(
         workspace=str(workspace),

@@ -54,8 +54,22 @@ DIFF_BYTES = 200_000
 #: Past this many tasks the run page links the report instead of showing it.
 REPORT_INLINE_TASKS = 300
 
-#: How an event changes a run's status on the page without a reload (the rest reload it).
-STOPS = {"RUN_WAITING", "EXECUTION_COMPLETE", "RUN_ABORTED", "PLAN_CREATED", "GATE_APPROVED", "GATE_REJECTED"}
+#: Events after which a run page is loaded again: the run stopped, or a question was asked or
+#: answered (elsewhere too: the page then shows the answer instead of offering the question).
+STOPS = {
+    "RUN_WAITING",
+    "EXECUTION_COMPLETE",
+    "RUN_ABORTED",
+    "PLAN_CREATED",
+    "GATE_APPROVED",
+    "GATE_REJECTED",
+    "TASK_WAITING",
+    "TRUST_REQUIRED",
+    "RECOVERY_ESCALATION",
+    "TASK_DECISION",
+    "TOOL_PERMISSION_REQUESTED",
+    "TOOL_PERMISSION_DECIDED",
+}
 
 
 @dataclass
@@ -67,6 +81,7 @@ class Settings:
     approver: str = ""  # the name a decision form starts with
     resume: Callable[[str, str, int], int | None] | None = None  # (workspace, run, parallel) -> pid
     started: dict[str, int] = field(default_factory=dict)  # run id -> pid of a resume this app started
+    ended: dict[str, str] = field(default_factory=dict)  # run id -> how that resume ended, when it failed
 
 
 # -- security ---------------------------------------------------------------------------------------
@@ -203,6 +218,10 @@ def create_app(settings: Settings) -> ASGIApp:
 
     def run_page(request: Request) -> Response:
         d = digest(request)
+        with d.lock:
+            return _run_page(request, d)
+
+    def _run_page(request: Request, d: RunDigest) -> Response:
         state = d.state
         href = _task_href(d.run_id)
         nodes = d.nodes()
@@ -224,10 +243,16 @@ def create_app(settings: Settings) -> ASGIApp:
             approver=settings.approver,
             flash=_flash(request),
             resumed=settings.started.get(d.run_id),
+            resume_ended=settings.ended.get(d.run_id),
+            refusal=_refusal(state),
         )
 
     def task_page(request: Request) -> Response:
         d = digest(request)
+        with d.lock:
+            return _task_page(request, d)
+
+    def _task_page(request: Request, d: RunDigest) -> Response:
         tid = request.path_params["task_id"]
         task = d.state.tasks.get(tid)
         if task is None:
@@ -246,7 +271,9 @@ def create_app(settings: Settings) -> ASGIApp:
 
     def report_page(request: Request) -> Response:
         d = digest(request)
-        return page("report.html", run=d.summary(), report=_report(d))
+        with d.lock:
+            run = d.summary()
+        return page("report.html", run=run, report=_report(d))
 
     async def stream(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -338,6 +365,15 @@ def _plan_changes(state: Any) -> str | None:
     return None
 
 
+def _refusal(state: Any) -> str | None:
+    """Why `harness resume` would refuse the run as its log and plan file stand (as `harness status` says)."""
+    if state.plan is None or state.status.value in ("completed", "planned"):
+        return None
+    from ..plandiff import file_plan_hash, resume_refusal
+
+    return resume_refusal(state, file_plan_hash(state.plan_path) if state.plan_path else None)
+
+
 def _report(d: RunDigest) -> str:
     from ..report import render
 
@@ -411,21 +447,30 @@ async def _events(request: Request, digests: Digests, d: RunDigest, after: int):
         except RunUnreadable:
             return
         if new:
-            titles = d.titles()
-            status = d.state.status.value
-            for event in new:
-                item = line(event, titles)
-                task = d.state.tasks.get(item["task"]) if item["task"] else None
-                item["task_state"] = task.status.value if task else None
-                item["run_status"] = status
-                item["stop"] = item["type"] in STOPS
-                last = int(event["seq"])
+            for item in await run_in_threadpool(_stream_items, d, new):
+                last = int(item["seq"])
                 yield f"id: {last}\ndata: {json.dumps(item, ensure_ascii=False)}\n\n"
             quiet = time.monotonic()
         elif time.monotonic() - quiet > 15:
             quiet = time.monotonic()
             yield ": still here\n\n"
         await asyncio.sleep(POLL_SECONDS)
+
+
+def _stream_items(d: RunDigest, new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stream's messages for new events, each with its task's and the run's state now."""
+    with d.lock:
+        titles = d.titles()
+        status = d.state.status.value
+        items = []
+        for event in new:
+            item = line(event, titles)
+            task = d.state.tasks.get(item["task"]) if item["task"] else None
+            item["task_state"] = task.status.value if task else None
+            item["run_status"] = status
+            item["stop"] = item["type"] in STOPS
+            items.append(item)
+    return items
 
 
 # -- decisions --------------------------------------------------------------------------------------
@@ -498,12 +543,17 @@ def _decide(run_id: str, form: dict[str, list[str]], settings: Settings, digests
             raise decisions.Refused(f"unknown question kind {kind!r}")
     except decisions.Stale as exc:
         d = digests.get(run_id)
-        return page("stale.html", 409, run=d.summary(), message=str(exc), back=_back(run_id, back))
+        with d.lock:
+            run = d.summary()
+        return page("stale.html", 409, run=run, message=str(exc), back=_back(run_id, back))
     said = "recorded"
     if decisions.driven(settings.workspace, run_id):
         said = "driven"
     elif settings.resume is not None:
-        pid = settings.resume(settings.workspace, run_id, int(d.state.options.get("parallel") or 1))
+        with d.lock:
+            parallel = int(d.state.options.get("parallel") or 1)
+        settings.ended.pop(run_id, None)
+        pid = settings.resume(settings.workspace, run_id, parallel)
         if pid:
             settings.started[run_id] = pid
             said = "resumed"
@@ -515,11 +565,13 @@ def _back(run_id: str, back: str) -> str:
     return back if back.startswith(base + "/tasks/") and "?" not in back and "//" not in back else base
 
 
-def background_resume(workspace: str, run_id: str, parallel: int) -> int | None:
+def background_resume(workspace: str, run_id: str, parallel: int, ended: dict[str, str] | None = None) -> int | None:
     """`harness resume RUN` in a session of its own, its output in the run's folder; reaped by a
-    thread while the dashboard lives, by init after (it outlives the dashboard on purpose)."""
+    thread while the dashboard lives, by init after (it outlives the dashboard on purpose). A
+    resume that fails (not 0 done, not 3 waiting) is put in ``ended`` with its last words."""
     folder = eventlog.run_dir(workspace, run_id)
-    with open(folder / "ui-resume.log", "ab") as out:
+    log_path = folder / "ui-resume.log"
+    with open(log_path, "ab") as out:
         out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} harness resume {run_id} (from the dashboard)\n".encode())
         out.flush()
         proc = subprocess.Popen(
@@ -531,5 +583,12 @@ def background_resume(workspace: str, run_id: str, parallel: int) -> int | None:
             start_new_session=True,
             env={**os.environ, "HARNESS_NONINTERACTIVE": "1"},
         )
-    threading.Thread(target=proc.wait, name=f"resume-{run_id}", daemon=True).start()
+
+    def reap() -> None:
+        code = proc.wait()
+        if ended is not None and code not in (0, 3):
+            last = (_tail(log_path, 2000) or "").strip().splitlines()
+            ended[run_id] = f"exit code {code}" + (f": {last[-1]}" if last else "")
+
+    threading.Thread(target=reap, name=f"resume-{run_id}", daemon=True).start()
     return proc.pid

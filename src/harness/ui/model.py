@@ -63,7 +63,9 @@ class RunDigest:
         self.workspace = os.fspath(workspace)
         self.run_id = run_id
         self.path = eventlog.events_path(workspace, run_id)
-        self._lock = threading.Lock()
+        # held while the log is folded in and while a page reads the fold (pages and the live
+        # stream refresh from several threads)
+        self.lock = threading.RLock()
         self._reset()
 
     def _reset(self) -> None:
@@ -80,7 +82,7 @@ class RunDigest:
     # -- reading ----------------------------------------------------------------------------------
     def refresh(self) -> RunDigest:
         """Fold what was appended since the last refresh. RunUnreadable for a missing or corrupt log."""
-        with self._lock:
+        with self.lock:
             if not self.path.is_file():
                 raise RunUnreadable(f"there is no run {self.run_id!r} in this workspace")
             try:
@@ -272,7 +274,7 @@ class RunDigest:
 
     def events_after(self, seq: int) -> list[dict[str, Any]]:
         """The events after ``seq``: from memory when they are recent, else read from the log."""
-        with self._lock:
+        with self.lock:
             recent = list(self.recent)
         if not recent or recent[-1]["seq"] <= seq:
             return []
@@ -325,7 +327,9 @@ class Digests:
         rows, broken = [], []
         for run_id in self.runs():
             try:
-                rows.append(self.get(run_id).summary())
+                digest = self.get(run_id)
+                with digest.lock:
+                    rows.append(digest.summary())
             except RunUnreadable as exc:
                 broken.append({"id": run_id, "error": str(exc)})
         rows.sort(key=lambda r: (not r["is_waiting"], -(r["start"] or 0.0)))

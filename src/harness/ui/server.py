@@ -72,13 +72,10 @@ def serve(workspace: str, *, host: str, port: int | None, read_only: bool, open_
     bound = bind(host, port)
     token = secrets.token_urlsafe(24)
     settings = Settings(
-        workspace=workspace,
-        token=token,
-        read_only=read_only,
-        hosts=allowed_hosts(bound),
-        approver=approver,
-        resume=None if read_only else background_resume,
+        workspace=workspace, token=token, read_only=read_only, hosts=allowed_hosts(bound), approver=approver
     )
+    if not read_only:
+        settings.resume = lambda ws, run_id, parallel: background_resume(ws, run_id, parallel, settings.ended)
     url = f"http://{bound.url_host}:{bound.port}/?token={token}"
     print(f"harness dashboard for {workspace}{' (read-only)' if read_only else ''}")
     print(f"  {url}")
