@@ -537,3 +537,43 @@ def test_why_a_run_cannot_resume_is_shown_and_so_is_a_background_resume_that_fai
             page = board.get(f"/runs/{run_id}").body
         assert "stopped (exit code 2: harness: plan.yaml changed" in page
     assert of(events(ws, run_id), "RUN_RESUMED") == []  # nothing ran
+
+
+def test_the_task_panel_of_an_agent_task_shows_its_prompt_summary_and_diff(tmp_path: Path) -> None:
+    import yaml
+
+    ws = tmp_path / "repo"
+    ws.mkdir()
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "i"],
+    ):
+        subprocess.run(["git", *cmd], cwd=ws, check=True)
+    fake = Path(__file__).parent / "agent_programs" / "fake_agent.py"
+    script = {"feat": [{"write": {"feature.txt": "ready <b>now</b>\n"}, "say": "Added feature.txt"}]}
+    (tmp_path / "script.json").write_text(json.dumps(script))
+    (tmp_path / "harness.yaml").write_text(
+        yaml.safe_dump({"agents": {"fake": {"command": [sys.executable, str(fake), str(tmp_path / "script.json")]}}})
+    )
+    task = {"id": "feat", "title": "Add the feature", "acceptance_tests": ["grep -q ready feature.txt"]}
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({"objective": "Agent work", "tasks": [task]}))
+    done = harness(
+        ws,
+        "run",
+        "--plan",
+        str(tmp_path / "plan.yaml"),
+        "--approve",
+        "--agent",
+        "fake",
+        "--config",
+        str(tmp_path / "harness.yaml"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_id,) = run_ids(ws)
+    with dashboard(ws) as board:
+        page = board.get(f"/runs/{run_id}/tasks/feat").body
+    prompt = re.search(r'<pre id="prompt">(.*?)</pre>', page, re.S)
+    assert prompt and "grep -q ready feature.txt" in prompt.group(1)  # the prompt names our acceptance test
+    diff = re.search(r'<pre id="diff" class="diff">(.*?)</pre>', page, re.S)
+    assert diff and "+ready &lt;b&gt;now&lt;/b&gt;" in diff.group(1) and "feature.txt" in diff.group(1)
+    assert "Added feature.txt" in page and "fake" in page  # the agent's last message and name

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import events, harness, latest_run, wait_for_log, write_config, write_plan
+from e2e_support import MEASURABLE_RECOVERY, events, harness, latest_run, wait_for_log, write_config, write_plan
 
 pytest.importorskip("starlette", reason="the dashboard's tests need the ui extra: pip install -e '.[ui]'")
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the browser tests need Playwright for Python: pip install -e '.[test]'"
 )
-from test_ui import EVIL, escalated_run, gate_run, session_ended  # noqa: E402
+from test_ui import EVIL, escalated_run, gate_run, run_ids, session_ended, the_new_run  # noqa: E402
 from ui_support import dashboard  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -86,9 +86,64 @@ def shoot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
+def release_run(ws: Path) -> str:
+    """A six-task release plan waiting at the gate, run two at a time; `unit` fails once with a
+    transient error and is retried after a backoff."""
+    write_config(ws, recovery=MEASURABLE_RECOVERY)
+    flaky = 'test -f build/flaky || { touch build/flaky; echo "connection reset by peer" >&2; exit 1; }'
+    tasks = [
+        {
+            "id": "setup",
+            "title": "Prepare the build folder",
+            "commands": ["mkdir -p build"],
+            "acceptance_tests": ["test -d build"],
+        },
+        {
+            "id": "lint",
+            "title": "Lint the sources",
+            "depends_on": ["setup"],
+            "commands": ["echo clean > build/lint.txt"],
+            "acceptance_tests": ["test -s build/lint.txt"],
+        },
+        {
+            "id": "unit",
+            "title": "Run the unit tests",
+            "depends_on": ["setup"],
+            "commands": [f"{flaky}; echo ok > build/unit.txt"],
+            "acceptance_tests": ["grep -q ok build/unit.txt"],
+        },
+        {
+            "id": "docs",
+            "title": "Build the docs",
+            "depends_on": ["setup"],
+            "commands": ["sleep 0.3; echo docs > build/docs.txt"],
+            "acceptance_tests": ["test -s build/docs.txt"],
+        },
+        {
+            "id": "package",
+            "title": "Package the release",
+            "depends_on": ["lint", "unit", "docs"],
+            "commands": ["cat build/*.txt > build/package.txt"],
+            "acceptance_tests": ["grep -q docs build/package.txt"],
+        },
+        {
+            "id": "notes",
+            "title": "Write the release notes",
+            "depends_on": ["package"],
+            "commands": ["echo notes > build/NOTES.md"],
+            "acceptance_tests": ["test -s build/NOTES.md"],
+        },
+    ]
+    plan = write_plan(ws, tasks, objective="Release the demo package")
+    before = run_ids(ws)
+    done = harness(ws, "run", "--plan", str(plan), "--parallel", "2")
+    assert done.returncode == 3, done.stdout + done.stderr
+    return the_new_run(ws, before)
+
+
 def test_a_plan_waiting_at_the_gate_is_approved_by_a_click_and_the_run_completes(ws: Path, page: Any) -> None:
     other = escalated_run(ws)  # a second run waiting, for the runs page's picture
-    run_id = gate_run(ws)  # last: the plan file is this run's (resume refuses a run whose file changed)
+    run_id = release_run(ws)  # last: the plan file is this run's (resume refuses a run whose file changed)
     with dashboard(ws) as board:
         page.goto(board.url)
         rows = page.locator("tr.run")
@@ -103,7 +158,9 @@ def test_a_plan_waiting_at_the_gate_is_approved_by_a_click_and_the_run_completes
         sync_api.expect(page.locator(".flash")).to_contain_text("resumed in the background")
         # The live stream reloads the page once the run ends.
         sync_api.expect(page.locator("#run-status")).to_have_text("completed", timeout=WAIT_MS)
-        sync_api.expect(page.locator('#dag g[data-task="two"]')).to_have_class("node state-completed critical")
+        sync_api.expect(page.locator('#dag g[data-task="notes"]')).to_have_class("node state-completed critical")
+        assert page.locator("#timeline rect.wait-backoff").count() == 1  # unit's retry waited
+        assert page.locator('#timeline g[data-task="unit"] rect.bar').count() == 2  # two attempts
         shoot(page, "run.png")
         page.goto(board.base + "/")
         shoot(page, "runs.png")
@@ -111,7 +168,8 @@ def test_a_plan_waiting_at_the_gate_is_approved_by_a_click_and_the_run_completes
     approved = [e["data"] for e in evts if e["type"] == "GATE_APPROVED"]
     assert [(a["source"], a["approver"]) for a in approved] == [("ui", "alice")]
     assert evts[[e["type"] for e in evts].index("EXECUTION_COMPLETE")]["data"]["status"] == "completed"
-    assert (ws / "one.txt").exists() and (ws / "two.txt").exists()
+    assert (ws / "build" / "NOTES.md").exists()
+    assert [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED" and e["task_id"] == "unit"] == [1, 2]
     assert page.dialogs == []
 
 
