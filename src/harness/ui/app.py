@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import decisions, eventlog
 from ..vocab import Source
 from . import svg
-from .model import Digests, RunDigest, RunUnreadable, full_events, line
+from .model import Digests, RunDigest, RunUnreadable, collector_paused, full_events, line
 
 STATIC = Path(__file__).parent / "static"
 CSP = (
@@ -218,7 +218,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     def run_page(request: Request) -> Response:
         d = digest(request)
-        with d.lock:
+        with d.lock, collector_paused():
             return _run_page(request, d)
 
     def _run_page(request: Request, d: RunDigest) -> Response:
@@ -377,7 +377,8 @@ def _refusal(state: Any) -> str | None:
 def _report(d: RunDigest) -> str:
     from ..report import render
 
-    return render(full_events(d), run_id=d.run_id, log_path=str(d.path))
+    with collector_paused():
+        return render(full_events(d), run_id=d.run_id, log_path=str(d.path))
 
 
 def _tail(path: Path, limit: int) -> str | None:

@@ -42,6 +42,9 @@ def bind(host: str, port: int | None) -> Bound:
     for attempt in (wanted, 0) if port is None else (wanted,):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # inherited by every accepted connection: without it a small response waits for the
+        # client's delayed ACK (measured: 44 ms for a 6 kB file instead of 2 ms)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((host, attempt))
         except OSError as exc:
