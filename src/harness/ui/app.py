@@ -224,7 +224,6 @@ def create_app(settings: Settings) -> ASGIApp:
     def _run_page(request: Request, d: RunDigest) -> Response:
         state = d.state
         href = _task_href(d.run_id)
-        nodes = d.nodes()
         report = None
         if len(state.tasks) <= REPORT_INLINE_TASKS and state.outcome is not None:
             report = _report(d)
@@ -233,8 +232,8 @@ def create_app(settings: Settings) -> ASGIApp:
             run=d.summary(),
             state=state,
             questions=d.questions(),
-            dag=Markup(svg.dag_svg(nodes, href=href)),
-            timeline=Markup(svg.timeline_svg(d.rows(), d.phase_list(), now=time.time(), href=href)),
+            dag=Markup(d.cached("dag", lambda: svg.dag_svg(d.nodes(), href=href))),
+            timeline=Markup(_timeline(d, href)),
             events=d.recent_lines(),
             last_seq=state.last_seq,
             report=report,
@@ -363,6 +362,15 @@ def _plan_changes(state: Any) -> str | None:
 
         return describe_changes(plan_diff(state.previous_plan, state.plan), state.revision - 1)
     return None
+
+
+def _timeline(d: RunDigest, href: Callable[[str], str]) -> str:
+    """The timeline; drawn once per fold when nothing in it is open (open bars grow with the clock)."""
+    if d.state.status.value in ("completed", "failed", "aborted", "planned"):
+        return str(
+            d.cached("timeline", lambda: svg.timeline_svg(d.rows(), d.phase_list(), now=d.state.last_unix, href=href))
+        )
+    return svg.timeline_svg(d.rows(), d.phase_list(), now=time.time(), href=href)
 
 
 def _refusal(state: Any) -> str | None:

@@ -14,7 +14,7 @@ import gc
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,11 +106,12 @@ class RunDigest:
         self.first_unix: float | None = None
         self.legacy = False  # an older log format: read whole and upgraded each time
         self.count = 0
+        self._views: dict[str, tuple[int, Any]] = {}  # a picture drawn for the fold at count N
 
     # -- reading ----------------------------------------------------------------------------------
     def refresh(self) -> RunDigest:
         """Fold what was appended since the last refresh. RunUnreadable for a missing or corrupt log."""
-        with self.lock:
+        with self.lock, collector_paused():
             if not self.path.is_file():
                 raise RunUnreadable(f"there is no run {self.run_id!r} in this workspace")
             try:
@@ -225,6 +226,16 @@ class RunDigest:
             if track.attempts and track.attempts[-1].end is None:
                 track.attempts[-1].end = unix
                 track.attempts[-1].outcome = "interrupted"
+
+    def cached(self, name: str, draw: Callable[[], Any]) -> Any:
+        """``draw()``, kept until the next event is folded in (pictures of a big run cost tens
+        of ms each and change only with the log)."""
+        hit = self._views.get(name)
+        if hit is not None and hit[0] == self.count:
+            return hit[1]
+        value = draw()
+        self._views[name] = (self.count, value)
+        return value
 
     # -- views ------------------------------------------------------------------------------------
     def questions(self) -> list[Waiting]:
