@@ -93,23 +93,11 @@ def _readable(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _append(workspace: str, run_id: str, events: list[tuple[EventType, dict[str, Any], str | None]]) -> None:
-    """Record decisions in a run's log (safe while a supervisor also appends: the log locks)."""
-    from . import eventlog
-    from .events import LOG_FORMAT, log_format
+    """Record events in a run's log (safe while a supervisor also appends: the log locks)."""
+    from .decisions import record
 
-    head = next(eventlog.iter_events(eventlog.run_dir(workspace, run_id) / "events.jsonl"), None)
-    fmt = log_format([head] if head else [])
-    if fmt != LOG_FORMAT:
-        raise UsageError(
-            f"run {run_id} was recorded in log format {fmt} by another version; it can be read, not changed"
-        )
-
-    log = eventlog.EventLog.open(eventlog.run_dir(workspace, run_id) / "events.jsonl", run_id, create=False)
-    try:
-        for etype, data, task_id in events:
-            log.append(etype, data, task_id=task_id, durable=True)
-    finally:
-        log.close()
+    with _refusals():
+        record(workspace, run_id, events)
 
 
 def _user() -> str:

@@ -28,7 +28,17 @@ from .vocab import ANSWERS, ESCALATION_DECISIONS, TASK_DECISIONS, Decision, Ques
 
 E = EventType
 
-__all__ = ["Question", "Refused", "Stale", "Waiting", "approve_plan", "decide_task", "decide_tool", "questions"]
+__all__ = [
+    "Question",
+    "Refused",
+    "Stale",
+    "Waiting",
+    "approve_plan",
+    "decide_task",
+    "decide_tool",
+    "questions",
+    "record",
+]
 
 
 class Refused(Exception):
@@ -142,7 +152,11 @@ def _deciding(workspace: str | os.PathLike[str], run_id: str) -> Iterator[tuple[
         os.close(fd)  # closing drops the lock
 
 
-def _append(workspace: str | os.PathLike[str], run_id: str, specs: list[tuple[EventType, dict[str, Any], str | None]]):
+def record(
+    workspace: str | os.PathLike[str], run_id: str, specs: list[tuple[EventType, dict[str, Any], str | None]]
+) -> list[dict[str, Any]]:
+    """Append events to a run's log from outside the process driving it (the log locks each
+    append); Refused for a log of another format, which can be read but not changed."""
     path = eventlog.events_path(workspace, run_id)
     head = next(eventlog.iter_events(path), None)
     fmt = log_format([head] if head else [])
@@ -153,6 +167,13 @@ def _append(workspace: str | os.PathLike[str], run_id: str, specs: list[tuple[Ev
         return [log.append(etype, data, task_id=task_id, durable=True) for etype, data, task_id in specs]
     finally:
         log.close()
+
+
+def _task(state: RunState, run_id: str, task_id: str) -> Any:
+    task = state.tasks.get(task_id)
+    if task is None:
+        raise Refused(f"unknown task {task_id!r} in run {run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
+    return task
 
 
 def _by(data: dict[str, Any]) -> str:
@@ -202,7 +223,7 @@ def approve_plan(
         base: dict[str, Any] = {"gate": "plan", "revision": state.revision, "source": source, "approver": approver}
         if reject or clarify:
             data = {**base, "feedback": reject or clarify, "kind": "reject" if reject else "clarify"}
-            _append(workspace, run_id, [(E.GATE_REJECTED, data, None)])
+            record(workspace, run_id, [(E.GATE_REJECTED, data, None)])
             return data
         data = {**base, "plan_hash": plan_hash(state.plan)}
         if skip:
@@ -210,7 +231,7 @@ def approve_plan(
             data["keep_dependents"] = keep_dependents
         if order:
             data["order"] = list(order)
-        _append(workspace, run_id, [(E.GATE_APPROVED, data, None)])
+        record(workspace, run_id, [(E.GATE_APPROVED, data, None)])
         return data
 
 
@@ -231,9 +252,7 @@ def decide_task(
     if decision not in TASK_DECISIONS:
         raise Refused(f"'{decision}' is not a task decision", [f"decisions: {', '.join(TASK_DECISIONS)}"])
     with _deciding(workspace, run_id) as (events, state):
-        task = state.tasks.get(task_id)
-        if task is None:
-            raise Refused(f"unknown task {task_id!r} in run {run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
+        task = _task(state, run_id, task_id)
         if key is not None:
             asked = _asked(events, task_id)
             seq = int(key.rsplit(":", 1)[-1]) if key.count(":") == 2 and key.rsplit(":", 1)[-1].isdigit() else -1
@@ -261,7 +280,7 @@ def decide_task(
             data["note"] = note
         if decision == "skip":
             data["keep_dependents"] = keep_dependents
-        _append(workspace, run_id, [(E.TASK_DECISION, data, task_id)])
+        record(workspace, run_id, [(E.TASK_DECISION, data, task_id)])
         return data
 
 
@@ -281,8 +300,7 @@ def decide_tool(
     if decision not in ("allow", "deny"):
         raise Refused(f"a tool request is answered allow or deny, not '{decision}'")
     with _deciding(workspace, run_id) as (_, state):
-        if task_id not in state.tasks:
-            raise Refused(f"unknown task {task_id!r} in run {run_id}", [f"tasks: {', '.join(state.tasks) or '(none)'}"])
+        _task(state, run_id, task_id)
         if request_id is not None and request_id in state.tool_decisions:
             d = state.tool_decisions[request_id]
             raise Stale(f"that tool request was already answered '{d.get('decision')}' by {_by(d)}")
@@ -304,7 +322,7 @@ def decide_tool(
         }
         if note:
             data["reason"] = note
-        _append(workspace, run_id, [(E.TOOL_PERMISSION_DECIDED, data, task_id)])
+        record(workspace, run_id, [(E.TOOL_PERMISSION_DECIDED, data, task_id)])
         return data
 
 
