@@ -262,9 +262,9 @@ class RunResult:
         return out
 
 
-def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600) -> RunResult:
-    env = {**os.environ, "CI": "true"}
-    argv = harness_argv() + [
+def run_argv(ws: Path, plan: Path, parallel: int) -> list[str]:
+    """``harness run --plan PLAN --approve`` of a workspace, as every benchmark runs it."""
+    return harness_argv() + [
         "run",
         "--plan",
         str(plan),
@@ -274,6 +274,11 @@ def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600) -> Ru
         "--parallel",
         str(parallel),
     ]
+
+
+def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600) -> RunResult:
+    env = {**os.environ, "CI": "true"}
+    argv = run_argv(ws, plan, parallel)
     spawn_unix = time.time()
     cpu0 = cpu_seconds(resource.RUSAGE_CHILDREN)
     wall, proc = timed_cmd(argv, cwd=ws, env=env, timeout=timeout)

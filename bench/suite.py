@@ -517,16 +517,7 @@ def section_durability(rep: Report, root: Path, quick: bool) -> None:
                 where.mkdir()
                 if key == "harness":
                     _, plan = bench_run.new_workspace(where, "ws", bench_run.noop_tasks(n), "yaml")
-                    argv = bench_run.harness_argv() + [
-                        "run",
-                        "--plan",
-                        str(plan),
-                        "--approve",
-                        "--workspace",
-                        str(plan.parent),
-                        "--parallel",
-                        str(p),
-                    ]
+                    argv = bench_run.run_argv(plan.parent, plan, p)
                     counts.append(strace_syncs(argv, where / "strace.txt", plan.parent, {**os.environ, "CI": "true"}))
                 else:
                     state = where / "state"
@@ -893,16 +884,7 @@ def run_with_rss(ws: Path, plan: Path, parallel: int) -> tuple[float, int, dict[
     """``harness run`` as bench_run runs it, with the peak RSS (VmHWM) of the CLI, which is the
     supervisor, polled every 0.2 s, and of its children (the services). Returns (wall, the
     supervisor's peak kB, {pid: (command, peak kB)} of the children)."""
-    argv = bench_run.harness_argv() + [
-        "run",
-        "--plan",
-        str(plan),
-        "--approve",
-        "--workspace",
-        str(ws),
-        "--parallel",
-        str(parallel),
-    ]
+    argv = bench_run.run_argv(ws, plan, parallel)
     peaks: dict[int, tuple[str, int]] = {}
     top = [0]
     t0 = time.perf_counter()
