@@ -1,6 +1,6 @@
 """Every benchmark in one command, the harness against its peers and floors in the same invocation.
 
-    python bench/suite.py [--quick] [--out BENCHMARKS.md] [--chart bench/benchmarks.svg]
+    python bench/suite.py [--quick] [--out BENCHMARKS.md] [--chart SVG]
                           [--only SECTION ...] [--tasks N] [--rounds R] [--big N] [--dir DIR] [--keep]
 
 Writes ``BENCHMARKS.md`` (machine, every section's table, the targets met or not) and a chart of
@@ -1195,7 +1195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="under a minute: 50 tasks, one round, no slow sections")
     parser.add_argument("--out", default=str(REPO / "BENCHMARKS.md"), help="the report (default: BENCHMARKS.md)")
-    parser.add_argument("--chart", default=str(BENCH / "benchmarks.svg"), help="the chart of the ratios")
+    parser.add_argument(
+        "--chart",
+        help="the chart of the ratios (default: bench/benchmarks.svg with the default --out, else beside --out)",
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run these sections only")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per orchestration run (200; quick 50)")
     parser.add_argument("--rounds", type=int, default=None, help="orchestration rounds (3; quick 1)")
@@ -1280,7 +1283,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"\nload average at end: {load_end}; {runtime:.0f} s in all")
 
-    out, chart = Path(args.out).resolve(), Path(args.chart).resolve()
+    out = Path(args.out).resolve()
+    if args.chart:
+        chart = Path(args.chart).resolve()
+    elif out == (REPO / "BENCHMARKS.md").resolve():
+        chart = BENCH / "benchmarks.svg"
+    else:  # a report elsewhere does not overwrite the chart the README shows
+        chart = out.with_suffix(".svg")
     chart.write_text(chart_svg(rep.bars, f"harness / baseline ({'quick' if args.quick else 'full'} run)"))
     out.write_text(markdown(rep, os.path.relpath(chart, out.parent), runtime, shown_argv))
     print(f"wrote {out} and {chart}")
