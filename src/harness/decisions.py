@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +29,11 @@ from .vocab import ANSWERS, ESCALATION_DECISIONS, TASK_DECISIONS, Decision, Ques
 E = EventType
 
 __all__ = [
-    "Question",
     "Refused",
     "Stale",
     "Waiting",
     "approve_plan",
+    "asks",
     "decide_task",
     "decide_tool",
     "questions",
@@ -82,20 +82,24 @@ def load(workspace: str | os.PathLike[str], run_id: str) -> tuple[list[dict[str,
 _ASKING = {E.TASK_WAITING, E.TRUST_REQUIRED, E.WORKER_TRUST_REQUIRED, E.RECOVERY_ESCALATION}
 
 
+def asks(event: Mapping[str, Any]) -> bool:
+    """Whether an event asks a person a question about its task (an escalation that a flag or
+    policy answered at once asks nothing)."""
+    etype = event.get("type")
+    return etype in _ASKING and not (etype == E.RECOVERY_ESCALATION and (event.get("data") or {}).get("decision"))
+
+
 def _asked(events: list[dict[str, Any]], task_id: str) -> dict[str, Any] | None:
     """The event that asked the question a task waits on (its latest asking event)."""
     for event in reversed(events):
-        if event.get("task_id") != task_id:
-            continue
-        if event["type"] in _ASKING and not (
-            event["type"] == E.RECOVERY_ESCALATION and (event.get("data") or {}).get("decision")
-        ):
+        if event.get("task_id") == task_id and asks(event):
             return event
     return None
 
 
-def questions(events: list[dict[str, Any]], state: RunState) -> list[Waiting]:
-    """What the run waits for now: the plan gate, each waiting task, each open tool request."""
+def questions(state: RunState, asked_by: Mapping[str, dict[str, Any]]) -> list[Waiting]:
+    """What the run waits for now: the plan gate, each waiting task, each open tool request.
+    ``asked_by``: task id -> the event that asked its open question (see :func:`asks`)."""
     out: list[Waiting] = []
     run = state.run_id
     if state.plan is not None and state.status is RunStatus.awaiting_approval and not state.is_approved():
@@ -112,7 +116,7 @@ def questions(events: list[dict[str, Any]], state: RunState) -> list[Waiting]:
     for task in state.task_list():
         if task.status is not TaskStatus.waiting or task.waiting_for is None or task.decision is not None:
             continue
-        asked = _asked(events, task.id)
+        asked = asked_by.get(task.id)
         kind = Question(task.waiting_for)
         options: tuple[str, ...] = tuple(ANSWERS[kind])
         if kind is Question.escalation:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import eventlog
-from ..decisions import Waiting, questions
+from ..decisions import Waiting, asks, questions
 from ..events import LOG_FORMAT, EventType, LogFormatError, describe, log_format, upgrade
 from ..state import RunState, RunStatus
 from . import svg
@@ -30,7 +30,6 @@ E = EventType
 #: How many of the latest events a run page lists before its live stream takes over.
 RECENT = 200
 
-_ASKING = {E.TASK_WAITING, E.TRUST_REQUIRED, E.WORKER_TRUST_REQUIRED, E.RECOVERY_ESCALATION}
 _ANSWERING = {E.TASK_DECISION, E.TASK_READY, E.RECOVERY_APPLIED, E.TASK_SKIPPED, E.TASK_STARTED}
 
 
@@ -177,7 +176,7 @@ class RunDigest:
             self._interrupt(self.state.last_unix)
         if not tid:
             return
-        if etype in _ASKING and not (etype == E.RECOVERY_ESCALATION and data.get("decision")):
+        if asks(event):
             self.asked[tid] = event
             self._track(tid).waits.append(["decision", unix, None])
             return
@@ -239,8 +238,7 @@ class RunDigest:
 
     # -- views ------------------------------------------------------------------------------------
     def questions(self) -> list[Waiting]:
-        asked = sorted(self.asked.values(), key=lambda e: e["seq"])
-        return questions(asked, self.state)
+        return questions(self.state, self.asked)
 
     def titles(self) -> dict[str, str]:
         return {t.id: t.title for t in self.state.tasks.values()}
