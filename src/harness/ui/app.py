@@ -226,7 +226,7 @@ def create_app(settings: Settings) -> ASGIApp:
         href = _task_href(d.run_id)
         report = None
         if len(state.tasks) <= REPORT_INLINE_TASKS and state.outcome is not None:
-            report = _report(d)
+            report = d.cached("report", lambda: _report(d))
         return page(
             "run.html",
             run=d.summary(),
@@ -279,7 +279,7 @@ def create_app(settings: Settings) -> ASGIApp:
         d = await run_in_threadpool(digests.get, run_id)
         after = _int(request.headers.get("last-event-id")) or _int(request.query_params.get("after")) or 0
         return StreamingResponse(
-            _events(request, digests, d, after),
+            _events(request, d, after),
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )
@@ -441,7 +441,7 @@ def _git_diff(workspace: str, start: str, commit: str) -> str | None:
 
 
 # -- the live stream --------------------------------------------------------------------------------
-async def _events(request: Request, digests: Digests, d: RunDigest, after: int):
+async def _events(request: Request, d: RunDigest, after: int):
     """Server-sent events following the log, as `harness log --follow` does: each event once,
     with the task's and the run's state after it; a comment every 15 s keeps proxies awake."""
     last = after
@@ -451,7 +451,7 @@ async def _events(request: Request, digests: Digests, d: RunDigest, after: int):
         if await request.is_disconnected():
             return
         try:
-            d = await run_in_threadpool(digests.get, d.run_id)
+            await run_in_threadpool(d.refresh)
             new = await run_in_threadpool(d.events_after, last)
         except RunUnreadable:
             return

@@ -238,7 +238,7 @@ class RunDigest:
 
     # -- views ------------------------------------------------------------------------------------
     def questions(self) -> list[Waiting]:
-        return questions(self.state, self.asked)
+        return list(self.cached("questions", lambda: questions(self.state, self.asked)))
 
     def titles(self) -> dict[str, str]:
         return {t.id: t.title for t in self.state.tasks.values()}
@@ -253,9 +253,9 @@ class RunDigest:
         waiting = s.status in (RunStatus.waiting, RunStatus.awaiting_approval)
         what = ""
         if waiting:
-            asks = self.questions()
-            what = ", ".join(sorted({w.kind for w in asks})) or str((s.waiting or {}).get("reason", ""))
-            what = f"{what} ({len(asks)})" if len(asks) > 1 else what
+            open_ = self.questions()
+            what = ", ".join(sorted({w.kind for w in open_})) or str((s.waiting or {}).get("reason", ""))
+            what = f"{what} ({len(open_)})" if len(open_) > 1 else what
         return {
             "id": self.run_id,
             "status": s.status.value,
@@ -352,7 +352,11 @@ class Digests:
         return eventlog.list_runs(self.workspace)
 
     def get(self, run_id: str) -> RunDigest:
-        if run_id not in set(self.runs()):
+        try:
+            known = eventlog.events_path(self.workspace, run_id).is_file()
+        except ValueError:  # not a run id at all (run_dir refuses anything that could leave the folder)
+            known = False
+        if not known:
             raise RunUnreadable(f"there is no run {run_id!r} in this workspace")
         with self._lock:
             digest = self._digests.get(run_id)
