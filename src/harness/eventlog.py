@@ -321,15 +321,18 @@ class _GcPaused:
             gc.enable()
 
 
-def _read_locked(path: str | os.PathLike[str]) -> bytes:
-    """The whole file, read under a shared lock so that no append is seen half written."""
+def _read_locked(path: str | os.PathLike[str], start: int = 0) -> bytes:
+    """The file from byte ``start`` to its end, read under a shared lock so that no append is
+    seen half written. A file shorter than ``start`` raises :class:`EventLogError`."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         try:
             size = os.fstat(fd).st_size
+            if size < start:
+                raise EventLogError(f"{path} is shorter ({size} bytes) than what was read of it ({start})")
             chunks = []
-            offset = 0
+            offset = start
             while offset < size:
                 chunk = os.pread(fd, size - offset, offset)
                 if not chunk:
@@ -431,18 +434,7 @@ def read_since(path: str | os.PathLike[str], offset: int) -> tuple[list[dict[str
     and the offset to read from next. What may still be a torn tail is left for the next call,
     as :func:`follow` does. A log cut below ``offset`` raises :class:`EventLogError`: the caller
     reads it again from 0."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        try:
-            size = os.fstat(fd).st_size
-            if size < offset:
-                raise EventLogError(f"{path} is shorter ({size} bytes) than what was read of it ({offset})")
-            data = os.pread(fd, size - offset, offset) if size > offset else b""
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    data = _read_locked(path, offset)
     with _GcPaused():
         consumed, events = _follow_chunk(data, offset, _loads_fn())
     return events, offset + consumed
