@@ -109,7 +109,7 @@ class Guard:
             target = scope.get("path", "/") + ("?" + urlencode(rest, doseq=True) if rest else "")
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(self.cookie, self.settings.token, httponly=True, samesite="strict", path="/")
-            await self._secured(response)(scope, receive, send)
+            await _secured(response)(scope, receive, send)
             return
         cookie = _cookie(headers.get("cookie", ""), self.cookie)
         if not (cookie and hmac.compare_digest(cookie, self.settings.token)):
@@ -133,11 +133,6 @@ class Guard:
 
         await self.app(scope, receive, secured_send)
 
-    @staticmethod
-    def _secured(response: Response) -> Response:
-        response.headers.update({k.decode(): v.decode() for k, v in _SECURITY_HEADERS})
-        return response
-
 
 _SECURITY_HEADERS = [
     (b"content-security-policy", CSP.encode()),
@@ -148,10 +143,14 @@ _SECURITY_HEADERS = [
 ]
 
 
-def _plain(status: int, text: str) -> Response:
-    response = Response(text + "\n", status_code=status, media_type="text/plain; charset=utf-8")
+def _secured(response: Response) -> Response:
+    """A response made before the app (the guard's own), with the headers every response gets."""
     response.headers.update({k.decode(): v.decode() for k, v in _SECURITY_HEADERS})
     return response
+
+
+def _plain(status: int, text: str) -> Response:
+    return _secured(Response(text + "\n", status_code=status, media_type="text/plain; charset=utf-8"))
 
 
 def _cookie(header: str, name: str) -> str | None:
