@@ -262,9 +262,15 @@ class RunResult:
         return out
 
 
-def run_argv(ws: Path, plan: Path, parallel: int) -> list[str]:
-    """``harness run --plan PLAN --approve`` of a workspace, as every benchmark runs it."""
-    return harness_argv() + [
+#: The policy the benchmarks run under unless a sandbox is asked for: the peers confine nothing, so
+#: like-for-like is no sandbox (bubblewrap per step is measured as its own row by bench/suite.py).
+UNCONFINED_POLICY = "sandbox: 'off'\n"
+
+
+def run_argv(ws: Path, plan: Path, parallel: int, sandbox: bool = False) -> list[str]:
+    """``harness run --plan PLAN --approve`` of a workspace, as every benchmark runs it: without a
+    sandbox (a policy file saying so, in the workspace's .harness folder) unless ``sandbox``."""
+    argv = harness_argv() + [
         "run",
         "--plan",
         str(plan),
@@ -274,11 +280,17 @@ def run_argv(ws: Path, plan: Path, parallel: int) -> list[str]:
         "--parallel",
         str(parallel),
     ]
+    if not sandbox:
+        policy = ws / ".harness" / "bench-policy.yaml"
+        policy.parent.mkdir(parents=True, exist_ok=True)
+        policy.write_text(UNCONFINED_POLICY)
+        argv += ["--policy", str(policy)]
+    return argv
 
 
-def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600) -> RunResult:
+def harness_run(ws: Path, plan: Path, parallel: int, timeout: float = 600, sandbox: bool = False) -> RunResult:
     env = {**os.environ, "CI": "true"}
-    argv = run_argv(ws, plan, parallel)
+    argv = run_argv(ws, plan, parallel, sandbox)
     spawn_unix = time.time()
     cpu0 = cpu_seconds(resource.RUSAGE_CHILDREN)
     wall, proc = timed_cmd(argv, cwd=ws, env=env, timeout=timeout)
@@ -366,7 +378,7 @@ def per_task_gaps(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
         if len(ev) < len(TASK_CHAIN):
             continue
         sp, tr, ts, ws, wf, tc = (ev[k] for k in TASK_CHAIN)
-        m = lambda e: e["data"]["at"]  # noqa: E731 - the manager's clock, logged flat (_replay.from_wire)
+        m = lambda e: e["data"].get("at", e["unix"])  # noqa: E731 - format 2: the manager's clock; 3: logged at
         if prev_done is not None:
             gaps[labels[0]].append(m(sp) - prev_done)
         gaps[labels[1]].append(m(tr) - m(sp))

@@ -52,6 +52,7 @@ disk, not tmpfs), removed afterwards unless ``--keep``.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
 import hashlib
 import json
@@ -282,7 +283,22 @@ PEER_PROGRAMS = {
     "langgraph": ("LangGraph, SqliteSaver, durability=sync", PEERS / "langgraph_peer.py"),
     "dbos": ("DBOS on SQLite", PEERS / "dbos_peer.py"),
 }
-HARNESS_LABEL = "harness run --plan --approve"
+HARNESS_LABEL = "harness run --plan --approve (no sandbox, as the peers)"
+BWRAP_LABEL = "harness, each step under bubblewrap (the default where installed)"
+HARNESS_KEYS = ("harness", "harness-bwrap")
+
+
+def bwrap_works() -> bool:
+    """Whether runs here would confine their steps with bubblewrap (``sandbox: auto``)."""
+    from harness.sandbox import choose
+
+    return choose("auto")["mode"] == "bwrap"
+
+
+def label_of(key: str) -> str:
+    return {"harness": HARNESS_LABEL, "harness-bwrap": BWRAP_LABEL}.get(key) or PEER_PROGRAMS[key][0]
+
+
 SINGLES = 3  # 1-task runs per program and round: the 1-task wall varies most (imports), so its median
 
 
@@ -340,11 +356,13 @@ def run_peer(key: str, folder: Path, n: int, parallel: int, check: bool) -> tupl
     return sample, verdict
 
 
-def run_harness(root: Path, name: str, n: int, parallel: int, check: bool) -> tuple[Sample, str | None]:
+def run_harness(
+    root: Path, name: str, n: int, parallel: int, check: bool, sandbox: bool = False
+) -> tuple[Sample, str | None]:
     from harness.eventlog import verify
 
     ws, plan = bench_run.new_workspace(root, name, bench_run.noop_tasks(n), "yaml")
-    res = bench_run.harness_run(ws, plan, parallel)
+    res = bench_run.harness_run(ws, plan, parallel, sandbox=sandbox)
     completed = sum(1 for e in res.events if e["type"] == "TASK_COMPLETED")
     if completed != n:
         raise RuntimeError(f"harness: {completed} of {n} tasks completed")
@@ -374,7 +392,7 @@ class Orchestration:
 
 def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orchestration:
     sec = rep.section("orchestration", f"Orchestration: {n} no-op tasks, two processes each")
-    keys = [*PEER_PROGRAMS, "harness"]
+    keys = [*PEER_PROGRAMS, "harness", *(["harness-bwrap"] if bwrap_works() else [])]
     cells = {(k, p): OrchCell() for k in keys for p in (1, 2)}
     work = root / "orchestration"
     work.mkdir()
@@ -387,8 +405,8 @@ def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orche
                 for i, size in enumerate([1] * SINGLES + [n]):
                     name = f"{key}-p{p}-n{size}-r{r}-{i}"
                     check = r == 0 and i in (0, SINGLES)
-                    if key == "harness":
-                        sample, verdict = run_harness(work, name, size, p, check)
+                    if key in HARNESS_KEYS:
+                        sample, verdict = run_harness(work, name, size, p, check, sandbox=key == "harness-bwrap")
                     else:
                         sample, verdict = run_peer(key, work / name, size, p, check)
                     (cell.ones[-1] if size == 1 else cell.many).append(sample)
@@ -416,8 +434,8 @@ def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orche
             cell = cells[key, p]
             ms = [x * 1e3 for x in cell.marginals(n)]
             ones = [s.wall for s in cell.all_ones()]
-            label = HARNESS_LABEL if key == "harness" else PEER_PROGRAMS[key][0]
-            vs_h = "" if key in ("harness", "bare") else rx(ratio(orch.per_task_ms("harness", p), med(ms)))
+            label = label_of(key)
+            vs_h = "" if key in (*HARNESS_KEYS, "bare") else rx(ratio(orch.per_task_ms("harness", p), med(ms)))
             rows.append(
                 [
                     f"**{label}**" if key == "harness" else label,
@@ -453,6 +471,13 @@ def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orche
         "this program's (target <= 0.8 for LangGraph and DBOS). ready: seconds to the first task (harness: from "
         "spawn to the first TASK_STARTED; peers: from the program's first line to its engine ready, so without "
         "the interpreter's own start)."
+        + (
+            " The bubblewrap row is the same run with each step confined (a user namespace, a read-only file "
+            "system but for the task's scope, a private /tmp, no network): what confinement costs on top; the "
+            "peers confine nothing, so the targets compare the row without a sandbox."
+            if "harness-bwrap" in keys
+            else " bubblewrap is not usable here, so the confined row is left out."
+        )
     )
     checks = [f"{key} p{p}, {c}" for (key, p), cell in cells.items() for c in cell.checks]
     sec.say(
@@ -533,8 +558,7 @@ def section_durability(rep: Report, root: Path, quick: bool) -> None:
                         str(state),
                     ]
                     counts.append(strace_syncs(argv, where / "strace.txt", where))
-            label = HARNESS_LABEL if key == "harness" else PEER_PROGRAMS[key][0]
-            rows.append([label, str(p), str(counts[0]), fmt((counts[1] - counts[0]) / (big - small), 1)])
+            rows.append([label_of(key), str(p), str(counts[0]), fmt((counts[1] - counts[0]) / (big - small), 1)])
     sec.say(
         f"`fsync`, `fdatasync` and the other sync calls made by each program and every process it starts "
         f"(`strace -f -c`), for {small} and {big} tasks; per task = the difference / {big - small}. Every program "
@@ -754,15 +778,16 @@ def section_start(rep: Report, quick: bool) -> None:
 
 
 def hash_chain_floor(path: Path) -> int:
-    """The least a verify must do per line: parse it and hash it (sha256 of the bytes before the
-    hash field, 75 bytes from the end, as the log's format defines it)."""
-    prev = "0" * 64
+    """The least a verify must do per line: parse it and hash it (sha256 of the previous line's
+    hash and the bytes before the hash field, 43 bytes from the end, as the log's format defines
+    it)."""
+    prev = b""
     count = 0
     with open(path, "rb") as f:
         for line in f.read().split(b"\n")[:-1]:
             event = json.loads(line)
-            digest = hashlib.sha256(line[:-75] + b"}").hexdigest()
-            if digest != event["hash"] or event["prev"] != prev:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(prev + line[:-43] + b"}").digest()[:24])
+            if digest.decode() != event["hash"]:
                 raise RuntimeError(f"line {count + 1}: the floor's hash chain does not hold")
             prev = digest
             count += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from harness.eventlog import (
     LogClosed,
     LogFailed,
     LogState,
+    event_time,
     events_path,
     follow,
     iter_events,
@@ -75,15 +77,69 @@ def test_stored_line_is_compact_json_in_key_order_hashed_without_its_hash_field(
     line = log_path.read_bytes()
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     body = line[:-1]
-    assert list(json.loads(body)) == ["seq", "time", "unix", "type", "run_id", "task_id", "data", "prev", "hash"]
+    assert list(json.loads(body)) == ["seq", "unix", "type", "run_id", "task_id", "data", "hash"]
     without_hash = body[: body.rindex(b',"hash":"')] + b"}"
-    assert hashlib.sha256(without_hash).hexdigest() == event["hash"]
+    assert chain_hash("", without_hash) == event["hash"]  # the first line chains from nothing
     assert "Build é".encode() in body  # UTF-8, not \u escapes
-    assert event["time"] == "2026-01-15T14:23:45.123Z"
+    assert event_time(event) == "2026-01-15T14:23:45.123Z"
     assert event["unix"] == 1768487025.123457
-    assert event["prev"] == GENESIS and event["seq"] == 1
-    assert "worker_id" not in event
+    assert event["seq"] == 1 and event["run_id"] == RUN
+    assert "worker_id" not in event and "prev" not in event and "time" not in event
     assert Event.model_validate(event).type == "TASK_STARTED"
+
+
+def test_only_the_first_line_names_the_run(log_path):
+    with EventLog.open(log_path, RUN) as log:
+        events = log.append_many([("A",), ("B", {}, "t1", "w1")], durable=False)
+    assert events[0]["run_id"] == RUN and "run_id" not in events[1]
+    assert list(events[1]) == ["seq", "unix", "type", "task_id", "worker_id", "data", "hash"]
+
+
+def chain_hash(prev: str, body: bytes) -> str:
+    """The chain's hash, written out here independently of the module."""
+    return base64.urlsafe_b64encode(hashlib.sha256(prev.encode() + body).digest()[:24]).decode()
+
+
+def _chain2_log(path: Path, types: list[str]) -> list[dict]:
+    """A log as format 2 wrote it: time, run_id and prev on every line, sha256 hex of the line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prev, out, lines = GENESIS, [], []
+    for i, etype in enumerate(types, 1):
+        event = {"seq": i, "time": "2026-01-15T14:23:45.123Z", "unix": 1768487025.123, "type": etype,
+                 "run_id": RUN, "data": {"i": i}, "prev": prev}  # fmt: skip
+        body = json.dumps(event, separators=(",", ":")).encode()
+        prev = event["hash"] = hashlib.sha256(body).hexdigest()
+        lines.append(body[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
+        out.append(event)
+    path.write_bytes(b"".join(lines))
+    return out
+
+
+def test_a_format_2_log_is_read_verified_and_appended_in_its_own_chain(log_path):
+    old = _chain2_log(log_path, ["RUN_STARTED", "PLAN_CREATED"])
+    assert read_events(log_path).events == old
+    assert verify(log_path).ok
+    with EventLog.open(log_path, RUN, create=False) as log:
+        event = log.append("TASK_STARTED", task_id="t1")
+    assert event["prev"] == old[-1]["hash"] and len(event["hash"]) == 64 and event["run_id"] == RUN
+    result = verify(log_path)
+    assert result.ok and result.count == 3
+    lines = lines_of(log_path)
+    lines[1] = lines[1].replace(b'"i":2', b'"i":7')
+    log_path.write_bytes(b"".join(lines))
+    assert verify(log_path).first_bad_seq == 2
+
+
+def test_a_log_mixing_the_two_chains_fails_verification(log_path):
+    _chain2_log(log_path, ["RUN_STARTED"])
+    new = events_path(log_path.parent.parent, "other-run")
+    with EventLog.open(new, "other-run") as log:
+        log.append("A", durable=False)
+        log.append("B", durable=False)
+    with open(log_path, "ab") as f:
+        f.write(lines_of(new)[1])
+    result = verify(log_path)
+    assert not result.ok and result.first_bad_seq == 2
 
 
 def test_appended_events_are_what_read_events_returns_later(log_path):
@@ -99,7 +155,11 @@ def test_seq_counts_up_and_each_prev_is_the_hash_before(log_path):
     with EventLog.open(log_path, RUN) as log:
         events = [log.append("WORKER_EVENT", {"i": i}, durable=False) for i in range(5)]
     assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
-    assert [e["prev"] for e in events] == [GENESIS] + [e["hash"] for e in events[:-1]]
+    lines = lines_of(log_path)
+    prevs = [""] + [e["hash"] for e in events[:-1]]
+    for line, prev, event in zip(lines, prevs, events, strict=True):
+        body = line[: line.rindex(b',"hash":"')] + b"}"
+        assert chain_hash(prev, body) == event["hash"]
     assert log.last_seq == 5 and log.last_hash == events[-1]["hash"]
 
 
@@ -323,7 +383,7 @@ def test_reopened_log_continues_the_chain(log_path):
         first = log.append_many([("A",), ("B",)], durable=False)
     with EventLog.open(log_path, RUN, create=False) as log:
         assert log.last_seq == 2 and log.last_hash == first[-1]["hash"]
-        assert log.append("C", durable=False)["prev"] == first[-1]["hash"]
+        log.append("C", durable=False)
     assert verify(log_path).count == 3
 
 
@@ -366,7 +426,8 @@ def test_a_log_that_is_only_a_torn_line_starts_again_at_seq_1(log_path):
     with EventLog.open(log_path, RUN) as log:
         assert log.torn is not None and log.torn.offset == 0
         event = log.append("RUN_STARTED")
-    assert event["seq"] == 1 and event["prev"] == GENESIS
+    assert event["seq"] == 1 and event["run_id"] == RUN
+    assert verify(log_path).ok
 
 
 def test_read_events_reports_a_torn_tail_and_leaves_the_file_alone(log_path):
@@ -429,9 +490,9 @@ def _reserialise(event: dict) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _rehash(event: dict) -> dict:
+def _rehash(event: dict, prev: str) -> dict:
     body = {k: v for k, v in event.items() if k != "hash"}
-    event["hash"] = hashlib.sha256(_reserialise(body)[:-1]).hexdigest()
+    event["hash"] = chain_hash(prev, _reserialise(body)[:-1])
     return event
 
 
@@ -442,10 +503,10 @@ def _tamper(lines: list[bytes], kind: str, i: int, j: int) -> int:
         event["data"]["tampered"] = True
         lines[i] = _reserialise(event)
         return i + 1
-    if kind == "edit_and_rehash":  # change an event and fix its own hash: the next prev breaks
+    if kind == "edit_and_rehash":  # change an event and fix its own hash: the next hash breaks
         event = json.loads(lines[i])
         event["data"]["tampered"] = True
-        lines[i] = _reserialise(_rehash(event))
+        lines[i] = _reserialise(_rehash(event, json.loads(lines[i - 1])["hash"] if i else ""))
         return i + 2
     if kind == "remove":
         del lines[i]
@@ -589,7 +650,7 @@ def test_take_foreign_returns_what_another_writer_appended(log_path):
         approved = theirs.append("GATE_APPROVED", {"source": "cli"}, durable=False)
         assert approved["seq"] == 2  # the other writer caught up first
         mine = ours.append("BOOTSTRAP_PHASE_STARTED", durable=False)
-        assert mine["seq"] == 3 and mine["prev"] == approved["hash"]
+        assert mine["seq"] == 3
         assert ours.take_foreign() == [approved]
         assert ours.take_foreign() == []
         assert [e["seq"] for e in theirs.take_foreign()] == [1, 3]
@@ -670,9 +731,9 @@ def test_lines_from_another_writer_that_break_the_chain_raise_chain_conflict(log
     log = EventLog.open(log_path, RUN)
     try:
         first = log.append("A", durable=False)
-        forged = dict(first, seq=2, prev="f" * 64)
+        forged = {k: v for k, v in first.items() if k != "run_id"} | {"seq": 2}
         with open(log_path, "ab") as f:
-            f.write(_reserialise(_rehash(forged)))
+            f.write(_reserialise(_rehash(forged, "f" * 32)))  # hashed after another line than ours
         with pytest.raises(ChainConflict):
             log.append("B")
     finally:

@@ -14,7 +14,7 @@ from harness._spawn import start_time
 from harness.events import EventType as E
 from harness.state import RunState, ServiceInfo, ServiceState
 from harness.supervisor._mesh import stale_services
-from harness.supervisor._replay import ReplayIndex, from_wire, to_wire
+from harness.supervisor._replay import ReplayIndex, RunPaths, from_wire, to_wire
 
 RUN = "20260101-000000-abcdef"
 PACKETS = [{"id": t, "title": t.upper(), "commands": ["true"]} for t in "abc"]
@@ -28,10 +28,58 @@ def test_a_spawn_notification_is_logged_flat_with_its_packet_referenced_and_rebu
     spawned = _wire("worker_spawned", "w1", "a", "trust_required", packet=PACKETS[0], attempt=1, scope_dir="/w")
     etype, data, tid, wid = from_wire(spawned, revision=2) or (None, None, None, None)
     assert (etype, tid, wid) == (E.WORKER_SPAWNED, "a", "w1")
-    assert data == {"attempt": 1, "scope_dir": "/w", "state": "trust_required", "at": 5.0, "revision": 2}
-    event = {"type": etype, "task_id": tid, "worker_id": wid, "data": data, "unix": 6.0}
+    assert data == {"attempt": 1, "scope_dir": "/w", "revision": 2}  # the state is the type's, the time the event's
+    event = {"type": etype, "task_id": tid, "worker_id": wid, "data": data, "unix": 5.0}
     assert to_wire(event, {2: {"a": PACKETS[0]}}) == spawned
     assert from_wire({**spawned, "event": "worker_teleported"}, 1) is None  # unknown: not a worker event
+    odd = _wire("worker_started", "w1", "a", "trust_required", pid=7)  # a state its type does not imply
+    logged = from_wire(odd, 1)
+    assert logged is not None and logged[1] == {"pid": 7, "state": "trust_required"}
+
+
+def test_a_spawn_leaves_out_the_runs_defaults_and_gets_them_back() -> None:
+    paths = RunPaths(RUN, "/ws", f"/ws/.harness/runs/{RUN}")
+    defaults = {"workspace": "/ws", "run_dir": paths.run_dir, "idempotency_key": f"{RUN}:a:2", "env_allow": []}
+    spawned = _wire(
+        "worker_spawned", "w1", "a", "trust_required", packet=PACKETS[0], attempt=2, scope_dir="/ws", **defaults
+    )
+    logged = from_wire(spawned, 1, paths)
+    assert logged is not None and logged[1] == {"attempt": 2, "revision": 1}
+    event = {"type": logged[0], "task_id": "a", "worker_id": "w1", "data": logged[1], "unix": 5.0}
+    assert to_wire(event, {1: {"a": PACKETS[0]}}, paths=paths) == spawned
+    other = {**defaults, "workspace": "/elsewhere", "idempotency_key": "mine", "env_allow": ["HOME"]}
+    kept = _wire(
+        "worker_spawned", "w2", "a", "trust_required", packet=PACKETS[0], attempt=2, scope_dir="/elsewhere/x", **other
+    )
+    logged = from_wire(kept, 1, paths)
+    assert logged is not None and set(logged[1]) == {
+        "attempt",
+        "revision",
+        "workspace",
+        "idempotency_key",
+        "env_allow",
+        "scope_dir",
+    }
+    event = {"type": logged[0], "task_id": "a", "worker_id": "w2", "data": logged[1], "unix": 5.0}
+    assert to_wire(event, {1: {"a": PACKETS[0]}}, paths=paths) == kept
+
+
+def test_a_result_leaves_out_its_empty_fields_and_names_its_files_in_the_run_folder() -> None:
+    paths = RunPaths(RUN, "/ws", f"/ws/.harness/runs/{RUN}")
+    result: dict[str, Any] = {
+        "ok": False, "exit_code": 1, "signal": None, "timed_out": False, "reason": "acceptance_failed",
+        "failed_step": {"kind": "acceptance", "index": 0, "command": "false"}, "steps": [], "duration_ms": 2.5,
+        "stdout_tail": "", "stderr_tail": "boom", "stdout_path": None,
+        "stderr_path": f"{paths.run_dir}/workers/w1/stderr.log", "interrupted": False, "message": None, "agent": None,
+    }  # fmt: skip
+    logged = from_wire(_wire("worker_failed", "w1", "a", "failed", **result), 1, paths)
+    assert logged is not None
+    assert logged[1] == {
+        "ok": False, "exit_code": 1, "reason": "acceptance_failed", "failed_step": result["failed_step"],
+        "duration_ms": 2.5, "stderr_tail": "boom", "stderr_path": "workers/w1/stderr.log",
+    }  # fmt: skip
+    event = {"type": logged[0], "task_id": "a", "worker_id": "w1", "data": logged[1], "unix": 5.0}
+    assert to_wire(event, {}, paths=paths) == _wire("worker_failed", "w1", "a", "failed", **result)
 
 
 def test_a_restarted_worker_manager_gets_back_only_the_workers_it_can_still_be_asked_about(tmp_path: Path) -> None:

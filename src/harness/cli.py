@@ -650,9 +650,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def _log_line(event: dict[str, Any], titles: dict[str, str]) -> str:
     """`2026-01-15 14:23:45 TASK_COMPLETED t2 Build release (3.2 s)`."""
+    from .eventlog import event_time
     from .events import describe
 
-    parts = [event["time"][:19].replace("T", " "), event["type"], event.get("task_id") or "", describe(event, titles)]
+    parts = [
+        event_time(event)[:19].replace("T", " "),
+        event["type"],
+        event.get("task_id") or "",
+        describe(event, titles),
+    ]
     return " ".join(p for p in parts if p)
 
 

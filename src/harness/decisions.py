@@ -217,7 +217,7 @@ def approve_plan(
         approved = (state.approval or {}).get("plan_hash")
         if state.is_approved() and approved in (None, plan_hash(state.plan)):
             event = _after(events, {E.GATE_APPROVED}, None, 0)
-            by = f" by {_by(event['data'])} at {event['time'][:19]}" if event else ""
+            by = f" by {_by(event['data'])} at {eventlog.event_time(event)[:19]}" if event else ""
             raise Stale(f"run {run_id} is already approved (revision {state.revision}){by}")
         if state.status in (RunStatus.completed, RunStatus.aborted):
             raise Refused(f"run {run_id} has ended ({state.status.value})")
@@ -264,7 +264,7 @@ def decide_task(
             if answered is not None:
                 d = answered["data"]
                 raise Stale(
-                    f"{task_id} was already answered '{d.get('decision')}' by {_by(d)} at {answered['time'][:19]}"
+                    f"{task_id} was already answered '{d.get('decision')}' by {_by(d)} at {eventlog.event_time(answered)[:19]}"
                 )
             if asked is None or asked["seq"] != seq or task.status is not TaskStatus.waiting:
                 raise Stale(f"{task_id} no longer waits on that question (it is {task.status.value})")

@@ -3,15 +3,21 @@
 A run lives in ``<workspace>/.harness/runs/<run_id>/events.jsonl``. Each line is one event, compact
 UTF-8 JSON with its keys in a fixed order::
 
-    {"seq":1,"time":"2026-01-15T14:23:45.123Z","unix":1768487025.123,"type":"RUN_STARTED",
-     "run_id":"...","task_id":"t1","worker_id":"w1","data":{...},"prev":"000...0","hash":"ab12..."}
+    {"seq":1,"unix":1768487025.123,"type":"RUN_STARTED","run_id":"...","data":{...},"hash":"..."}
+    {"seq":2,"unix":1768487025.129,"type":"TASK_STARTED","task_id":"t1","worker_id":"w1","data":{...},"hash":"..."}
 
-``task_id`` and ``worker_id`` are left out when null. ``hash`` is the sha256 (hex) of the line's
-bytes without the hash field, that is of the object ``seq..prev``; the stored line is that object
-with ``,"hash":"<hex>"`` inserted before its final ``}``. So a checker strips the last 75 bytes
-textually and rehashes: no re-serialisation, hence no dependence on any JSON library's output.
-``prev`` is the hash of the line before (64 zeros for the first), which makes edits, removals and
-reorderings visible to :func:`verify`. The shape is :class:`harness.models.Event`.
+``task_id`` and ``worker_id`` are left out when null; ``run_id`` is on the first line only (the
+folder names the run too). ``hash`` chains each line to the one before: it is the first 24 bytes,
+base64url (32 characters), of ``sha256(hash of the line before + this line without its hash
+field)``, the line before's hash being empty for the first line. The stored line is that object
+with ``,"hash":"<hash>"`` inserted before its final ``}``, so a checker strips the suffix textually
+and rehashes: no re-serialisation, hence no dependence on any JSON library's output. An edited,
+removed, inserted or moved line breaks the chain from there on; :func:`verify` says where.
+
+Logs written before this chain (log format 2) carry ``time``, ``run_id`` and ``prev`` (the hash of
+the line before, 64 zeros for the first) on every line and a 64-hex ``sha256`` of the line without
+its hash. They are read and verified as they are, and a handle opened on one appends in its chain;
+which chain a log uses is told by the length of its hashes. The shape is :class:`harness.models.Event`.
 
 Durability is counted in fsyncs. :meth:`EventLog.append` writes one line with one ``os.write``
 and makes it durable with one ``fdatasync`` before returning; :meth:`EventLog.append_many` writes
@@ -37,6 +43,7 @@ event. Any other unreadable line is corruption and raises :class:`CorruptLog`.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import gc
 import hashlib
@@ -64,6 +71,7 @@ __all__ = [
     "ReadResult",
     "Torn",
     "VerifyResult",
+    "event_time",
     "events_path",
     "follow",
     "iter_events",
@@ -74,13 +82,15 @@ __all__ = [
     "verify",
 ]
 
-#: ``prev`` of the first event.
+#: ``prev`` of the first event of a chain-2 log.
 GENESIS = "0" * 64
 EVENTS_FILE = "events.jsonl"
 
+#: The two chains (see the module's docstring): 3 since log format 3, 2 before.
+CHAIN = 3
 _HASH_KEY = b',"hash":"'
-_SUFFIX_LEN = len(_HASH_KEY) + 64 + 2  # ,"hash":"<64 hex>"}
-_HEX64 = re.compile(rb"[0-9a-f]{64}\Z")
+_HASH_LEN = {2: 64, 3: 32}
+_HASH_RE = {2: re.compile(rb"[0-9a-f]{64}\Z"), 3: re.compile(rb"[A-Za-z0-9_-]{32}\Z")}
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _TAIL_CHUNK = 64 * 1024
 _FOLLOW_CHUNK = 4 * 1024 * 1024
@@ -213,6 +223,27 @@ def _rfc3339(unix: float) -> str:
     return f"{prefix}.{ms:03d}Z"
 
 
+def event_time(event: dict[str, Any]) -> str:
+    """The RFC 3339 time of an event: its ``time`` (chain-2 logs) or its unix seconds."""
+    stamp = event.get("time")
+    if isinstance(stamp, str):
+        return stamp
+    unix = event.get("unix")
+    return _rfc3339(float(unix)) if isinstance(unix, int | float) else ""
+
+
+def _chain_hash(chain: int, prev: str, body: bytes) -> str:
+    """The hash of one line's ``body`` (the line without its hash field) after ``prev``."""
+    if chain == 2:
+        return hashlib.sha256(body).hexdigest()
+    digest = hashlib.sha256(prev.encode("ascii") + body).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+
+
+def _genesis(chain: int) -> str:
+    return GENESIS if chain == 2 else ""
+
+
 def _encode_event(
     seq: int,
     unix: float,
@@ -222,6 +253,7 @@ def _encode_event(
     worker_id: str | None,
     data: dict[str, Any] | None,
     prev: str,
+    chain: int = CHAIN,
 ) -> tuple[bytes, str]:
     """One stored line (with its newline) and its hash."""
     if not isinstance(type_, str) or not type_:
@@ -230,26 +262,27 @@ def _encode_event(
         data = {}
     elif not isinstance(data, dict):
         raise TypeError(f"event data must be a dict, not {type(data).__name__}")
-    obj: dict[str, Any] = {
-        "seq": seq,
-        "time": _rfc3339(unix),
-        "unix": unix,
-        "type": str(type_),
-        "run_id": run_id,
-    }
+    obj: dict[str, Any]
+    if chain == 2:
+        obj = {"seq": seq, "time": _rfc3339(unix), "unix": unix, "type": str(type_), "run_id": run_id}
+    else:
+        obj = {"seq": seq, "unix": unix, "type": str(type_)}
+        if seq == 1:
+            obj["run_id"] = run_id
     if task_id is not None:
         obj["task_id"] = _check_id("task_id", task_id)
     if worker_id is not None:
         obj["worker_id"] = _check_id("worker_id", worker_id)
     obj["data"] = data
-    obj["prev"] = prev
+    if chain == 2:
+        obj["prev"] = prev
     try:
         body = _encode_utf8(obj).encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate (say, from undecodable process output) has no UTF-8 form; the
         # escaped spelling is still valid JSON and reads back to the same string.
         body = _encode_ascii(obj).encode("ascii")
-    digest = hashlib.sha256(body).hexdigest()
+    digest = _chain_hash(chain, prev, body)
     return b"".join((body[:-1], _HASH_KEY, digest.encode("ascii"), b'"}\n')), digest
 
 
@@ -259,17 +292,24 @@ def _check_id(name: str, value: Any) -> str:
     return value
 
 
-def _split_hash(line: bytes) -> tuple[bytes, str] | None:
-    """(the hashed body, the stored hash) of one line without its newline, or None if the line
-    does not end with a hash field."""
-    if len(line) < _SUFFIX_LEN + 2 or line[-2:] != b'"}':
+def _split_hash(line: bytes) -> tuple[bytes, str, int] | None:
+    """(the hashed body, the stored hash, its chain) of one line without its newline, or None if
+    the line does not end with a hash field of either chain."""
+    if line[-2:] != b'"}':
         return None
-    if line[-_SUFFIX_LEN : -_SUFFIX_LEN + len(_HASH_KEY)] != _HASH_KEY:
-        return None
-    stored = line[-66:-2]
-    if not _HEX64.match(stored):
-        return None
-    return line[:-_SUFFIX_LEN] + b"}", stored.decode("ascii")
+    for chain, size in _HASH_LEN.items():
+        cut = len(line) - 2 - size - len(_HASH_KEY)
+        if cut > 0 and line[cut : cut + len(_HASH_KEY)] == _HASH_KEY:
+            stored = line[-2 - size : -2]
+            if _HASH_RE[chain].match(stored):
+                return line[:cut] + b"}", stored.decode("ascii"), chain
+    return None
+
+
+def _chain_of(event: dict[str, Any]) -> int:
+    """The chain of a parsed event, from its stored hash."""
+    digest = event.get("hash")
+    return 2 if isinstance(digest, str) and len(digest) == 64 else 3
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -444,10 +484,11 @@ def read_since(path: str | os.PathLike[str], offset: int) -> tuple[list[dict[str
 
 
 def verify(path: str | os.PathLike[str]) -> VerifyResult:
-    """Check the whole chain: every line's hash, ``prev`` against the hash before it, and ``seq``
-    counting up by one from 1. An edited event fails its own hash; a removed, duplicated or moved
-    event breaks ``seq`` and ``prev`` where it was. (Cutting events off the end leaves a shorter
-    valid chain; compare ``count`` with what you expect to catch that.) A torn tail is a note.
+    """Check the whole chain: every line's hash (which covers the hash before it), ``seq``
+    counting up by one from 1, and one run id. An edited event fails its own hash; a removed,
+    duplicated or moved event breaks ``seq`` and the chain where it was. (Cutting events off the
+    end leaves a shorter valid chain; compare ``count`` with what you expect to catch that.) A torn
+    tail is a note. Both chains are read (see the module's docstring); a log mixing them fails.
     """
     data = _read_locked(path)
     fast = _loads_fn()
@@ -456,7 +497,8 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
     lines = data[:cut].split(b"\n")
     lines.pop()
     result = VerifyResult(ok=True, count=0, torn=torn)
-    expected_seq, prev_hash, run_id = 1, GENESIS, None
+    expected_seq, prev_hash, run_id = 1, "", None
+    chain: int | None = None
 
     def bad(seq: int | None, message: str) -> None:
         result.problems.append(message)
@@ -475,21 +517,32 @@ def verify(path: str | os.PathLike[str]) -> VerifyResult:
             seq = raw_seq if isinstance(raw_seq, int) else None
             where = f"seq {raw_seq!r} (line {i + 1})"
             split = _split_hash(line)
+            stored: str | None = None
             if split is None:
                 bad(seq, f"{where}: no hash field at the end")
-                stored = None
             else:
-                body, stored = split
-                if hashlib.sha256(body).hexdigest() != stored:
-                    bad(seq, f"{where}: hash mismatch, the event was edited")
+                body, stored, line_chain = split
+                if chain is None:
+                    chain = line_chain
+                    prev_hash = _genesis(chain)
+                if line_chain != chain:
+                    bad(seq, f"{where}: its hash is of another chain than the log's first line")
+                elif _chain_hash(chain, prev_hash, body) != stored:
+                    what = "the event was edited" if chain == 2 else "the event was edited, or one before it changed"
+                    bad(seq, f"{where}: hash mismatch, {what}")
             if seq != expected_seq:
                 bad(seq, f"{where}: expected seq {expected_seq}; an event was removed or moved")
-            if event.get("prev") != prev_hash:
+            if chain == 2 and event.get("prev") != prev_hash:
                 bad(seq, f"{where}: prev does not match the hash of the event before it")
+            named = event.get("run_id")
             if run_id is None:
-                run_id = event.get("run_id")
-            elif event.get("run_id") != run_id:
-                bad(seq, f"{where}: run_id {event.get('run_id')!r} differs from {run_id!r}")
+                run_id = named
+                if chain == 3 and i == 0 and not isinstance(named, str):
+                    bad(seq, f"{where}: the first event does not name its run")
+            elif named is not None and named != run_id:
+                bad(seq, f"{where}: run_id {named!r} differs from {run_id!r}")
+            elif chain == 2 and named is None:
+                bad(seq, f"{where}: no run_id")
             expected_seq = (seq if seq is not None else expected_seq) + 1
             prev_hash = stored if stored is not None else str(event.get("hash"))
     if torn is not None:
@@ -655,7 +708,8 @@ class EventLog:
         self._lock = threading.Lock()  # orders seq assignment and writes inside this process
         self._state = LogState.OPEN
         self._seq = 0
-        self._hash = GENESIS
+        self._chain = CHAIN  # a new log's; an existing one's is learnt from its last line
+        self._hash = ""
         self._end = 0  # file size after the last line this handle knows of
         self._synced = 0  # every byte before this offset is known durable
         self._foreign: list[dict[str, Any]] = []
@@ -776,6 +830,7 @@ class EventLog:
                         worker_id,
                         data,
                         prev,
+                        self._chain,
                     )
                     parts.append(line)
                 buf = b"".join(parts)
@@ -862,10 +917,13 @@ class EventLog:
             self.torn = torn
             size = torn.offset
         if last is None:
-            self._seq, self._hash = 0, GENESIS
+            self._chain = CHAIN
+            self._seq, self._hash = 0, _genesis(CHAIN)
         else:
-            if last.get("run_id") != self.run_id:
-                raise EventLogError(f"{self.path} belongs to run {last.get('run_id')!r}, not {self.run_id!r}")
+            named = last.get("run_id")
+            if named is not None and named != self.run_id:
+                raise EventLogError(f"{self.path} belongs to run {named!r}, not {self.run_id!r}")
+            self._chain = _chain_of(last)
             self._seq, self._hash = last["seq"], last["hash"]
         self._end = self._synced = size
 
@@ -886,9 +944,10 @@ class EventLog:
             split = _split_hash(line)
             if (
                 event.get("seq") != seq + 1
-                or event.get("prev") != prev
                 or split is None
-                or hashlib.sha256(split[0]).hexdigest() != split[1]
+                or split[2] != self._chain
+                or (self._chain == 2 and event.get("prev") != prev)
+                or _chain_hash(self._chain, prev, split[0]) != split[1]
             ):
                 raise ChainConflict(
                     f"{self.path}: the event at offset {offset} does not continue the chain "

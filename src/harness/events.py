@@ -11,7 +11,13 @@ Log formats (``RUN_STARTED.data.log_format``):
 * 1 (no ``log_format`` key): worker events carried the worker manager's whole notification,
   packet included. Read-only commands read it through :func:`upgrade`; ``resume`` refuses it.
 * 2: worker events are flat (``state``, ``at`` and the event's own fields) and a spawned worker's
-  packet is referenced by the plan revision it came from, never copied.
+  packet is referenced by the plan revision it came from, never copied. Every line carries
+  ``time``, ``run_id`` and ``prev`` (:mod:`harness.eventlog`). Read as it is; ``resume`` refuses it.
+* 3: lines carry neither ``time`` nor ``prev`` (the hash chains them) and only the first names
+  the run. Worker events leave out what can be said again (their implied state, the manager's
+  clock, a spawn's defaults, a result's empty fields: ``harness.supervisor._replay``). Commands
+  that the checks allowed by default with nothing replaced are counted in TASK_STARTED
+  (``checked``) instead of a COMMAND_CHECKED each.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .vocab import CheckVerdict, Decision, HookPoint, HookVerdict, Mode, Questio
 __all__ = [
     "LOG_FORMAT",
     "PAYLOADS",
+    "WORKER_STATE",
     "EventType",
     "LogFormatError",
     "describe",
@@ -39,7 +46,7 @@ __all__ = [
 ]
 
 #: The format this version writes (and the newest it reads).
-LOG_FORMAT = 2
+LOG_FORMAT = 3
 
 
 class EventType(StrEnum):
@@ -416,7 +423,8 @@ class HookRan(TypedDict):
 @_closed
 class TaskStarted(TypedDict):
     attempt: int
-    worker_id: str
+    worker_id: NotRequired[str]  # format 2; since 3 the event's own worker_id
+    checked: NotRequired[int]  # commands and tests the checks allowed by default (no COMMAND_CHECKED each)
     prompt_sha256: NotRequired[str]  # an agent task: the prompt saved in the worker's folder
     prompt_bytes: NotRequired[int]
     worktree: NotRequired[str]
@@ -453,7 +461,7 @@ class MergeStarted(TypedDict):
 @_closed
 class TaskCompleted(TypedDict):
     attempt: int
-    worker_id: str
+    worker_id: NotRequired[str]  # format 2; since 3 the event's own worker_id
     duration_ms: float | None
     commit: NotRequired[str | None]  # an agent task: its commit (None when it changed nothing)
     merged: NotRequired[str | None]  # the integration tip after its merge
@@ -499,23 +507,26 @@ class TaskSkipped(TypedDict):
 
 @_closed
 class WorkerSpawned(TypedDict):
-    state: str
-    at: float
+    """Fields left out are the run's defaults (log format 3): the run's workspace and folder, the
+    key RUN:TASK:ATTEMPT, the workspace as scope, no variables allowed through."""
+
+    state: NotRequired[str]  # left out: trust_required
+    at: NotRequired[float]  # format 2: the manager's clock
     revision: int  # the packet is the plan's task of this revision (recorded once, in PLAN_CREATED)
-    workspace: str
-    run_dir: str
+    workspace: NotRequired[str]
+    run_dir: NotRequired[str]
     attempt: int
-    idempotency_key: str | None
-    scope_dir: str
-    env_allow: list[str]
+    idempotency_key: NotRequired[str | None]
+    scope_dir: NotRequired[str]
+    env_allow: NotRequired[list[str]]
     sandbox: NotRequired[dict[str, Any]]  # SandboxParams as sent: mode, network, writable, readonly
     budget: NotRequired[dict[str, Any]]  # caps on this attempt's agent
 
 
 @_closed
 class WorkerTrust(TypedDict):
-    state: str
-    at: float
+    state: NotRequired[str]  # left out when the type implies it
+    at: NotRequired[float]
     source: NotRequired[str]
     approver: NotRequired[str | None]
     reason: NotRequired[str]
@@ -523,23 +534,24 @@ class WorkerTrust(TypedDict):
 
 @_closed
 class WorkerStarted(TypedDict):
-    state: str
-    at: float
+    state: NotRequired[str]
+    at: NotRequired[float]
     pid: int
 
 
 @with_config(ConfigDict(extra="allow"))
 class WorkerStep(TypedDict):
-    state: str
-    at: float
+    state: NotRequired[str]
+    at: NotRequired[float]
 
 
 @with_config(ConfigDict(extra="allow"))
 class WorkerEnded(TypedDict):
-    """``state``, ``at`` and the worker's compact result (schemas/WorkerResult.json)."""
+    """The worker's compact result (schemas/WorkerResult.json) without its empty fields, output
+    files relative to the run folder (format 2: all fields, with ``state`` and ``at``)."""
 
-    state: str
-    at: float
+    state: NotRequired[str]
+    at: NotRequired[float]
     ok: bool
 
 
@@ -755,6 +767,16 @@ PAYLOADS: dict[EventType, type] = {
 
 # -- worker events: the worker manager's notification <-> the logged event --------------------------
 _WORKER_PREFIX = "WORKER_"
+#: The state each worker event leaves its worker in; format 3 logs a worker event's state only
+#: when it is another one.
+WORKER_STATE: dict[str, str] = {
+    E.WORKER_SPAWNED: "trust_required",
+    E.WORKER_TRUST_REQUIRED: "trust_required",
+    E.WORKER_TRUST_RESOLVED: "ready_for_prompt",
+    E.WORKER_STARTED: "running",
+    E.WORKER_FINISHED: "finished",
+    E.WORKER_FAILED: "failed",
+}
 
 
 def worker_event_type(event: str) -> EventType | None:
@@ -790,8 +812,8 @@ def upgrade(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events of a log in the current format, for reading. Raises :class:`LogFormatError` for a
     format newer than this version knows. Format 1 worker events are flattened in memory."""
     fmt = log_format(events)
-    if fmt == LOG_FORMAT:
-        return events
+    if fmt >= 2 and fmt <= LOG_FORMAT:
+        return events  # format 2 lines carry more than format 3's; what readers use is the same
     if fmt > LOG_FORMAT:
         raise LogFormatError(
             f"this log is in format {fmt}, written by a newer harness; this version reads formats up to {LOG_FORMAT}"
@@ -962,7 +984,7 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
         keep = " (dependents still run)" if d.get("keep_dependents") else ""
         return f"skipped ({d.get('reason')}){keep}"
     if etype.startswith(_WORKER_PREFIX):
-        return f"{event.get('worker_id')} {d.get('state') or ''}".strip()
+        return f"{event.get('worker_id')} {d.get('state') or WORKER_STATE.get(etype, '')}".strip()
     if etype == E.FAILURE_CLASSIFIED:
         seen = f": {d['evidence']}" if d.get("evidence") else ""
         return f"{d.get('failure_type')} (rule {d.get('rule')}){seen}"

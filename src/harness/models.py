@@ -265,20 +265,26 @@ class PhaseResult(BaseModel):
 
 
 class Event(BaseModel):
-    """One line of a run's event log. ``prev`` and ``hash`` chain it to the line before."""
+    """One line of a run's event log. ``hash`` chains it to the line before (see
+    :mod:`harness.eventlog`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     seq: int = Field(ge=1)
-    time: str = Field(description="RFC 3339, UTC.")
+    time: str | None = Field(default=None, description="RFC 3339, UTC (log format 2 only; else from unix).")
     unix: float
     type: str
-    run_id: str
+    run_id: str | None = Field(default=None, description="The run: on the first line (every line in log format 2).")
     task_id: str | None = None
     worker_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
-    prev: str = Field(description="Hash of the previous event, or 64 zeros for the first.")
-    hash: str = Field(description="sha256 of this line without its hash field.")
+    prev: str | None = Field(
+        default=None, description="Log format 2 only: the hash of the previous event, or 64 zeros for the first."
+    )
+    hash: str = Field(
+        description="base64url of the first 24 bytes of sha256(the previous line's hash + this line without its "
+        "hash field); log format 2: the sha256 hex of this line without its hash field."
+    )
 
 
 def slug(text: str, limit: int = 40) -> str:

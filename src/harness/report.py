@@ -220,7 +220,8 @@ def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = 
         f"{n[Section.failed]} failed, {n[Section.skipped]} skipped, {n[Section.not_finished]} not finished"
     )
     if events:
-        lines.append(f"- Events: {len(events)}, from {events[0].get('time', '?')} to {events[-1].get('time', '?')}")
+        first, last = eventlog.event_time(events[0]) or "?", eventlog.event_time(events[-1]) or "?"
+        lines.append(f"- Events: {len(events)}, from {first} to {last}")
     usage = state.usage()
     if usage["tokens"] or usage["cost_usd"]:
         lines.append(f"- Agents: {int(usage['tokens'])} tokens, ${usage['cost_usd']:.4f}, {int(usage['turns'])} turns")

@@ -438,8 +438,8 @@ def task_result(attempt: int, worker_id: str, final: Mapping[str, Any]) -> Recor
     verdict as the worker manager saw it, never a claim of the task itself."""
     result = final.get("result") or {}
     if final.get("state") == "finished" and result.get("ok", True):
-        done = {"attempt": attempt, "duration_ms": result.get("duration_ms"), "worker_id": worker_id}
-        return Record(E.TASK_COMPLETED, done, worker_id=worker_id)
+        done = {"attempt": attempt, "duration_ms": result.get("duration_ms")}
+        return Record(E.TASK_COMPLETED, done, worker_id=worker_id)  # the worker: the event's worker_id
     failure: dict[str, Any] = {
         "attempt": attempt,
         "reason": result.get("reason") or "failed",

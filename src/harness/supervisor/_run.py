@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import eventlog
 from ..agents.plan import apply_agents, bypass_problems
-from ..commands import HOOK_PREFIX, NOT_IN_APPROVED_PLAN, Check, CheckSource, Intercept, Intercepted, screen
+from ..commands import DEFAULT, HOOK_PREFIX, NOT_IN_APPROVED_PLAN, Check, CheckSource, Intercept, Intercepted, screen
 from ..config import Config, ConfigError
 from ..events import LOG_FORMAT, LogFormatError, PlannerCall, describe_call
 from ..events import EventType as E
@@ -39,7 +39,7 @@ from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
 from ._agents import AgentWork
 from ._mesh import ServiceMesh, kill_stale
-from ._replay import ReplayIndex, from_wire
+from ._replay import ReplayIndex, RunPaths, from_wire
 from ._service import ServiceFatal, SupervisedService
 from ._ui import UI
 
@@ -275,7 +275,7 @@ class Supervisor:
     def _on_notification(self, service: str, method: str, params: Any) -> None:
         params = params if isinstance(params, dict) else {"value": params}
         if method == "worker_event":
-            logged = from_wire(params, self.state.revision)
+            logged = from_wire(params, self.state.revision, self.replay.paths)
             if logged is not None:
                 etype, data, task_id, worker_id = logged
                 self.emit(etype, data, task_id=task_id, worker_id=worker_id)
@@ -321,14 +321,19 @@ class Supervisor:
         """A new run: record it, start the services, then plan (or load), gate and execute."""
         self._require_sandbox()  # before the run exists: a refused run leaves nothing behind
         self.run_id = eventlog.new_run_id()
+        self.replay.paths = self._paths()
         return self._session(self._begin)
 
     def resume(self, run_id: str) -> int:
         """Continue a run from its log alone."""
         self.run_id = run_id
+        self.replay.paths = self._paths()
         if not self.log_path.is_file():
             raise FileNotFoundError(f"no run {run_id} in {self.workspace / '.harness' / 'runs'}")
         return self._session(self._continue)
+
+    def _paths(self) -> RunPaths:
+        return RunPaths.of(self.run_id, self.workspace, self.run_dir)
 
     # -- the sandbox ----------------------------------------------------------------------------
     @functools.cached_property
@@ -863,7 +868,7 @@ class Supervisor:
         screened = self._screen(tid, attempt, packet)  # the per-command checks and pre_task hooks
         if isinstance(screened, TaskOutcome):
             return screened
-        packet = screened  # what the worker gets: the checked commands
+        packet, checked = screened  # what the worker gets: the checked commands
         agent = bool(packet.get("agent")) and not packet.get("commands")
         workdir = self.agents.prepare(tid, attempt) if agent else None
         key = f"{self.run_id}:{tid}:{attempt}"
@@ -891,7 +896,9 @@ class Supervisor:
         worker_dir = f"{self.run_dir}/workers/{wid}"
         if not info.get("trusted") and not self._trust(tid, wid):
             return TaskOutcome.waiting
-        started: dict[str, Any] = {"attempt": attempt, "worker_id": wid}
+        started: dict[str, Any] = {"attempt": attempt}  # the worker: the event's worker_id
+        if checked:
+            started["checked"] = checked
         if agent:
             assert workdir is not None
             started.update(self.agents.prompt(tid, info.get("scope_dir") or workdir, worker_dir))
@@ -923,17 +930,22 @@ class Supervisor:
         return TaskOutcome.completed if verdict.type is E.TASK_COMPLETED else TaskOutcome.failed
 
     # -- per-command checks and hooks ----------------------------------------------------------------
-    def _screen(self, tid: str, attempt: int, packet: dict[str, Any]) -> dict[str, Any] | TaskOutcome:
+    def _screen(self, tid: str, attempt: int, packet: dict[str, Any]) -> tuple[dict[str, Any], int] | TaskOutcome:
         """Before a task's worker is spawned: each of its commands and acceptance tests through
         the checks (harness.commands), in order, each decision a COMMAND_CHECKED event; the ask
         rules' confirmation through the one answer chain; then the pre_task hooks. Returns the
         packet to send (with what pre_command hooks put in place of a command), or how the
-        attempt ended: denied (TASK_FAILED, a permission failure), or waiting for a confirmation."""
+        attempt ended: denied (TASK_FAILED, a permission failure), or waiting for a confirmation.
+        With the packet comes the number of checks that allowed by default and were not recorded."""
         with self._lock:
             approved = decide.approved_commands(self.state, tid)
         cwd = _scope_dir(self.workspace, packet)
         sent = {name: list(packet.get(name) or []) for name, _ in decide.CHECKED_LISTS}
         asked: list[tuple[str, int, Check]] = []
+        # Checks that allowed a command by default, replacing nothing, are counted in TASK_STARTED
+        # (``checked``); from the first check that decided anything on, each is recorded, in order.
+        by_default: list[tuple[str, int, Check]] = []
+        recording = False
         for name, kind in decide.CHECKED_LISTS:
             held = approved[name]
             for index in range(max(len(sent[name]), len(held))):
@@ -947,7 +959,13 @@ class Supervisor:
                         rules=self.policy.commands,
                         intercept=self._pre_command(tid, attempt, kind, index, cwd),
                     )
-                self._record_check(tid, attempt, kind, index, check)
+                if recording or not _by_default(check):
+                    for k, i, c in by_default:
+                        self._record_check(tid, attempt, k, i, c)
+                    by_default, recording = [], True
+                    self._record_check(tid, attempt, kind, index, check)
+                else:
+                    by_default.append((kind, index, check))
                 if check.verdict is CheckVerdict.deny:
                     step = {"kind": kind, "index": index, "command": check.command}
                     return self._deny(tid, attempt, check.rule, _denial(kind, check), check.reason, step)
@@ -985,7 +1003,7 @@ class Supervisor:
                 summary = f"task denied by hook {blocked.hook} (pre_task): {_hook_reason(blocked)}"
                 return self._deny(tid, attempt, HOOK_PREFIX + blocked.hook, summary, blocked.message or "")
         changed = {name: sent[name] for name, _ in decide.CHECKED_LISTS if sent[name] != (packet.get(name) or [])}
-        return {**packet, **changed} if changed else packet
+        return ({**packet, **changed} if changed else packet), len(by_default)
 
     def _pre_command(self, tid: str, attempt: int, kind: str, index: int, cwd: str) -> Intercept | None:
         """The pre_command hooks of one command, as the checks call them; None when there are none."""
@@ -1172,6 +1190,11 @@ class Supervisor:
 
 #: The events that hooks are told about after they are recorded.
 _ANNOUNCED = {E.RUN_WAITING: HookPoint.on_waiting, E.EXECUTION_COMPLETE: HookPoint.on_run_end}
+
+
+def _by_default(check: Check) -> bool:
+    """A check that decided nothing: allowed by default, the command unchanged."""
+    return check.verdict is CheckVerdict.allow and check.rule == DEFAULT and not check.rewrites
 
 
 def _scope_dir(workspace: Path, packet: dict[str, Any]) -> str:

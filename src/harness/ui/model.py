@@ -333,7 +333,7 @@ def line(event: dict[str, Any], titles: dict[str, str]) -> dict[str, Any]:
     """An event as the page's stream shows it (the same words as `harness log`)."""
     return {
         "seq": event.get("seq"),
-        "time": str(event.get("time", ""))[:19].replace("T", " "),
+        "time": eventlog.event_time(event)[:19].replace("T", " "),
         "type": event.get("type", ""),
         "task": event.get("task_id") or "",
         "text": describe(event, titles),
