@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -113,7 +114,49 @@ def rpc_error(call: Callable[[], Any]) -> RPCError:
 
 
 def read_pgids(tmp_path: Path, wid: str) -> list[int]:
-    return [int(x) for x in (tmp_path / "run" / "workers" / wid / "pgid").read_text().split()]
+    """The process groups of a worker's steps, in order, from the run folder's ``workers/pgids``."""
+    lines = (tmp_path / "run" / "workers" / "pgids").read_text().splitlines()
+    return [int(line.split()[1]) for line in lines if line.split()[0] == wid]
+
+
+def write_fifo(path: Path, data: bytes) -> None:
+    """Write to a fifo a worker's step reads, once the step has opened it (bounded by WAIT)."""
+    fd = -1
+
+    def opened() -> bool:
+        nonlocal fd
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO while nobody reads it
+        except OSError:
+            return False
+        return True
+
+    assert wait_until(opened, WAIT), f"nobody opened {path} for reading"
+    try:
+        os.set_blocking(fd, True)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_fifo(path: Path) -> bytes:
+    """All a worker's step writes to a fifo, whether it opens it before or after us (bounded by WAIT)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # at once: no writer needed
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        data = b""
+        deadline = time.monotonic() + WAIT
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{path} was not written and closed in time"
+            if poller.poll(int(remaining * 1000) + 1):
+                chunk = os.read(fd, 4096)
+                if not chunk:  # the writer came and went
+                    return data
+                data += chunk
+    finally:
+        os.close(fd)
 
 
 # -- lifecycle and contract -------------------------------------------------------------------
@@ -289,9 +332,11 @@ def test_the_seeds_packet_spawned_again_is_the_same_worker_and_runs_its_acceptan
 ) -> None:
     wid, ran = seed_run(ws, SEED_SPAWN)
     assert ran["worker_id"] == wid and ran["state"] == "finished" and ran["result"]["ok"] is True
-    assert ran["result"]["stdout_path"] == str(
-        ws.resolve() / ".harness" / "workers-adhoc" / "workers" / wid / "stdout.log"
-    )
+    # `true` prints nothing: no output file, no worker folder; its group is in the run's record
+    assert ran["result"]["stdout_path"] is None and ran["result"]["stderr_path"] is None
+    workers = ws.resolve() / ".harness" / "workers-adhoc" / "workers"
+    assert not (workers / wid).exists()
+    assert [line.split()[0] for line in (workers / "pgids").read_text().splitlines()] == [wid]
 
 
 def test_the_seeds_packet_with_a_failing_acceptance_test_runs_to_failed(ws: Path) -> None:
@@ -552,9 +597,7 @@ def test_run_worker_resent_while_running_joins_the_same_run(wm: Manager, ws: Pat
     wm.wait_event(lambda e: e["event"] == "worker_started")
     second = wm.call_async("run_worker", {"worker_id": wid, "idempotency_key": "resent"})
     assert wm.call("get_worker", {"worker_id": wid})["state"] == "running"  # both requests are in
-    fd = os.open(ws / "gate", os.O_WRONLY | os.O_NONBLOCK)  # fails at once if no reader
-    os.write(fd, b"go\n")
-    os.close(fd)
+    write_fifo(ws / "gate", b"go\n")
     assert first.result(WAIT) == second.result(WAIT)
     assert first.result()["state"] == "finished"
     assert (ws / "count.txt").read_text() == "go\n"
@@ -591,6 +634,111 @@ def test_output_is_appended_to_files_with_a_header_per_step_and_tails_are_bounde
     finished = wm.events[-1]
     assert finished["event"] == "worker_finished"
     assert len(finished["data"]["stdout_tail"]) + len(finished["data"]["stderr_tail"]) <= 400
+
+
+def test_a_worker_that_prints_nothing_creates_no_folder_and_no_file(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    pkt = packet(commands=["true", "echo quiet > f.txt"], acceptance_tests=["test -s f.txt"])
+    wid = wm.trusted_worker(tmp_path, pkt)
+    info = run(wm, wid)
+    result = info["result"]
+    assert info["state"] == "finished" and result["ok"] is True
+    assert (result["stdout_path"], result["stderr_path"]) == (None, None)
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("", "")
+    assert os.listdir(tmp_path / "run" / "workers") == ["pgids"]  # the run's one record, no worker folder
+    groups = read_pgids(tmp_path, wid)
+    assert len(groups) == 3 and groups[0] == info["pid"]  # one group per step, the first one's is the pid
+    assert wm.events[-1]["data"]["stdout_path"] is None
+
+
+def test_each_steps_header_is_written_just_before_its_first_byte_on_either_stream(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    steps = ["true", "echo one", ":", "echo two >&2", "echo three", "true"]
+    wid = wm.trusted_worker(tmp_path, packet(commands=steps))
+    result = run(wm, wid)["result"]
+    folder = tmp_path / "run" / "workers" / wid
+    assert result["stdout_path"] == str(folder / "stdout.log") and result["stderr_path"] == str(folder / "stderr.log")
+    assert (folder / "stdout.log").read_text() == "$ echo one\none\n$ echo two >&2\n$ echo three\nthree\n"
+    assert (folder / "stderr.log").read_text() == "two\n"
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("", "")  # the last step printed nothing
+
+
+def test_output_reaches_the_files_while_the_step_still_runs(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    os.mkfifo(ws / "gate")
+    cmd = "echo first; echo first-err >&2; read line < gate; echo $line"
+    wid = wm.trusted_worker(tmp_path, packet(commands=[cmd]))
+    running = wm.call_async("run_worker", {"worker_id": wid})
+    folder = tmp_path / "run" / "workers" / wid
+
+    def holds(name: str, text: str) -> bool:
+        try:
+            return (folder / name).read_text() == text
+        except OSError:
+            return False
+
+    # the step is blocked on the fifo: what it printed so far is already in the files
+    assert wait_until(lambda: holds("stdout.log", f"$ {cmd}\nfirst\n") and holds("stderr.log", "first-err\n"), WAIT)
+    assert wm.call("get_worker", {"worker_id": wid})["state"] == "running"
+    write_fifo(ws / "gate", b"second\n")
+    result = running.result(WAIT)["result"]
+    assert (folder / "stdout.log").read_text() == f"$ {cmd}\nfirst\nsecond\n"
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("first\nsecond\n", "first-err\n")
+
+
+def test_a_background_child_holding_a_steps_pipes_is_read_during_later_steps_and_not_waited_for(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    # The first step leaves a child holding its stdout; during the second step the child prints
+    # more than a pipe holds (it would block if that pipe were not read), then lets the step end.
+    os.mkfifo(ws / "go")
+    os.mkfifo(ws / "done")
+    one = (
+        "(read x < go; head -c 200000 /dev/zero | tr '\\0' b; echo; echo bg-end; echo > done; exec sleep 30) & echo one"
+    )
+    two = "echo > go; read y < done; echo two"
+    wid = wm.trusted_worker(tmp_path, packet(commands=[one, two], timeout=20))
+    started = time.monotonic()
+    result = run(wm, wid)["result"]
+    assert result["ok"] is True and time.monotonic() - started < 5.0  # not the child's 30 s
+    text = Path(result["stdout_path"]).read_text()
+    assert text == f"$ {one}\none\n" + "b" * 200000 + f"\nbg-end\n$ {two}\ntwo\n"
+    assert result["stdout_tail"] == "two\n"
+
+
+@pytest.mark.slow
+def test_a_child_that_left_the_group_and_holds_the_pipe_delays_the_end_by_a_bounded_drain_only(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    # SIGKILLing the worker's groups does not reach it: the end-of-job drain gives up on its pipe
+    os.mkfifo(ws / "ready")
+    cmd = "setsid sh -c 'echo $$ > ready; exec sleep 30' & read pid < ready; echo $pid > escaped.pid; echo main"
+    wid = wm.trusted_worker(tmp_path, packet(commands=[cmd]))
+    started = time.monotonic()
+    try:
+        result = run(wm, wid)["result"]
+        assert result["ok"] is True and time.monotonic() - started < 5.0  # not the child's 30 s
+        assert Path(result["stdout_path"]).read_text() == f"$ {cmd}\nmain\n"
+    finally:
+        pid_file = ws / "escaped.pid"
+        assert wait_until(lambda: pid_file.exists() and pid_file.read_text().strip().isdigit(), WAIT)
+        kill_pids([int(pid_file.read_text())])
+
+
+def test_the_tails_are_the_last_steps_output_on_success_and_the_failed_steps_on_failure(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    (ws / "e.txt").write_bytes("€".encode() * 1000)  # 3000 bytes: the 2048-byte cut splits a character
+    first = "echo one; echo one-err >&2"
+    ok = wm.trusted_worker(tmp_path, packet("ok", commands=[first, "cat e.txt"]))
+    result = run(wm, ok)["result"]
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("€" * 682, "")  # no part of a character
+    failing = "echo two; echo two-err >&2; exit 3"
+    bad = wm.trusted_worker(tmp_path, packet("bad", commands=[first, failing, "echo never"]))
+    result = run(wm, bad)["result"]
+    assert (result["reason"], result["exit_code"]) == ("command_failed", 3)
+    assert (result["stdout_tail"], result["stderr_tail"]) == ("two\n", "two-err\n")
+    assert Path(result["stdout_path"]).read_text() == f"$ {first}\none\n$ {failing}\ntwo\n"
+    assert Path(result["stderr_path"]).read_text() == "one-err\ntwo-err\n"
 
 
 def test_sigterm_to_the_manager_kills_its_running_workers(wm: Manager, ws: Path, tmp_path: Path) -> None:
@@ -666,29 +814,71 @@ def _ready_worker_events(tmp_path: Path, ws: Path) -> tuple[str, list[dict[str, 
     ]
 
 
-@pytest.mark.parametrize("pgid_file_predates_the_process", [False, True])
+@pytest.mark.parametrize("record", ["pgids", "legacy pgid file"])
+@pytest.mark.parametrize("recorded_before_the_process", [False, True])
 def test_replay_fails_a_worker_whose_step_began_after_the_last_event_and_kills_it_unless_its_pid_was_recycled(
-    wm: Manager, ws: Path, tmp_path: Path, pgid_file_predates_the_process: bool
+    wm: Manager, ws: Path, tmp_path: Path, record: str, recorded_before_the_process: bool
 ) -> None:
     wid, events = _ready_worker_events(tmp_path, ws)
     env = {"PATH": os.environ["PATH"], "HARNESS_RUN_DIR": str(tmp_path / "run")}
     orphan = subprocess.Popen(["sleep", "30"], start_new_session=True, env=env)
     try:
-        pgid_file = tmp_path / "run" / "workers" / wid / "pgid"
-        pgid_file.parent.mkdir(parents=True)
-        pgid_file.write_text(f"{orphan.pid}\n")
-        if pgid_file_predates_the_process:  # the pid now belongs to a process started later
-            os.utime(pgid_file, (time.time() - 60, time.time() - 60))
-        # The worker had begun (its pgid file exists): it is interrupted, never run a second time
-        # under the same attempt by a re-sent run_worker.
+        # when the group was recorded: if before the process started, the pid now belongs to
+        # a process started later (recycled)
+        written_at = time.time() - (60 if recorded_before_the_process else 0)
+        workers = tmp_path / "run" / "workers"
+        workers.mkdir(parents=True)
+        if record == "pgids":  # as this version writes it: one file per run folder
+            other = f"w-other {os.getpid()} {time.time():.3f}\n"  # another worker's line: never this one's
+            (workers / "pgids").write_text(f"{other}{wid} {orphan.pid} {written_at:.3f}\n{wid} torn")
+        else:  # as the previous version wrote it: one file per worker, its time the record's
+            pgid_file = workers / wid / "pgid"
+            pgid_file.parent.mkdir()
+            pgid_file.write_text(f"{orphan.pid}\n")
+            os.utime(pgid_file, (written_at, written_at))
+        # The worker had begun (its group is recorded): it is interrupted, never run a second
+        # time under the same attempt by a re-sent run_worker.
         assert wm.call("replay", {"events": events}) == {"workers": 1, "reaped": [wid]}
-        status = orphan.wait(1.0) if not pgid_file_predates_the_process else orphan.poll()
-        assert status == (None if pgid_file_predates_the_process else -signal.SIGKILL)
+        status = orphan.wait(1.0) if not recorded_before_the_process else orphan.poll()
+        assert status == (None if recorded_before_the_process else -signal.SIGKILL)
         info = wm.call("get_worker", {"worker_id": wid})
         assert (info["state"], info["result"]["reason"]) == ("failed", "interrupted")
+        assert (info["result"]["stdout_path"], info["result"]["stderr_path"]) == (None, None)  # it printed nothing
     finally:
         orphan.kill()
         orphan.wait(WAIT)
+
+
+def test_replay_leaves_a_ready_worker_alone_when_only_other_workers_groups_are_recorded(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    wid, events = _ready_worker_events(tmp_path, ws)
+    (tmp_path / "run" / "workers").mkdir(parents=True)
+    (tmp_path / "run" / "workers" / "pgids").write_text(f"{wid}-2 {os.getpid()} {time.time():.3f}\n")
+    assert wm.call("replay", {"events": events}) == {"workers": 1, "reaped": []}
+    assert wm.call("get_worker", {"worker_id": wid})["state"] == "ready_for_prompt"
+
+
+def test_replay_reaps_the_groups_of_every_step_a_killed_manager_recorded_in_the_run_file(
+    start_manager: Callable[..., Manager], ws: Path, tmp_path: Path
+) -> None:
+    # The log knows the first step's pid only; the second step's group is in the pgids file.
+    os.mkfifo(ws / "two.pid")
+    steps = ["sleep 30 & echo $! > bg.pid", "echo $$ > two.pid; exec sleep 30"]
+    first = start_manager()
+    wid = first.trusted_worker(tmp_path, packet(commands=steps), idempotency_key="k-two")
+    first.call_async("run_worker", {"worker_id": wid})
+    pid = first.wait_event(lambda e: e["event"] == "worker_started")["data"]["pid"]
+    two = int(read_fifo(ws / "two.pid"))  # the second step has started
+    first.svc.kill()
+    assert read_pgids(tmp_path, wid) == [pid, two]
+    assert live_members(pid) == [int((ws / "bg.pid").read_text())] and live_members(two) == [two]
+
+    second = start_manager()
+    assert second.call("replay", {"events": first.events}) == {"workers": 1, "reaped": [wid]}
+    assert wait_until(lambda: not live_members(pid) and not live_members(two))
+    info = second.call("get_worker", {"worker_id": wid})
+    assert info["result"]["reason"] == "interrupted" and info["result"]["stdout_path"] is None
 
 
 @pytest.mark.parametrize("names_the_worker", [True, False])

@@ -70,7 +70,12 @@ class ToolChannel:
 
 
 class Job:
-    """One worker's work: its steps in order (commands, then acceptance tests) and its limits."""
+    """One worker's work: its steps in order (commands, then acceptance tests) and its limits.
+
+    ``out_dir`` is the worker's folder, ``<run_dir>/workers/<worker_id>``: its output files
+    (``stdout.log``, ``stderr.log``) go there, created by their first byte, so a worker that
+    prints nothing has none.
+    """
 
     __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox")
 
@@ -94,18 +99,6 @@ class Job:
         self.timeout = timeout
         self.out_dir = out_dir
         self.sandbox = sandbox  # harness.sandbox.Confinement: every step is wrapped by it (None: none)
-
-    @property
-    def stdout_path(self) -> str:
-        return f"{self.out_dir}/stdout.log"
-
-    @property
-    def stderr_path(self) -> str:
-        return f"{self.out_dir}/stderr.log"
-
-    @property
-    def pgid_path(self) -> str:
-        return f"{self.out_dir}/pgid"
 
 
 class Outcome:
@@ -188,7 +181,7 @@ class Executor(Protocol):
         ...
 
     def reap(self, worker_id: str, out_dir: str, pids: list[int]) -> list[int]:
-        """Kill what a dead manager left running for the worker whose output is in ``out_dir``.
+        """Kill what a dead manager left running for the worker whose folder is ``out_dir``.
 
         ``pids`` are extra process ids known from the log (the ``worker_started`` pid). Returns
         the groups that were signalled; a group that may belong to someone else (a recycled pid)

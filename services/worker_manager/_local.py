@@ -1,14 +1,29 @@
 """Local processes: the one execution backend for now.
 
-Each step is ``/bin/sh -c <command>`` in its own session (so its own process group), with stdin
-from /dev/null and stdout/stderr appended to the worker's log files. The wait for a step is a
-blocking ``poll`` on a pidfd with the remaining deadline as its timeout: it wakes the moment the
-step exits, where ``Popen.wait(timeout=...)`` would poll with sleeps and double the cost of a
-short step. Every process group a job started is SIGKILLed when the job ends, so a background
-child never outlives its worker; the group ids are also written, one per line, to
-``<out_dir>/pgid`` so a later manager can reap them if this one dies. A job with a sandbox runs
-each step under it (:mod:`harness.sandbox`): bubblewrap is then the group leader, and its
-``--unshare-pid`` ends whatever the step left behind when the step ends.
+Each step is ``/bin/sh -c <command>`` (an agent's argv for an agent step) in its own session, so
+its own process group, with stdin from /dev/null (or a pipe for an agent's prompt). Its stdout
+and stderr are pipes, read in the same ``poll`` that waits for the step's exit on a pidfd with
+the remaining deadline as its timeout: it wakes the moment the step prints or exits, where
+``Popen.wait(timeout=...)`` would poll with sleeps and double the cost of a short step (without
+a pidfd, the poll of the pipes gets a short timeout between checks of the process). Output is
+appended to the worker's ``stdout.log``/``stderr.log`` as it arrives (``tail -f`` follows a long
+step), but the worker's folder and each file are created by their first byte, and each step's
+``$ COMMAND`` line goes to ``stdout.log`` just before that step's first byte on either stream:
+a worker that prints nothing leaves no folder and no file. The tails of the last step (its last
+TAIL_BYTES on each stream) are kept in memory. An agent step's stdout is read by a thread of its
+own (:class:`_AgentWatch`: its parser, usage caps and tool-permission channel) through the same
+writer; its stderr is a pipe like a shell step's.
+
+A background child may hold a step's pipes after the step's shell exited: what they hold then is
+read at once, they stay in the poll during the later steps, and when the job ends, after every
+process group it started was SIGKILLed (so no background child outlives its worker), they are
+read to their end for at most :data:`DRAIN_WAIT` seconds (a child that left the group may hold
+them) and closed. Each step's group id is appended, right after the step started, as a
+``WORKER_ID PGID TIME`` line to its run folder's ``workers/pgids`` (one file per run folder,
+opened once by this process and kept open), so a later manager can reap the groups if this one
+dies (the time tells a recycled pid apart). A job with a sandbox runs each step under it
+(:mod:`harness.sandbox`): bubblewrap is then the group leader, and its ``--unshare-pid`` ends
+whatever the step left behind when the step ends.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import IO
 
 from harness._spawn import start_time
 
@@ -32,10 +48,21 @@ from ._models import FailureReason, StepKind
 TERM_GRACE = 2.0
 #: Bound on waiting for a SIGKILLed process to be reaped (a process in uninterruptible sleep).
 KILL_WAIT = 5.0
+#: Bound on reading, once the job's groups were killed, pipes a background child still held.
+DRAIN_WAIT = 1.0
 _MAX_POLL_MS = 2**31 - 1
+#: Without a pidfd, the longest sleep between checks of a step that has pipes to read.
+_FALLBACK_TICK = 0.05
 
-_WRITE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
 _SH = "/bin/sh"
+_FILES = ("stdout.log", "stderr.log")
+_CHUNK = 65536
+#: Reads of one pipe in a drain that must not block: 2 MiB, more than a pipe holds.
+_DRAIN_READS = 32
+_CONTINUATION = bytes(range(0x80, 0xC0))
+#: Run folders' ``pgids`` files kept open at once (the oldest is closed past this).
+_GROUP_FILES = 64
 
 
 def signal_group(pgid: int, sig: int) -> bool:
@@ -47,27 +74,204 @@ def signal_group(pgid: int, sig: int) -> bool:
         return False
 
 
-def wait_exit(proc: subprocess.Popen[bytes], pidfd: int | None, timeout: float) -> bool:
-    """Block until ``proc`` exits or ``timeout`` seconds pass; True when it exited.
+# -- the worker's output ------------------------------------------------------------------------
 
-    With a pidfd this is one ``poll`` that wakes at the exit; without one (old kernels, other
-    systems) it falls back to ``Popen.wait``.
+
+class _Tail:
+    """The last TAIL_BYTES of one stream of one step, and how much the step wrote in all."""
+
+    __slots__ = ("data", "total")
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.data += chunk
+        if len(self.data) > 2 * TAIL_BYTES:
+            del self.data[:-TAIL_BYTES]
+
+    def text(self) -> str:
+        data = bytes(self.data[-TAIL_BYTES:])
+        if self.total > len(data):  # cut inside the step's output: drop a partial UTF-8 sequence
+            data = data.lstrip(_CONTINUATION)
+        return data.decode("utf-8", "replace")
+
+
+class _StepOutput:
+    """One step's share of the output: its header until it is written, its tails."""
+
+    __slots__ = ("header", "tails")
+
+    def __init__(self, command: str) -> None:
+        self.header: bytes | None = f"$ {command}\n".encode("utf-8", "replace")
+        self.tails = (_Tail(), _Tail())
+
+
+class _Output:
+    """A job's output: the lazily created files, the steps' pipes still open, the last step's tails.
+
+    ``write`` may be called from any thread (an agent's reader); the pipes are read, and
+    ``close`` called, by the thread that runs the job. After ``close``, writes only feed the tails.
     """
-    if pidfd is None:
+
+    __slots__ = ("out_dir", "pipes", "last", "error", "_lock", "_fds", "_paths", "_closed")
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+        self.pipes: dict[int, tuple[_StepOutput, int]] = {}  # read end -> (its step, 0 stdout | 1 stderr)
+        self.last: _StepOutput | None = None  # the step started last
+        self.error: OSError | None = None  # the first failure to write a file: the files stop there
+        self._lock = threading.Lock()
+        self._fds: list[int | None] = [None, None]
+        self._paths: list[str | None] = [None, None]
+        self._closed = False
+
+    @property
+    def paths(self) -> tuple[str | None, str | None]:
+        """The stdout and stderr files, each None when nothing was written to it."""
+        return self._paths[0], self._paths[1]
+
+    def tails(self) -> tuple[str, str]:
+        last = self.last
+        if last is None:
+            return "", ""
+        with self._lock:
+            return last.tails[0].text(), last.tails[1].text()
+
+    def begin(self, command: str) -> _StepOutput:
+        self.last = _StepOutput(command)
+        return self.last
+
+    def write(self, step: _StepOutput, stream: int, data: bytes) -> None:
+        """Append a step's bytes to a stream's file (after the step's header) and to its tail."""
+        with self._lock:
+            step.tails[stream].add(data)
+            if self._closed or self.error is not None:
+                return
+            try:
+                if step.header is not None:
+                    self._append(0, step.header)
+                    step.header = None
+                self._append(stream, data)
+            except OSError as exc:
+                self.error = exc
+
+    def _append(self, stream: int, data: bytes) -> None:
+        fd = self._fds[stream]
+        if fd is None:
+            path = f"{self.out_dir}/{_FILES[stream]}"
+            try:
+                fd = os.open(path, _APPEND_FLAGS, 0o644)
+            except FileNotFoundError:  # the first file of the worker: its folder too
+                os.makedirs(self.out_dir, exist_ok=True)
+                fd = os.open(path, _APPEND_FLAGS, 0o644)
+            self._fds[stream], self._paths[stream] = fd, path
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    # -- pipes: read by the job's thread ---------------------------------------------------------
+    def watch(self, fd: int, step: _StepOutput, stream: int) -> None:
+        self.pipes[fd] = (step, stream)
+
+    def read(self, fd: int) -> int:
+        """One read of a (non-blocking) pipe: the bytes read, 0 if it held none, -1 at its end
+        (it is then closed and forgotten)."""
         try:
-            proc.wait(timeout=max(timeout, 0.0))
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
+            data = os.read(fd, _CHUNK)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            data = b""
+        if not data:
+            del self.pipes[fd]
+            os.close(fd)
+            return -1
+        step, stream = self.pipes[fd]
+        self.write(step, stream, data)
+        return len(data)
+
+    def drain(self) -> None:
+        """Read, without blocking, what each pipe holds now; close those at their end."""
+        for fd in list(self.pipes):
+            for _ in range(_DRAIN_READS):
+                if self.read(fd) <= 0:
+                    break
+
+    def close(self, wait: float) -> None:
+        """Read the pipes to their end for at most ``wait`` seconds, then close them and the files."""
+        try:
+            self.drain()
+            if self.pipes:
+                poller = select.poll()
+                for fd in self.pipes:
+                    poller.register(fd, select.POLLIN)
+                deadline = time.monotonic() + wait
+                while self.pipes:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    for fd, _ in poller.poll(math.ceil(remaining * 1000)):
+                        if fd in self.pipes and self.read(fd) < 0:
+                            poller.unregister(fd)
+        finally:
+            for fd in self.pipes:
+                os.close(fd)
+            self.pipes.clear()
+            with self._lock:
+                self._closed = True
+                for file_fd in self._fds:
+                    if file_fd is not None:
+                        os.close(file_fd)
+                self._fds = [None, None]
+
+
+def wait_exit(proc: subprocess.Popen[bytes], pidfd: int | None, timeout: float, output: _Output | None = None) -> bool:
+    """Block until ``proc`` exits or ``timeout`` seconds pass, reading ``output``'s pipes as they
+    fill; True when it exited.
+
+    With a pidfd this is one ``poll`` on it and on the pipes, which wakes at the exit (and when
+    output comes, to read it). Without one (old kernels, other systems) it falls back to
+    ``Popen.wait`` or, while there are pipes to read, to a poll of the pipes with a short timeout
+    (growing from 1 to 50 ms) between checks of the process.
+    """
+    pipes = output.pipes if output is not None else {}
     deadline = time.monotonic() + timeout
-    while True:  # poll() takes at most ~24 days at once; a longer deadline takes several rounds
+    poller = select.poll()
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    for fd in pipes:
+        poller.register(fd, select.POLLIN)
+    tick = 0.001
+    while True:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return bool(poller.poll(0))
-        if poller.poll(min(math.ceil(remaining * 1000), _MAX_POLL_MS)):
+        if pidfd is None:
+            if proc.poll() is not None:
+                return True
+            if not pipes:
+                try:
+                    proc.wait(timeout=max(remaining, 0.0))
+                    return True
+                except subprocess.TimeoutExpired:
+                    return False
+            if remaining <= 0:
+                return False
+            wait_ms = math.ceil(min(remaining, tick) * 1000)
+            tick = min(tick * 2, _FALLBACK_TICK)
+        else:  # poll() takes at most ~24 days at once; a longer deadline takes several rounds
+            wait_ms = min(math.ceil(remaining * 1000), _MAX_POLL_MS) if remaining > 0 else 0
+        exited = False
+        for fd, _ in poller.poll(wait_ms):
+            if fd == pidfd:
+                exited = True
+            elif output is not None and fd in pipes and output.read(fd) < 0:
+                poller.unregister(fd)
+        if exited:
             return True
+        if remaining <= 0 and pidfd is not None:
+            return False
 
 
 def _open_pidfd(pid: int) -> int | None:
@@ -77,16 +281,109 @@ def _open_pidfd(pid: int) -> int | None:
         return None
 
 
-def _tail(fd: int, start: int) -> str:
-    """The last TAIL_BYTES of a file from offset ``start`` on, decoded leniently."""
-    end = os.fstat(fd).st_size
-    begin = max(start, end - TAIL_BYTES)
-    if end <= begin:
-        return ""
-    data = os.pread(fd, end - begin, begin)
-    if begin > start:  # cut inside the step's output: drop a partial UTF-8 sequence
-        data = data.lstrip(bytes(range(0x80, 0xC0)))
-    return data.decode("utf-8", "replace")
+# -- process groups, recorded for a later manager -----------------------------------------------
+
+_group_files: dict[str, int] = {}  # pgids path -> fd open for appending
+_group_lock = threading.Lock()
+
+
+def pgids_path(worker_dir: str) -> str:
+    """The run folder's record of process groups (``<run_dir>/workers/pgids``) for a worker's folder."""
+    return f"{os.path.dirname(worker_dir)}/pgids"
+
+
+def _group_file(path: str) -> int:
+    """``path`` open for appending (lock held): opened, with its folder, on first use and kept
+    open; opened again if it was deleted since."""
+    fd = _group_files.get(path)
+    if fd is not None:
+        if os.fstat(fd).st_nlink:
+            return fd
+        os.close(_group_files.pop(path))
+    try:
+        fd = os.open(path, _APPEND_FLAGS, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, _APPEND_FLAGS, 0o644)
+    if len(_group_files) >= _GROUP_FILES:
+        os.close(_group_files.pop(next(iter(_group_files))))
+    _group_files[path] = fd
+    return fd
+
+
+def open_group_record(worker_dir: str) -> None:
+    """Make sure the run folder's ``pgids`` file can be appended to (raises OSError if not)."""
+    with _group_lock:
+        _group_file(pgids_path(worker_dir))
+
+
+def record_group(worker_id: str, worker_dir: str, pgid: int) -> None:
+    """Append ``WORKER_ID PGID TIME`` for a step that just started to the run folder's ``pgids``."""
+    line = f"{worker_id} {pgid} {time.time():.3f}\n".encode()
+    with _group_lock:
+        os.write(_group_file(pgids_path(worker_dir)), line)
+
+
+#: The last ``pgids`` file parsed: ((path, inode, size, mtime), worker id -> {pgid: recorded at}).
+_parsed: tuple[tuple[str, int, int, int], dict[bytes, dict[int, float]]] | None = None
+
+
+def _read_record(path: str) -> dict[bytes, dict[int, float]]:
+    """The groups a ``pgids`` file records, by worker id; parsed again only when the file changed
+    (a replay asks about each worker of a run in turn)."""
+    global _parsed
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+            cached = _parsed
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            data = f.read()
+    except OSError:
+        return {}
+    record: dict[bytes, dict[int, float]] = {}
+    for line in data.splitlines():
+        fields = line.rsplit(b" ", 2)
+        try:
+            wid, pgid, written_at = fields[0], int(fields[1]), float(fields[2])
+        except (IndexError, ValueError):
+            continue  # a torn or foreign line
+        if pgid > 1:  # never 0 (our own group) or 1
+            record.setdefault(wid, {}).setdefault(pgid, written_at)
+    _parsed = (key, record)
+    return record
+
+
+def recorded_groups(worker_id: str, worker_dir: str) -> dict[int, float]:
+    """The process groups recorded for a worker's steps, each with when it was recorded (epoch
+    seconds): the lines of the run folder's ``pgids`` that name it, and the worker's own ``pgid``
+    file as an earlier version wrote it (one group per line, recorded by the file's time)."""
+    groups = dict(_read_record(pgids_path(worker_dir)).get(worker_id.encode("utf-8", "surrogateescape"), {}))
+    legacy = f"{worker_dir}/pgid"
+    try:
+        with open(legacy, "rb") as f:
+            old = [int(x) for x in f.read().split() if x.isdigit()]
+        written_at = os.stat(legacy).st_mtime
+    except (OSError, ValueError):
+        old = []
+    for pgid in old:
+        if pgid > 1:
+            groups.setdefault(pgid, written_at)
+    return groups
+
+
+def began_running(worker_id: str, worker_dir: str) -> bool:
+    """True when a step of the worker was started: a group of it is recorded in the run folder's
+    ``pgids`` (or the worker has the ``pgid`` file an earlier version created before its first step)."""
+    return bool(recorded_groups(worker_id, worker_dir)) or os.path.exists(f"{worker_dir}/pgid")
+
+
+def output_files(worker_dir: str) -> tuple[str | None, str | None]:
+    """A worker's stdout and stderr files, each None when it does not exist (nothing was printed)."""
+    paths = [f"{worker_dir}/{name}" for name in _FILES]
+    found = [path if os.path.exists(path) else None for path in paths]
+    return found[0], found[1]
 
 
 def _failure_reason(kind: StepKind) -> FailureReason:
@@ -126,34 +423,31 @@ class LocalExecution:
         if problem is not None:
             problem.duration_ms = _ms(t0)
             return problem
-        fds: list[int] = []
-        try:
-            os.makedirs(job.out_dir, exist_ok=True)
-            for path, flags in (
-                (job.stdout_path, _WRITE_FLAGS),
-                (job.stderr_path, _WRITE_FLAGS),
-                (job.pgid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC),
-            ):
-                fds.append(os.open(path, flags, 0o644))
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            return Outcome(
-                ok=False,
-                reason=FailureReason.spawn_error,
-                duration_ms=_ms(t0),
-                message=f"cannot open the worker's files: {exc}",
-            )
+        if job.steps:
+            try:
+                open_group_record(job.out_dir)
+            except OSError as exc:
+                return Outcome(
+                    ok=False,
+                    reason=FailureReason.spawn_error,
+                    duration_ms=_ms(t0),
+                    message=f"cannot open the run's record of process groups: {exc}",
+                )
+        output = _Output(job.out_dir)
         try:
             if job.sandbox is not None:
                 job.sandbox.open()
-            outcome = self._run_steps(fds[0], fds[1], fds[2], t0, on_started)
+            outcome = self._run_steps(output, t0, on_started)
         finally:
             self.kill_now()
-            for fd in fds:
-                os.close(fd)
-            if job.sandbox is not None:
-                job.sandbox.close()
+            try:
+                output.close(DRAIN_WAIT)
+            finally:
+                if job.sandbox is not None:
+                    job.sandbox.close()
+        outcome.stdout_path, outcome.stderr_path = output.paths
+        if output.error is not None and outcome.message is None:
+            outcome.message = f"the worker's output could not be saved: {output.error}"
         outcome.duration_ms = _ms(t0)
         return outcome
 
@@ -175,20 +469,18 @@ class LocalExecution:
             return Outcome(ok=False, reason=FailureReason.spawn_error, message=job.sandbox.problem)
         return None
 
-    def _run_steps(self, out: int, err: int, pgfile: int, t0: float, on_started: Callable[[int], None]) -> Outcome:
+    def _run_steps(self, output: _Output, t0: float, on_started: Callable[[int], None]) -> Outcome:
         job = self.job
         deadline = t0 + job.timeout
-        result = Outcome(ok=True, stdout_path=job.stdout_path, stderr_path=job.stderr_path)
-        offsets = (0, 0)
+        result = Outcome(ok=True)
         started = False
         for step in job.steps:
             if self._reason is not None:
-                return self._fail(result, FailureReason.cancelled, None, out, err, offsets, self._reason)
+                return self._fail(result, FailureReason.cancelled, None, output, self._reason)
             if time.monotonic() >= deadline:
                 result.timed_out = True
-                return self._fail(result, FailureReason.timeout, step, out, err, offsets)
-            os.write(out, f"$ {step.command}\n".encode("utf-8", "replace"))
-            offsets = (os.fstat(out).st_size, os.fstat(err).st_size)
+                return self._fail(result, FailureReason.timeout, step, output)
+            mine = output.begin(step.command)
             ts = time.monotonic()
             agent = step.argv is not None
             env = {**job.env, **step.env} if step.env else job.env
@@ -196,34 +488,35 @@ class LocalExecution:
             try:
                 if job.sandbox is not None:
                     argv = job.sandbox.argv(argv, job.cwd, env, agent=agent)
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=job.cwd,
-                    env=env,
-                    stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE if agent else out,
-                    stderr=err,
-                    start_new_session=True,
-                )
+                proc = self._start(argv, env, step, output, mine)
             except (OSError, ValueError) as exc:
-                os.write(err, f"harness: cannot start step: {exc}\n".encode("utf-8", "replace"))
+                output.write(mine, 1, f"harness: cannot start step: {exc}\n".encode("utf-8", "replace"))
                 result.steps.append(_step_record(step, None, ts))
-                return self._fail(result, FailureReason.spawn_error, step, out, err, offsets, str(exc))
+                return self._fail(result, FailureReason.spawn_error, step, output, str(exc))
             with self._lock:
                 self._proc = proc
                 self._groups.append(proc.pid)
                 cancelled = self._reason is not None
             if cancelled:  # the cancel came between the check above and the start
                 signal_group(proc.pid, signal.SIGTERM)
-            os.write(pgfile, b"%d\n" % proc.pid)
+            try:
+                record_group(job.worker_id, job.out_dir, proc.pid)
+            except OSError as exc:  # a group a later manager could not find: not run
+                signal_group(proc.pid, signal.SIGKILL)
+                rc, _ = self._wait(proc, time.monotonic() + KILL_WAIT, output)
+                with self._lock:
+                    self._proc = None
+                result.steps.append(_step_record(step, rc, ts))
+                message = f"cannot record the step's process group: {exc}"
+                return self._fail(result, FailureReason.spawn_error, step, output, message)
             if not started:
                 started = True
                 on_started(proc.pid)
-            watch = _AgentWatch(proc, step, out, ts) if agent else None
+            watch = _AgentWatch(proc, step, output, mine, ts) if agent else None
             step_deadline = deadline
             if watch is not None and step.budget.get("minutes"):
                 step_deadline = min(deadline, ts + float(step.budget["minutes"]) * 60.0)
-            rc, timed_out = self._wait(proc, step_deadline)
+            rc, timed_out = self._wait(proc, step_deadline, output)
             if agent and job.sandbox is not None and rc is not None and 128 < rc <= 128 + 64:
                 rc = 128 - rc  # bwrap reports an agent killed by signal N as 128+N; no shell stood between
             with self._lock:
@@ -234,7 +527,7 @@ class LocalExecution:
                 result.agent = watch.report
                 if over is not None:
                     result.exit_code = rc if rc is not None and rc >= 0 else None
-                    return self._fail(result, FailureReason.budget_exceeded, step, out, err, offsets, over)
+                    return self._fail(result, FailureReason.budget_exceeded, step, output, over)
                 if not timed_out and self._reason is None and rc is not None and rc >= 0:
                     continue  # the agent's exit code is not the verdict: the acceptance tests are
                 # killed by a signal, timed out or cancelled: its work is cut off, handled as a step
@@ -243,61 +536,100 @@ class LocalExecution:
             result.exit_code = rc if rc is not None and rc >= 0 else None
             result.signal = -rc if rc is not None and rc < 0 else None
             if self._reason is not None:
-                return self._fail(result, FailureReason.cancelled, step, out, err, offsets, self._reason)
+                return self._fail(result, FailureReason.cancelled, step, output, self._reason)
             if timed_out:
                 result.timed_out = True
-                return self._fail(result, FailureReason.timeout, step, out, err, offsets)
+                return self._fail(result, FailureReason.timeout, step, output)
             reason = FailureReason.signal if result.signal is not None else _failure_reason(step.kind)
-            return self._fail(result, reason, step, out, err, offsets)
+            return self._fail(result, reason, step, output)
         if self._reason is not None:  # cancelled during the last step, which still succeeded
-            return self._fail(result, FailureReason.cancelled, None, out, err, offsets, self._reason)
-        if job.steps:
-            result.stdout_tail, result.stderr_tail = _tail(out, offsets[0]), _tail(err, offsets[1])
+            return self._fail(result, FailureReason.cancelled, None, output, self._reason)
+        result.stdout_tail, result.stderr_tail = output.tails()
         return result
 
-    def _wait(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[int | None, bool]:
-        """Wait for the step until the deadline; past it, SIGTERM the group, grace, SIGKILL."""
+    def _start(
+        self, argv: list[str], env: dict[str, str], step: Step, output: _Output, mine: _StepOutput
+    ) -> subprocess.Popen[bytes]:
+        """Start a step with its output on pipes that ``output`` reads: stdout and stderr for a
+        shell step, stderr for an agent (its stdout is read by its :class:`_AgentWatch`)."""
+        job = self.job
+        agent = step.argv is not None
+        streams = (1,) if agent else (0, 1)
+        reads: list[int] = []
+        writes: list[int] = []
+        try:
+            for _ in streams:
+                r, w = os.pipe()  # both ends close-on-exec: the child gets its end as fd 1 or 2
+                reads.append(r)
+                writes.append(w)
+                os.set_blocking(r, False)
+            proc = subprocess.Popen(
+                argv,
+                cwd=job.cwd,
+                env=env,
+                stdin=subprocess.PIPE if step.stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if agent else writes[0],
+                stderr=writes[-1],
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in reads:
+                os.close(fd)
+            raise
+        finally:
+            for fd in writes:
+                os.close(fd)
+        for fd, stream in zip(reads, streams, strict=True):
+            output.watch(fd, mine, stream)
+        return proc
+
+    def _wait(self, proc: subprocess.Popen[bytes], deadline: float, output: _Output) -> tuple[int | None, bool]:
+        """Wait for the step until the deadline, reading the output; past it, SIGTERM the group,
+        grace, SIGKILL. Then read, without blocking, what the pipes still hold."""
         pidfd = _open_pidfd(proc.pid)
         try:
-            if wait_exit(proc, pidfd, deadline - time.monotonic()):
+            if wait_exit(proc, pidfd, deadline - time.monotonic(), output):
                 return proc.wait(), False
             signal_group(proc.pid, signal.SIGTERM)
-            if not wait_exit(proc, pidfd, TERM_GRACE):
+            if not wait_exit(proc, pidfd, TERM_GRACE, output):
                 signal_group(proc.pid, signal.SIGKILL)
-                if not wait_exit(proc, pidfd, KILL_WAIT):
+                if not wait_exit(proc, pidfd, KILL_WAIT, output):
                     return None, True
             return proc.wait(), True
         finally:
             if pidfd is not None:
                 os.close(pidfd)
+            output.drain()
 
     @staticmethod
     def _fail(
         result: Outcome,
         reason: FailureReason,
         step: Step | None,
-        out: int,
-        err: int,
-        offsets: tuple[int, int],
+        output: _Output,
         message: str | None = None,
     ) -> Outcome:
         result.ok = False
         result.reason = reason
         result.failed_step = step
         result.message = message
-        result.stdout_tail, result.stderr_tail = _tail(out, offsets[0]), _tail(err, offsets[1])
+        result.stdout_tail, result.stderr_tail = output.tails()
         return result
 
 
 class _AgentWatch:
-    """Reads an agent's stdout as it comes: into the worker's log, into the adapter's parser, and
+    """Reads an agent's stdout as it comes: into the worker's log (through the job's
+    :class:`_Output`, which creates the file at the first byte), into the adapter's parser, and
     against the step's usage caps (tokens, usd, turns), stopping the agent's group at the first
     cap reached. The prompt, when it goes on stdin, is written by a thread of its own."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], step: Step, out: int, started: float) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], step: Step, output: _Output, mine: _StepOutput, started: float
+    ) -> None:
         self.proc = proc
         self.step = step
-        self.out = out
+        self.output = output
+        self.mine = mine
         self.started = started
         self.over: str | None = None
         self.report: dict[str, object] | None = None
@@ -369,9 +701,18 @@ class _AgentWatch:
     def _read(self) -> None:
         stdout = self.proc.stdout
         assert stdout is not None
+        try:
+            self._consume(stdout)
+        finally:  # the pipe is this thread's: closed when it ends, however it ends
+            try:
+                stdout.close()
+            except OSError:
+                pass
+
+    def _consume(self, stdout: IO[bytes]) -> None:
         parser = self.step.parser
         for raw in stdout:
-            os.write(self.out, raw)
+            self.output.write(self.mine, 0, raw)
             if self.step.channel is not None:
                 self._on_line(raw)
             if parser is None:
@@ -450,19 +791,11 @@ class LocalExecutor:
         return LocalExecution(job)
 
     def reap(self, worker_id: str, out_dir: str, pids: list[int]) -> list[int]:
-        path = f"{out_dir}/pgid"
-        groups: list[int] = []
-        written_at: float | None = None
-        try:
-            with open(path, "rb") as f:
-                groups = [int(x) for x in f.read().split() if x.isdigit()]
-            written_at = os.stat(path).st_mtime
-        except (OSError, ValueError):
-            pass
+        groups = recorded_groups(worker_id, out_dir)
         marker = f"HARNESS_WORKER_ID={worker_id}".encode()
         killed = []
-        for pgid in dict.fromkeys(groups + [p for p in pids if p > 1]):
-            if _group_is_ours(pgid, written_at, marker) and signal_group(pgid, signal.SIGKILL):
+        for pgid in dict.fromkeys([*groups, *(p for p in pids if p > 1)]):
+            if _group_is_ours(pgid, groups.get(pgid), marker) and signal_group(pgid, signal.SIGKILL):
                 killed.append(pgid)
         return killed
 
@@ -472,8 +805,8 @@ def _group_is_ours(pgid: int, written_at: float | None, marker: bytes) -> bool:
 
     If no process has the pid, the group (if any) can only be the step's orphans: a pid is not
     reused while its group lives. If one has it, it is the step only if it started no later than
-    the pgid file was written (one second of slack for the boot-time granularity); without that
-    file, only if its environment carries the worker's id.
+    the group was recorded (``written_at``, one second of slack for the boot-time granularity);
+    when it was not recorded, only if its environment carries the worker's id.
     """
     if not os.path.isdir("/proc/self"):
         return True  # no procfs: nothing to check against

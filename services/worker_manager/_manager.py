@@ -28,7 +28,7 @@ from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerStat
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
 
 from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
-from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor
+from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor, began_running, output_files
 from ._models import (
     AnswerToolParams,
     AnswerToolResult,
@@ -493,17 +493,19 @@ class WorkerManager:
             for rec in list(self.table.workers.values()):
                 if rec.worker_id in self._runs or rec.ended:
                     continue
-                # The pgid file is created just before the first step starts: if it exists, the
-                # dead manager had begun running this worker even when no event said so yet.
-                began = rec.state is WorkerState.ready_for_prompt and os.path.exists(f"{rec.worker_dir}/pgid")
+                # Each step's process group is recorded in the run folder's pgids file right after
+                # it starts: if one of this worker's is, the dead manager had begun running it even
+                # when no event said so yet.
+                began = rec.state is WorkerState.ready_for_prompt and began_running(rec.worker_id, rec.worker_dir)
                 if rec.state is WorkerState.running or began:
                     self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
+                    stdout_path, stderr_path = output_files(rec.worker_dir)  # None: nothing printed
                     result = Outcome(
                         ok=False,
                         reason=FailureReason.interrupted,
                         interrupted=True,
-                        stdout_path=f"{rec.worker_dir}/stdout.log",
-                        stderr_path=f"{rec.worker_dir}/stderr.log",
+                        stdout_path=stdout_path,
+                        stderr_path=stderr_path,
                         message="the worker's manager died while it ran",
                     ).as_dict()
                     self._end(rec, result)

@@ -1229,8 +1229,10 @@ def _hook_reason(run: HookRun) -> str:
 
 def _step_tails(result: dict[str, Any], steps: list[dict[str, Any]], limit: int = 2000) -> list[str]:
     """The tail of each step's stdout, read from the worker's stdout file, where each step's output
-    follows a ``$ COMMAND`` line; the last step's is the result's own tail. Empty where the file
-    is gone or too large to read here."""
+    follows a ``$ COMMAND`` line written just before the step's first byte (a step that printed
+    nothing has none); the last step's is the result's own tail. Empty for a step that printed
+    nothing, and where the file is absent (the worker printed nothing), gone or too large to read
+    here."""
     tails = ["" for _ in steps]
     if steps:
         tails[-1] = (result.get("stdout_tail") or "")[-limit:]
@@ -1241,18 +1243,17 @@ def _step_tails(result: dict[str, Any], steps: list[dict[str, Any]], limit: int 
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return tails
-    starts: list[int] = []
+    heads: list[tuple[int, int, int]] = []  # (step, where its header starts, where its output starts)
     pos = 0
-    for step in steps:
+    for i, step in enumerate(steps):
         marker = f"$ {step.get('command')}\n"
         found = text.find(marker, pos)
-        if found < 0:
-            return tails
-        pos = found + len(marker)
-        starts.append(pos)
-    for i, start in enumerate(starts[:-1]):
-        end = text.rfind(f"$ {steps[i + 1].get('command')}\n", start, starts[i + 1])
-        tails[i] = text[start : max(start, end)][-limit:]
+        if found >= 0:  # else the step printed nothing: its header was never written
+            pos = found + len(marker)
+            heads.append((i, found, pos))
+    for (i, _, start), after in zip(heads, [*heads[1:], None], strict=True):
+        if i < len(steps) - 1:
+            tails[i] = text[start : after[1] if after is not None else len(text)][-limit:]
     return tails
 
 
