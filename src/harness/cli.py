@@ -469,6 +469,8 @@ def _replace_plan(args: argparse.Namespace, workspace: str) -> int:
             f"run {run_id} has already started tasks ({', '.join(started)}): its plan cannot be replaced; "
             "start a new run with the edited file"
         )
+    from .planlog import compact_plan
+
     loaded = load_plan_file(args.plan)  # PlanFileError: every problem of the file, exit 2
     report = validate_plan(loaded, workspace=workspace, strictness=Strictness.file).model_dump(mode="json")
     if not report.get("valid"):
@@ -483,7 +485,7 @@ def _replace_plan(args: argparse.Namespace, workspace: str) -> int:
     if unknown:
         raise UsageError(f"unknown task id(s) in {args.plan}: {', '.join(unknown)}", [f"tasks: {', '.join(ids)}"])
     created = {
-        "plan": plan,
+        "plan": compact_plan(plan),
         "revision": revision,
         "report": report,
         "plan_path": os.path.abspath(args.plan),
@@ -710,8 +712,9 @@ def cmd_log(args: argparse.Namespace) -> int:
     known = 0 if finished else (result.events[-1]["seq"] if result.events else 0)
     try:
         for event in eventlog.follow(path, stop=stop):
-            if event["type"] == E.PLAN_CREATED:
-                titles.update({t["id"]: t.get("title", t["id"]) for t in event["data"]["plan"].get("tasks", [])})
+            if event["type"] in (E.RUN_STARTED, E.PLAN_CREATED):
+                plan = event["data"].get("plan") or event["data"].get("plan_file") or {}
+                titles.update({t["id"]: t.get("title", t["id"]) for t in plan.get("tasks", [])})
             show(event)
             if args.until_end and event["type"] in stops and event["seq"] > known:
                 break

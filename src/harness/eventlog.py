@@ -854,14 +854,15 @@ class EventLog:
             target = self._end
         self._sync_to(target)
 
-    def take_foreign(self) -> list[dict[str, Any]]:
+    def take_foreign(self, look: bool = True) -> list[dict[str, Any]]:
         """The events other processes appended since the last call, in order.
 
         Looks at the file first (one fstat), so a supervisor that is only waiting, not
-        appending, still sees what ``harness approve`` wrote from another terminal.
+        appending, still sees what ``harness approve`` wrote from another terminal. Right after
+        an append, which caught up under the file's lock, ``look=False`` skips that look.
         """
         with self._lock:
-            if self._state is LogState.OPEN and os.fstat(self._fd).st_size != self._end:
+            if look and self._state is LogState.OPEN and os.fstat(self._fd).st_size != self._end:
                 fcntl.flock(self._fd, fcntl.LOCK_EX)
                 try:
                     self._catch_up()

@@ -157,7 +157,10 @@ class RunResumed(TypedDict):
 
 @_closed
 class PlanCreated(TypedDict):
-    plan: dict[str, Any]  # a Plan (schemas/Plan.json); its packets are recorded here once
+    plan: NotRequired[
+        dict[str, Any]
+    ]  # a Plan (schemas/Plan.json), compact (harness.planlog); its packets recorded once
+    from_plan_file: NotRequired[bool]  # instead of plan: the plan is RUN_STARTED's plan_file, unchanged
     revision: int
     report: dict[str, Any] | None  # the planner's ValidationReport
     feedback: NotRequired[str | None]  # a revision: the feedback it answers
@@ -902,6 +905,8 @@ def _phrase(etype: str, d: Mapping[str, Any], event: Mapping[str, Any]) -> str: 
     if etype == E.RUN_RESUMED:
         return f"by supervisor pid {d.get('supervisor_pid')}" + _sandbox(d)
     if etype == E.PLAN_CREATED:
+        if d.get("from_plan_file"):
+            return f"revision {d.get('revision')}: the plan file's plan, as validated"
         plan = d.get("plan") or {}
         return f"revision {d.get('revision')}: {len(plan.get('tasks', []))} tasks: {plan.get('objective', '')}"
     if etype == E.PLAN_INVALID:

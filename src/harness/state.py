@@ -24,6 +24,7 @@ from typing import Any, cast
 from . import events as ev
 from .events import EventType as E
 from .plandiff import plan_hash
+from .planlog import full_plan
 from .vocab import Decision, Question
 
 __all__ = ["TERMINAL_TASK", "RunState", "RunStatus", "ServiceInfo", "ServiceState", "TaskState", "TaskStatus", "fold"]
@@ -166,6 +167,7 @@ class RunState:
     objective: str = ""
     workspace: str = ""
     log_format: int = ev.LOG_FORMAT
+    compact_plans: bool = False  # plans are logged compact (format 3 on; a log whose RUN_STARTED says so)
     options: dict[str, Any] = field(default_factory=dict)
     status: RunStatus = RunStatus.created
     plan: dict[str, Any] | None = None
@@ -388,6 +390,15 @@ def _task(state: RunState, event: dict[str, Any]) -> TaskState | None:
     return state.tasks.get(tid) if tid else None
 
 
+#: The log format from which plans are recorded compact (harness.planlog).
+COMPACT_PLANS_SINCE = 3
+
+
+def _plan_of(s: RunState, plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan as a reader uses it: whole again where the log holds it compact."""
+    return full_plan(plan) if s.compact_plans else plan
+
+
 def _run_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.RunStarted, data)
     s.run_id = e.get("run_id", s.run_id)
@@ -395,7 +406,8 @@ def _run_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     s.objective = d.get("objective", "")
     s.workspace = d.get("workspace", "")
     s.options = dict(d.get("options") or {})
-    s.options_plan = d.get("plan_file")
+    s.compact_plans = s.log_format >= COMPACT_PLANS_SINCE
+    s.options_plan = _plan_of(s, d["plan_file"]) if d.get("plan_file") else None
     s.plan_path = d.get("plan_path")
     s.plan_file_hash = d.get("plan_file_hash")
     s.started_unix = e.get("unix")
@@ -407,7 +419,12 @@ def _plan_invalid(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
 
 def _plan_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.PlanCreated, data)
-    plan = d["plan"]
+    if "plan" in d:
+        plan = _plan_of(s, d["plan"])
+    elif s.options_plan is not None:  # from_plan_file: RUN_STARTED's plan, unchanged
+        plan = copy.deepcopy(s.options_plan)
+    else:
+        raise ValueError("PLAN_CREATED holds no plan and names the plan file, but RUN_STARTED recorded none")
     s.previous_plan = s.plan
     s.plan = plan
     if d.get("plan_file_hash"):

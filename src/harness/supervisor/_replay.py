@@ -21,6 +21,8 @@ from typing import Any
 
 from ..events import WORKER_STATE, worker_event_name, worker_event_type
 from ..events import EventType as E
+from ..planlog import full_plan
+from ..state import COMPACT_PLANS_SINCE
 
 __all__ = ["ReplayIndex", "RunPaths", "from_wire", "to_wire"]
 
@@ -162,6 +164,8 @@ class ReplayIndex:
 
     def __init__(self, paths: RunPaths | None = None) -> None:
         self.paths = paths
+        self._plan_file: dict[str, Any] | None = None  # RUN_STARTED's, which a PLAN_CREATED may name
+        self._compact = False  # its plans are compact (RUN_STARTED's log_format)
         self._workers: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._ended: set[str] = set()
         self._outcome: set[str] = set()
@@ -172,9 +176,15 @@ class ReplayIndex:
 
     def apply(self, event: dict[str, Any]) -> None:
         etype = event["type"]
+        if etype == E.RUN_STARTED:
+            self._plan_file = event["data"].get("plan_file")
+            self._compact = int(event["data"].get("log_format", 1)) >= COMPACT_PLANS_SINCE
+            return
         if etype == E.PLAN_CREATED:
             d = event["data"]
-            self._packets[int(d.get("revision", 1))] = {p["id"]: p for p in d["plan"].get("tasks", [])}
+            plan = d["plan"] if "plan" in d else self._plan_file or {}
+            tasks = (full_plan(plan) if self._compact else plan).get("tasks", [])
+            self._packets[int(d.get("revision", 1))] = {p["id"]: p for p in tasks}
             return
         if etype == E.BOOTSTRAP_PHASE_COMPLETED:
             self._phases.append(event["data"])

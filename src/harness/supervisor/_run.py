@@ -30,6 +30,7 @@ from ..config import Config, ConfigError
 from ..events import LOG_FORMAT, LogFormatError, PlannerCall, describe_call
 from ..events import EventType as E
 from ..hooks import HookRun, Hooks, payload
+from ..planlog import compact_plan
 from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
@@ -187,7 +188,7 @@ class Supervisor:
         with self._lock:
             assert self.log is not None, "the run's log is opened before anything happens"
             event = self.log.append(etype, dict(data or {}), task_id=task_id, worker_id=worker_id, durable=False)
-            self._fold(self.log.take_foreign(), show=False)
+            self._fold(self.log.take_foreign(look=False), show=False)  # the append caught up already
             self._fold((event,), show=True)
         if durable:
             self.log.sync()
@@ -402,7 +403,7 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
         }
         if self.options.plan is not None:
-            data["plan_file"] = self.options.plan
+            data["plan_file"] = compact_plan(self.options.plan)
         if self.options.plan is not None and self.options.plan_path is not None:
             from ..plandiff import plan_hash
             from ..planfile import PlanFileError, load_plan_file
@@ -536,7 +537,12 @@ class Supervisor:
             failed = {"status": "failed", "reason": str(exc), **self.state.counts()}
             self.emit(E.EXECUTION_COMPLETE, failed, durable=True)
             raise
-        self.emit(E.PLAN_CREATED, {"plan": plan, "revision": plan.get("revision", 1), "report": report}, durable=True)
+        created: dict[str, Any] = {"revision": plan.get("revision", 1), "report": report}
+        if plan == self.state.options_plan:
+            created["from_plan_file"] = True  # RUN_STARTED holds it already: not recorded twice
+        else:
+            created["plan"] = compact_plan(plan)
+        self.emit(E.PLAN_CREATED, created, durable=True)
 
     def _with_agents(self, plan: dict[str, Any]) -> dict[str, Any]:
         """Every task's agent resolved (definitions, the policy's tool rules); an agent in a
@@ -590,7 +596,7 @@ class Supervisor:
             return
         plan["revision"] = self.state.revision + 1
         revised = {
-            "plan": plan,
+            "plan": compact_plan(plan),
             "revision": plan["revision"],
             "report": result.get("report"),
             "feedback": rejection.get("feedback"),

@@ -1,0 +1,89 @@
+"""Plans as the log holds them: without the fields that hold their defaults.
+
+A packet is mostly defaults (no timeout, risk low, commit policy none, ...); RUN_STARTED and
+PLAN_CREATED record each plan compact (:func:`compact_plan`) and every reader of the log gets it
+back whole (:func:`full_plan`), equal to what :meth:`harness.models.Plan.model_dump` gave, key
+order included. The models are imported on first use, so reading a log needs no pydantic models.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["compact_plan", "full_plan"]
+
+
+def _json_default(value: Any) -> Any:
+    from pydantic import BaseModel
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value.value if isinstance(value, StrEnum) else value
+
+
+def _field_defaults(model: Any) -> dict[str, Any]:
+    """Each optional field's default as plain JSON data, in the model's field order."""
+    return {
+        name: _json_default(field.get_default(call_default_factory=True))
+        for name, field in model.model_fields.items()
+        if not field.is_required()
+    }
+
+
+_PLAN_FIELDS: tuple[dict[str, Any], dict[str, Any], tuple[str, ...], tuple[str, ...]] | None = None
+
+
+def _plan_fields() -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    global _PLAN_FIELDS
+    if _PLAN_FIELDS is None:
+        from .models import Plan, TaskPacket
+
+        _PLAN_FIELDS = (
+            _field_defaults(Plan),
+            _field_defaults(TaskPacket),
+            tuple(Plan.model_fields),
+            tuple(TaskPacket.model_fields),
+        )
+    return _PLAN_FIELDS
+
+
+def _fresh(value: Any) -> Any:
+    """A default value nobody else holds (the fold may change what it is given)."""
+    if type(value) is list:
+        return [] if not value else list(value)
+    if type(value) is dict:
+        return {} if not value else {k: _fresh(v) for k, v in value.items()}
+    return value
+
+
+def _filled(given: dict[str, Any], defaults: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    out = {
+        name: given[name] if name in given else _fresh(defaults[name])
+        for name in order
+        if name in given or name in defaults
+    }
+    out.update((k, v) for k, v in given.items() if k not in out)
+    return out
+
+
+def full_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan as :meth:`Plan.model_dump` (mode json) gives it, from the log's compact form (see
+    :func:`compact_plan`); a full plan comes back equal."""
+    plan_defaults, packet_defaults, plan_order, packet_order = _plan_fields()
+    out = _filled(plan, plan_defaults, plan_order)
+    out["tasks"] = [_filled(t, packet_defaults, packet_order) for t in plan.get("tasks") or []]
+    return out
+
+
+def compact_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan without its fields that hold their defaults, for the log (RUN_STARTED, PLAN_CREATED):
+    a packet is often more defaults than content. :func:`full_plan` gives it back; a plan that
+    would not come back equal (one that lacks fields) is returned as it is."""
+    plan_defaults, packet_defaults, _, _ = _plan_fields()
+    out = {k: v for k, v in plan.items() if k not in plan_defaults or v != plan_defaults[k]}
+    out["tasks"] = [
+        {k: v for k, v in t.items() if k not in packet_defaults or v != packet_defaults[k]}
+        for t in plan.get("tasks") or []
+    ]
+    return out if full_plan(out) == plan else plan
