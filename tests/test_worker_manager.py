@@ -428,7 +428,10 @@ def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risk
 ) -> None:
     safe = wm.spawn(tmp_path, packet(id="safe"), trusted_roots=[str(ws)])
     assert (safe["state"], safe["trusted"], safe["trust_source"]) == ("ready_for_prompt", True, "trusted_root")
-    assert wm.events_of(safe["worker_id"]) == ["worker_spawned", "trust_resolved"]
+    assert wm.events_of(safe["worker_id"]) == ["worker_spawned"]  # the trust is part of the spawn: one event
+    [spawned] = [e for e in wm.events if e["worker_id"] == safe["worker_id"]]
+    assert spawned["state"] == "ready_for_prompt"
+    assert spawned["data"]["trust"] == {"source": "trusted_root", "approver": str(ws)}
     risky = wm.spawn(tmp_path, packet(id="risky", risk="high", risk_reasons=["deploy"]), trusted_roots=[str(ws)])
     assert (risky["state"], risky["trusted"]) == ("trust_required", False)
     outside = wm.spawn(tmp_path, packet(id="outside"), trusted_roots=[str(tmp_path / "w")])
@@ -762,7 +765,7 @@ def test_replay_in_a_new_manager_rebuilds_the_same_worker_table(
     done = first.trusted_worker(tmp_path, packet("a", commands=["echo done"]), idempotency_key="k-a")
     failing = first.trusted_worker(tmp_path, packet("b", acceptance_tests=["exit 1"]))
     ready = first.trusted_worker(tmp_path, packet("c", commands=["echo later"]))
-    first.spawn(tmp_path, packet("d"))
+    first.spawn(tmp_path, packet("d"), trusted_roots=[str(ws)])  # trusted at its spawn
     cancelled = first.spawn(tmp_path, packet("e"))["worker_id"]
     run(first, done), run(first, failing)
     first.call("cancel_worker", {"worker_id": cancelled})

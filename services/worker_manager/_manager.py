@@ -107,6 +107,18 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
     return small
 
 
+def _trusted_root(risk: Risk | str, scope_dir: str, roots: list[str]) -> str | None:
+    """The trusted root whose real path holds the real scope directory (None for a high-risk
+    packet, which needs its own confirmation)."""
+    if risk == Risk.high:
+        return None
+    scope = os.path.realpath(scope_dir)
+    for root in roots:
+        if root and is_inside(scope, os.path.realpath(root)):
+            return root
+    return None
+
+
 class WorkerManager:
     """The worker manager's behaviour, free of the wire: each public method is one RPC method."""
 
@@ -221,9 +233,13 @@ class WorkerManager:
                 data["budget"] = p.budget.model_dump(exclude_none=True)
             if p.sandbox is not None:
                 data["sandbox"] = p.sandbox.model_dump()
-            rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), WorkerState.trust_required, data)
-            if p.trusted_roots:
-                self._trust_decision(rec, p.trusted_roots)
+            # Trust resolved at once by a trusted root is part of the spawn: one event, not two.
+            root = _trusted_root(packet.risk, scope_dir, p.trusted_roots) if p.trusted_roots else None
+            state = WorkerState.trust_required
+            if root is not None:
+                data["trust"] = {"source": "trusted_root", "approver": root}
+                state = WorkerState.ready_for_prompt
+            rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), state, data)
             return self._info(rec)
 
     def check_trust(self, p: CheckTrustParams) -> dict[str, Any]:
@@ -242,11 +258,11 @@ class WorkerManager:
             why = ", ".join(rec.packet.get("risk_reasons") or []) or "flagged high risk"
             return False, f"risky task ({why}) needs its own confirmation: mark_trusted, even under a trusted root"
         scope = os.path.realpath(rec.scope_dir)
-        for root in roots:
-            if root and is_inside(scope, os.path.realpath(root)):
-                data = {"source": "trusted_root", "approver": root}
-                self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)
-                return True, f"scope {scope} is inside trusted root {root}"
+        root = _trusted_root(Risk.low, rec.scope_dir, roots)
+        if root is not None:
+            data = {"source": "trusted_root", "approver": root}
+            self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)
+            return True, f"scope {scope} is inside trusted root {root}"
         return False, f"scope {scope} is inside no trusted root: a decision is required (mark_trusted)"
 
     def mark_trusted(self, p: MarkTrustedParams) -> dict[str, Any]:

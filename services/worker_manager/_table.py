@@ -99,7 +99,7 @@ class WorkerRecord:
     @classmethod
     def from_spawned(cls, event: WorkerEvent) -> WorkerRecord:
         data = event.data
-        return cls(
+        rec = cls(
             worker_id=event.worker_id,
             task_id=event.task_id,
             attempt=int(data.get("attempt", 1)),
@@ -113,6 +113,12 @@ class WorkerRecord:
             budget=data.get("budget"),
             sandbox=data.get("sandbox"),
         )
+        trust = data.get("trust")
+        if trust:  # resolved at the spawn by a trusted root (spawn_worker's trusted_roots)
+            rec.trusted = True
+            rec.trust_source = trust.get("source")
+            rec.approver = trust.get("approver")
+        return rec
 
 
 class WorkerTable:

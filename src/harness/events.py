@@ -522,6 +522,7 @@ class WorkerSpawned(TypedDict):
     idempotency_key: NotRequired[str | None]
     scope_dir: NotRequired[str]
     env_allow: NotRequired[list[str]]
+    trust: NotRequired[dict[str, Any]]  # resolved at the spawn by a trusted root: source, approver (state ready)
     sandbox: NotRequired[dict[str, Any]]  # SandboxParams as sent: mode, network, writable, readonly
     budget: NotRequired[dict[str, Any]]  # caps on this attempt's agent
 

@@ -695,6 +695,12 @@ def _worker_trust_resolved(s: RunState, e: dict[str, Any], data: dict[str, Any])
     t.trust_source = cast(ev.WorkerTrust, data).get("source")
 
 
+def _worker_spawned(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    trust = cast(ev.WorkerSpawned, data).get("trust")
+    if trust:  # resolved at the spawn by a trusted root
+        _worker_trust_resolved(s, e, trust)
+
+
 def _failure_classified(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     t = _task(s, e)
     if t is not None:
@@ -817,6 +823,7 @@ _HANDLERS = {
     E.TASK_DECISION: _task_decision,
     E.TASK_READY: _task_ready,
     E.TRUST_REQUIRED: _trust_required,
+    E.WORKER_SPAWNED: _worker_spawned,
     E.WORKER_TRUST_RESOLVED: _worker_trust_resolved,
     E.FAILURE_DETECTED: _failure_detected,
     E.FAILURE_CLASSIFIED: _failure_classified,

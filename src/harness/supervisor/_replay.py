@@ -48,6 +48,14 @@ _RESULT_DEFAULTS: dict[str, Any] = {
 _OUTPUT_PATHS = ("stdout_path", "stderr_path")
 
 
+def _implied_state(etype: str, data: Mapping[str, Any]) -> str | None:
+    """The state a worker event leaves its worker in; a spawn that carries its trust (resolved by
+    a trusted root at once) leaves it ready."""
+    if etype == E.WORKER_SPAWNED and data.get("trust"):
+        return "ready_for_prompt"
+    return WORKER_STATE.get(etype)
+
+
 @dataclass(frozen=True, slots=True)
 class RunPaths:
     """What a run's worker spawns share: its id, its workspace as the manager resolves it (real
@@ -84,7 +92,7 @@ def from_wire(
     inner = params.get("data") or {}
     data: dict[str, Any] = {k: v for k, v in inner.items() if k not in ("packet", "state", "at")}
     state = params.get("state")
-    if state != WORKER_STATE.get(etype):
+    if state != _implied_state(etype, data):
         data["state"] = state
     tid = params.get("task_id")
     if etype is E.WORKER_SPAWNED:
@@ -119,7 +127,7 @@ def to_wire(
     """The ``worker_event`` notification a logged worker event came from."""
     d = dict(event.get("data") or {})
     etype = event["type"]
-    state = d.pop("state", WORKER_STATE.get(etype))
+    state = d.pop("state", _implied_state(etype, d))
     at = d.pop("at", event.get("unix"))
     tid = event.get("task_id")
     if etype == E.WORKER_SPAWNED:
