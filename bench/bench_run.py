@@ -78,8 +78,7 @@ BARE_LINE = (
 ).encode()
 
 TASK_CHAIN = (
-    "WORKER_SPAWNED",
-    "WORKER_TRUST_RESOLVED",
+    "WORKER_SPAWNED",  # trusted by a root at once: the trust is part of the spawn (log format 3)
     "TASK_STARTED",
     "WORKER_STARTED",
     "WORKER_FINISHED",
@@ -364,30 +363,25 @@ def per_task_gaps(events: list[dict[str, Any]]) -> list[tuple[str, float]]:
             by_task[tid].setdefault(e["type"], e)
     gaps: dict[str, list[float]] = defaultdict(list)
     labels = [
-        "prev TASK_COMPLETED -> manager spawned (fsync, schedule, spawn_worker)",
-        "manager spawned -> manager trust resolved (reply, check_trust)",
-        "manager trust resolved -> TASK_STARTED appended (reply, emit)",
-        "TASK_STARTED -> first process started (fsync, run_worker, job, files)",
+        "prev TASK_COMPLETED -> worker spawned and trusted (fsync, schedule, checks, spawn_worker)",
+        "worker spawned -> TASK_STARTED appended (reply, emit)",
+        "TASK_STARTED -> first process started (fsync, run_worker, job)",
         "first process started -> worker finished (2 x sh; wait; tails)",
         "worker finished -> TASK_COMPLETED appended (reply, emit)",
-        "manager emit -> supervisor append (notification lag, median of 4)",
     ]
     prev_done: float | None = None
     for tid in order:
         ev = by_task[tid]
         if len(ev) < len(TASK_CHAIN):
             continue
-        sp, tr, ts, ws, wf, tc = (ev[k] for k in TASK_CHAIN)
-        m = lambda e: e["data"].get("at", e["unix"])  # noqa: E731 - format 2: the manager's clock; 3: logged at
+        sp, ts, ws, wf, tc = (ev[k]["unix"] for k in TASK_CHAIN)  # when the supervisor logged each
         if prev_done is not None:
-            gaps[labels[0]].append(m(sp) - prev_done)
-        gaps[labels[1]].append(m(tr) - m(sp))
-        gaps[labels[2]].append(ts["unix"] - m(tr))
-        gaps[labels[3]].append(m(ws) - ts["unix"])
-        gaps[labels[4]].append(m(wf) - m(ws))
-        gaps[labels[5]].append(tc["unix"] - m(wf))
-        gaps[labels[6]].append(median([e["unix"] - m(e) for e in (sp, tr, ws, wf)]))
-        prev_done = tc["unix"]
+            gaps[labels[0]].append(sp - prev_done)
+        gaps[labels[1]].append(ts - sp)
+        gaps[labels[2]].append(ws - ts)
+        gaps[labels[3]].append(wf - ws)
+        gaps[labels[4]].append(tc - wf)
+        prev_done = tc
     return [(label, median(gaps[label]) * 1e6) for label in labels]
 
 
@@ -793,6 +787,7 @@ def _inprocess_run(
     from harness.supervisor import UI, RunOptions, Supervisor
 
     ws, plan_path = new_workspace(root, name, noop_tasks(n), fmt)
+    config_extra = {"policy": {"sandbox": "off"}, **(config_extra or {})}  # no sandbox, as the peers
     if config_extra:
         import yaml
 

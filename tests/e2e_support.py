@@ -124,6 +124,16 @@ def first(evts: list[dict[str, Any]], etype: str, task_id: str | None = None) ->
     raise AssertionError(f"no {etype} for {task_id} in {types(evts)}")
 
 
+def logged_plan(evts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's current plan as every reader of its log gets it (whole, from the compact form
+    RUN_STARTED or PLAN_CREATED recorded)."""
+    from harness.state import fold
+
+    plan = fold(evts).plan
+    assert plan is not None, f"no plan in {types(evts)}"
+    return plan
+
+
 def processes_in(workspace: Path) -> list[int]:
     """Live processes whose working directory is inside the workspace (services and workers)."""
     root = os.path.realpath(workspace)

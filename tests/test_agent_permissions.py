@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_support import events, first, harness, latest_run
+from e2e_support import events, first, harness, latest_run, logged_plan
 
 from harness.agents import AgentCall, adapter_for
 from harness.agents.plan import apply_agents, bypass_problems
@@ -96,7 +96,7 @@ def test_a_plan_that_switches_an_agent_s_checks_off_is_refused_unless_the_policy
     allowed = harness(ws, *args, "--policy", str(tmp_path / "policy.yaml"))
     assert allowed.returncode == 0, allowed.stderr + allowed.stdout
     (second,) = [p.name for p in (ws / ".harness" / "runs").iterdir() if p.name != refused_run]
-    plan = first(events(ws, second), "PLAN_CREATED")["data"]["plan"]
+    plan = logged_plan(events(ws, second))
     assert plan["tasks"][0]["agent"]["permission"] == "bypassPermissions"
 
 
@@ -158,7 +158,7 @@ def test_a_tool_request_is_answered_by_a_policy_rule_through_the_channel(tmp_pat
     assert asked["tool"] == "Write" and asked["call"].endswith("notes.txt)")
     decided = first(evts, "TOOL_PERMISSION_DECIDED")["data"]
     assert decided["decision"] == "allow" and decided["source"] == "policy" and decided["rule"] == "notes-ok"
-    plan = first(evts, "PLAN_CREATED")["data"]["plan"]
+    plan = logged_plan(evts)
     assert plan["tasks"][0]["agent"]["channel"] is True
 
 

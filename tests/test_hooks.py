@@ -24,6 +24,7 @@ from e2e_support import (
     first,
     harness,
     latest_run,
+    logged_plan,
     types,
     write_config,
     write_plan,
@@ -441,7 +442,7 @@ def test_a_command_the_approved_revision_does_not_hold_is_refused_even_past_the_
     assert harness(ws, "run", "--plan", "plan.yaml").returncode == 3  # waits at the gate
     run_id = latest_run(ws)
     path = eventlog.run_dir(ws, run_id) / "events.jsonl"
-    plan = first(events(ws), "PLAN_CREATED")["data"]["plan"]
+    plan = logged_plan(events(ws))
     forged = {**plan, "tasks": [{**plan["tasks"][0], "commands": ["touch a.txt", "touch injected.txt"]}]}
     log = eventlog.EventLog.open(path, run_id, create=False)
     try:

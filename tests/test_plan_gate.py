@@ -11,13 +11,24 @@ from typing import Any
 
 import jsonschema
 import pytest
-from e2e_support import assert_no_processes_left, events, first, harness, latest_run, types, write_config, write_plan
+from e2e_support import (
+    assert_no_processes_left,
+    events,
+    first,
+    harness,
+    latest_run,
+    logged_plan,
+    types,
+    write_config,
+    write_plan,
+)
 from test_decide import RUN, Log, rules
 
 from harness import eventlog
 from harness.events import EventType as E
 from harness.events import describe
 from harness.plandiff import describe_changes, plan_diff, plan_hash, resume_refusal
+from harness.planlog import full_plan
 from harness.resources import load_schema
 from harness.state import fold
 from harness.supervisor import UI
@@ -246,11 +257,11 @@ def test_an_edited_plan_file_is_refused_at_resume_until_the_edited_file_is_appro
     run_id = latest_run(ws)
     started = first(events(ws, run_id), "RUN_STARTED")["data"]
     assert started["plan_path"] == str(ws / "plan.yaml")
-    assert started["plan_file_hash"] == plan_hash(started["plan_file"])
+    assert started["plan_file_hash"] == plan_hash(full_plan(started["plan_file"]))  # logged compact
     approve = harness(ws, "approve", run_id)
     assert approve.returncode == 0, approve.stderr
     approved = first(events(ws, run_id), "GATE_APPROVED")["data"]
-    assert approved["plan_hash"] == plan_hash(first(events(ws, run_id), "PLAN_CREATED")["data"]["plan"])
+    assert approved["plan_hash"] == plan_hash(logged_plan(events(ws, run_id)))
 
     write_plan(ws, [marker("a"), marker("c", depends_on=["a"])])  # b becomes c after the approval
     before = events(ws, run_id)
@@ -273,7 +284,7 @@ def test_an_edited_plan_file_is_refused_at_resume_until_the_edited_file_is_appro
     assert created["revision"] == 2 and created["plan"]["source"] == "file" and created["report"]["valid"]
     assert created["plan_path"] == str(ws / "plan.yaml")
     assert approval["revision"] == 2 and approval["source"] == "cli" and approval["approver"]
-    assert approval["plan_hash"] == plan_hash(created["plan"])
+    assert approval["plan_hash"] == plan_hash(full_plan(created["plan"]))  # logged compact: hashed whole
 
     done = harness(ws, "resume", run_id)
     assert done.returncode == 0, done.stdout + done.stderr

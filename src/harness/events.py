@@ -671,6 +671,7 @@ class ServiceStarted(TypedDict):
     pid: int
     start_time: int | None  # /proc/PID/stat starttime: with the pid, names this process for good
     command: list[str]
+    launch: NotRequired[Literal["fork"]]  # forked by the CLI to run the command's service; absent: exec'd
 
 
 @_closed

@@ -24,7 +24,7 @@ from typing import Any, cast
 from . import events as ev
 from .events import EventType as E
 from .plandiff import plan_hash
-from .planlog import full_plan
+from .planlog import compact_plan, full_plan
 from .vocab import Decision, Question
 
 __all__ = ["TERMINAL_TASK", "RunState", "RunStatus", "ServiceInfo", "ServiceState", "TaskState", "TaskStatus", "fold"]
@@ -421,8 +421,8 @@ def _plan_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.PlanCreated, data)
     if "plan" in d:
         plan = _plan_of(s, d["plan"])
-    elif s.options_plan is not None:  # from_plan_file: RUN_STARTED's plan, unchanged
-        plan = copy.deepcopy(s.options_plan)
+    elif s.options_plan is not None:  # from_plan_file: RUN_STARTED's plan, unchanged (a copy of its own)
+        plan = full_plan(compact_plan(s.options_plan)) if s.compact_plans else copy.deepcopy(s.options_plan)
     else:
         raise ValueError("PLAN_CREATED holds no plan and names the plan file, but RUN_STARTED recorded none")
     s.previous_plan = s.plan

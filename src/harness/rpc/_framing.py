@@ -19,8 +19,18 @@ from typing import IO, Any
 #: Default maximum size of one line, in bytes (configurable per reader).
 DEFAULT_MAX_LINE = 4 * 1024 * 1024
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+
+def _plain(value: Any) -> Any:
+    """What the encoder does with a value JSON has no word for: a pydantic model is its JSON dump
+    (by alias), nested anywhere in a message; anything else is refused."""
+    dump = getattr(value, "model_dump", None)
+    if dump is None:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return dump(mode="json", by_alias=True)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_plain).encode
+_dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False, default=_plain).encode
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],]')
 _ID_MEMBER = re.compile(rb'\s*"id"\s*:\s*(-?(?:0|[1-9]\d*)|"(?:[^"\\]|\\.)*")\s*[,}]')
 

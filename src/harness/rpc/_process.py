@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .._spawn import spawn_child
+from .._spawn import ForkedService, ServiceChild, spawn_child
 from ._client import CloseCallback, NotificationCallback, Peer
 from ._framing import DEFAULT_MAX_LINE
 
@@ -43,12 +43,17 @@ class ServiceProcess:
         on_notification: NotificationCallback | None = None,
         on_close: CloseCallback | None = None,
         max_line: int = DEFAULT_MAX_LINE,
-        started: subprocess.Popen[bytes] | None = None,
+        started: ServiceChild | None = None,
     ) -> None:
-        """Spawn ``argv``, or adopt ``started``, a child already spawned with the same pipes."""
+        """Spawn ``argv``, or adopt ``started``, a child already started with the same pipes:
+        exec'd by ``harness._spawn.spawn_child`` or forked by ``harness._spawn.fork_service``."""
         self.argv = list(argv)
         self.name = name or os.path.basename(self.argv[0])
-        self.proc = started if started is not None else spawn_child(self.argv, env=env, cwd=cwd, stderr=stderr)
+        self.proc: ServiceChild = (
+            started if started is not None else spawn_child(self.argv, env=env, cwd=cwd, stderr=stderr)
+        )
+        #: How the process was started: ``fork`` (a fork of the CLI running ``argv``'s service) or ``exec``.
+        self.launch = "fork" if isinstance(self.proc, ForkedService) else "exec"
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
         # Replies are read through a buffer (one read per chunk, not per byte): a raw pipe (as

@@ -48,13 +48,11 @@ def _max_line_from_env() -> int:
 
 
 def dump_result(value: Any) -> Any:
-    """Turn a handler's return value into plain JSON data."""
+    """A handler's return value as the wire takes it: a model is dumped here; models nested in
+    lists and dicts are dumped by the encoder itself (``_framing.encode``), without a copy of
+    every container on the way."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
-    if isinstance(value, list):
-        return [dump_result(v) for v in value]
-    if isinstance(value, dict):
-        return {k: dump_result(v) for k, v in value.items()}
     return value
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 import threading
 from collections.abc import Callable
 from typing import IO, Any
 
-from .._spawn import services_log, start_time
+from .._spawn import ServiceChild, services_log, start_time
 from ..config import SERVICE_NAMES, Config
 from ..rpc import kill_group
 from ..state import RunState, ServiceState
@@ -22,7 +21,7 @@ ReplaySources = Callable[[str], Callable[[], list[dict[str, Any]]]]
 
 
 class ServiceMesh:
-    def __init__(self, config: Config, workspace: str, prespawned: dict[str, subprocess.Popen[bytes]]) -> None:
+    def __init__(self, config: Config, workspace: str, prespawned: dict[str, ServiceChild]) -> None:
         self.config = config
         self.workspace = workspace
         # Default services the CLI started early (harness._spawn.prespawn): adopted, then removed

@@ -17,13 +17,12 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from .._spawn import start_time
+from .._spawn import ServiceChild, start_time
 from ..config import ServiceSpec
 from ..events import EventType as E
 from ..rpc import ClientClosed, ConnectionClosed, RequestTimeout, RPCError, ServiceProcess
@@ -53,7 +52,7 @@ class SupervisedService:
         replay_source: ReplaySource | None = None,
         stderr: IO[bytes] | None = None,
         cwd: str | None = None,
-        prespawned: subprocess.Popen[bytes] | None = None,
+        prespawned: ServiceChild | None = None,
     ) -> None:
         self.spec = spec
         self._prespawned = prespawned  # adopted as the first start (see harness._spawn)
@@ -141,6 +140,8 @@ class SupervisedService:
                     "start_time": start_time(self.proc.pid),
                     "command": self.spec.command,
                 }
+                if self.proc.launch == "fork":  # the CLI forked it to run this command's service
+                    started["launch"] = "fork"
                 self._emit(E.SERVICE_STARTED, started, durable=True)
             else:
                 self._emit(
