@@ -5,13 +5,13 @@
 
 What one measurement is. A real run of one task is started and left waiting at the plan gate
 (``harness run --plan`` without ``--approve``). Its log is then grown to N events with synthetic
-task histories: the four notifications of one worker (worker_spawned, trust_resolved,
+task histories: the three notifications of one worker (worker_spawned carrying its trust,
 worker_started, worker_finished) exactly as a real worker manager sent them for a real worker in
 this run, copied with fresh worker ids, task ids and idempotency keys, and logged as the
 supervisor logs them (``harness.supervisor._replay.from_wire``: flat data, the worker event's own
-fields plus ``state`` and ``at``; WORKER_SPAWNED names the plan ``revision`` instead of copying the
-packet), with the supervisor's TASK_STARTED and TASK_COMPLETED in between in the shapes its task
-thread writes (6 events per task, 4 of them worker events). A supervisor in this process resumes
+fields; WORKER_SPAWNED names the plan ``revision`` instead of copying the packet), with the
+supervisor's TASK_STARTED and TASK_COMPLETED in between in the shapes its task thread writes (5
+events per task, 3 of them worker events). A supervisor in this process resumes
 the run with ``approve``; its one task hangs on attempt 1
 (``[ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60``). When the task's WORKER_STARTED is folded, the
 worker manager is SIGKILLed; the figure is the time from the kill to the TASK_STARTED of attempt 2
@@ -241,7 +241,7 @@ def real_worker_events(ws: Path, run_id: str) -> list[dict[str, Any]]:
     finally:
         wm.stop(grace=2.0, term_grace=1.0)
     kinds = [e["event"] for e in got]
-    if kinds != ["worker_spawned", "trust_resolved", "worker_started", "worker_finished"]:
+    if kinds != ["worker_spawned", "worker_started", "worker_finished"]:  # trusted at its spawn: one event
         raise RuntimeError(f"unexpected worker events from the manager: {kinds}")
     return got
 
@@ -252,10 +252,10 @@ def synthetic(
     """Copies of the template worker's notifications with fresh ids, keys and times: ``n_log``
     events to log, and ``n_wire`` worker notifications (the wire shape) for the replay components.
 
-    Each copy to log is a whole task history as a real run logs it: the manager's four worker
+    Each copy to log is a whole task history as a real run logs it: the manager's three worker
     events as ``_replay.from_wire`` turns them into log events, with the supervisor's TASK_STARTED
-    (after trust) and TASK_COMPLETED (after the finish) in the shapes its task thread writes
-    (``_decide.task_result``).
+    (after the trusted spawn) and TASK_COMPLETED (after the finish) in the shapes its task thread
+    writes (``_decide.task_result``).
     """
     from harness.services.worker_manager._manager import worker_id_for_key
     from harness.supervisor._replay import from_wire
@@ -281,9 +281,9 @@ def synthetic(
             assert as_logged is not None, params
             etype, data, _, _ = as_logged
             history.append((str(etype), data, tid, wid))
-            if params["event"] == "trust_resolved":
-                history.append(("TASK_STARTED", {"attempt": 1, "worker_id": wid}, tid, wid))
-        history.append(("TASK_COMPLETED", {"attempt": 1, "duration_ms": duration, "worker_id": wid}, tid, wid))
+            if params["event"] == "worker_spawned":  # trusted by a root at once
+                history.append(("TASK_STARTED", {"attempt": 1, "checked": 2}, tid, wid))
+        history.append(("TASK_COMPLETED", {"attempt": 1, "duration_ms": duration}, tid, wid))
         logged.extend(history[: max(0, n_log - len(logged))])
         i += 1
     return logged, wire

@@ -8,15 +8,14 @@ The workspace. A real run of 3 shell tasks (``true`` twice, b after a; c's accep
 once, is classified logic_error and retried) is made with the real CLI (``harness run --plan
 --approve``, CI=true) in a scratch git repository. Its events are the templates: the run-level
 events (RUN_STARTED, SERVICE_STARTED, PLAN_CREATED, GATE_*, BOOTSTRAP_*; EXECUTION_COMPLETE,
-SERVICE_STOPPED), the 8 events of a task that passed (COMMAND_CHECKED x2, WORKER_SPAWNED,
-WORKER_TRUST_RESOLVED, TASK_STARTED, WORKER_STARTED, WORKER_FINISHED, TASK_COMPLETED) and the 19
-of the task that failed once (... TASK_FAILED, FAILURE_DETECTED, FAILURE_CLASSIFIED,
+SERVICE_STOPPED), the 5 events of a task that passed (WORKER_SPAWNED, TASK_STARTED,
+WORKER_STARTED, WORKER_FINISHED, TASK_COMPLETED) and those of the task that failed once (... TASK_FAILED, FAILURE_DETECTED, FAILURE_CLASSIFIED,
 RECOVERY_APPLIED, then attempt 2). A run of ``--tasks`` tasks is written from them with the real
 writer (``EventLog.open`` + ``append_many(durable=False)`` in batches): the plan is the recorded
 packet copied with new ids and titles, in levels of sqrt(N) tasks (100 levels of 100 at 10,000),
 each task depending on 1-3 tasks of the level before (``random.Random(42)``); ``--flaky`` of them
-(default 10) fail once and are retried; the plan is recorded twice, as a real run from a plan file
-records it (``plan_file`` in RUN_STARTED, ``plan`` in PLAN_CREATED), with its real ``plan_hash``
+(default 10) fail once and are retried; the plan is recorded as a real run from a plan file records
+it (compact, ``plan_file`` in RUN_STARTED, which PLAN_CREATED names), with its real ``plan_hash``
 in GATE_APPROVED; run ids, task ids, worker ids and idempotency keys are fresh. Time: the writer
 takes a ``clock``; it is given the recorded gaps between events (a sequential run, ending five
 minutes ago), and each worker event's ``at`` keeps its recorded offset from its event. The plan
@@ -96,6 +95,7 @@ from markupsafe import Markup
 from harness import eventlog
 from harness.events import upgrade
 from harness.plandiff import plan_hash
+from harness.planlog import full_plan
 from harness.state import RunState, TaskStatus, fold
 from harness.ui import app as ui_app
 from harness.ui import svg
@@ -261,7 +261,7 @@ def record(root: Path) -> Recording:
         plain=steps(by_task["a"], "a"),
         flaky=steps(by_task["c"], "c"),
         between=float(events[by_task["b"][0]]["unix"]) - float(events[by_task["a"][-1]]["unix"]),
-        plan=plan_created["plan"],
+        plan=plan_created.get("plan") or run_started["plan_file"],  # compact, as logged (format 3)
         plan_file=run_started.get("plan_file") or plan_created["plan"],
         report=plan_created.get("report"),
         flaky_workers=workers_of(by_task["c"]),
@@ -372,13 +372,15 @@ def write_run(rec: Recording, n: int, n_flaky: int, end: float, rng: random.Rand
             data = specs[-1][1]
             if step.type == "RUN_STARTED" and "plan_file" in data:
                 data["plan_file"] = plan_file
-                data["plan_file_hash"] = plan_hash(plan_file)
+                data["plan_file_hash"] = plan_hash(full_plan(plan_file))  # hashed whole, logged compact
             elif step.type == "PLAN_CREATED":
-                data["plan"], data["report"] = plan, report
+                data["report"] = report
+                if "plan" in data:  # else from_plan_file: RUN_STARTED's, recorded once
+                    data["plan"] = plan
             elif step.type == "GATE_APPROVAL_REQUESTED":
                 data["tasks"] = n
             elif step.type == "GATE_APPROVED" and "plan_hash" in data:
-                data["plan_hash"] = plan_hash(plan)
+                data["plan_hash"] = plan_hash(full_plan(plan))
         for i, task in enumerate(tasks):
             template = rec.flaky if i in flaky_idx else rec.plain
             workers = tuple(f"w-{rng.getrandbits(48):012x}" for _ in range(1 + max(s.worker or 0 for s in template)))

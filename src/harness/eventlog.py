@@ -7,9 +7,9 @@ UTF-8 JSON with its keys in a fixed order::
     {"seq":2,"unix":1768487025.129,"type":"TASK_STARTED","task_id":"t1","worker_id":"w1","data":{...},"hash":"..."}
 
 ``task_id`` and ``worker_id`` are left out when null; ``run_id`` is on the first line only (the
-folder names the run too). ``hash`` chains each line to the one before: it is the first 24 bytes,
-base64url (32 characters), of ``sha256(hash of the line before + this line without its hash
-field)``, the line before's hash being empty for the first line. The stored line is that object
+folder names the run too). ``hash`` chains each line to the one before: it is the first 16 bytes
+(128 bits), base64url without padding (22 characters), of ``sha256(hash of the line before + this
+line without its hash field)``, the line before's hash being empty for the first line. The stored line is that object
 with ``,"hash":"<hash>"`` inserted before its final ``}``, so a checker strips the suffix textually
 and rehashes: no re-serialisation, hence no dependence on any JSON library's output. An edited,
 removed, inserted or moved line breaks the chain from there on; :func:`verify` says where.
@@ -89,8 +89,8 @@ EVENTS_FILE = "events.jsonl"
 #: The two chains (see the module's docstring): 3 since log format 3, 2 before.
 CHAIN = 3
 _HASH_KEY = b',"hash":"'
-_HASH_LEN = {2: 64, 3: 32}
-_HASH_RE = {2: re.compile(rb"[0-9a-f]{64}\Z"), 3: re.compile(rb"[A-Za-z0-9_-]{32}\Z")}
+_HASH_LEN = {2: 64, 3: 22}
+_HASH_RE = {2: re.compile(rb"[0-9a-f]{64}\Z"), 3: re.compile(rb"[A-Za-z0-9_-]{22}\Z")}
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 _TAIL_CHUNK = 64 * 1024
 _FOLLOW_CHUNK = 4 * 1024 * 1024
@@ -237,7 +237,7 @@ def _chain_hash(chain: int, prev: str, body: bytes) -> str:
     if chain == 2:
         return hashlib.sha256(body).hexdigest()
     digest = hashlib.sha256(prev.encode("ascii") + body).digest()
-    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+    return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")  # 128 bits
 
 
 def _genesis(chain: int) -> str:

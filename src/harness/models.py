@@ -282,7 +282,7 @@ class Event(BaseModel):
         default=None, description="Log format 2 only: the hash of the previous event, or 64 zeros for the first."
     )
     hash: str = Field(
-        description="base64url of the first 24 bytes of sha256(the previous line's hash + this line without its "
+        description="base64url (unpadded) of the first 16 bytes of sha256(the previous line's hash + this line without its "
         "hash field); log format 2: the sha256 hex of this line without its hash field."
     )
 
