@@ -283,7 +283,7 @@ PEER_PROGRAMS = {
     "langgraph": ("LangGraph, SqliteSaver, durability=sync", PEERS / "langgraph_peer.py"),
     "dbos": ("DBOS on SQLite", PEERS / "dbos_peer.py"),
 }
-HARNESS_LABEL = "harness run --plan --approve (no sandbox, as the peers)"
+HARNESS_LABEL = "harness run --plan --approve, no sandbox (as the peers)"
 BWRAP_LABEL = "harness, each step under bubblewrap (the default where installed)"
 HARNESS_KEYS = ("harness", "harness-bwrap")
 
