@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from wm_support import WAIT, kill_pids, live_members, processes_with_env, wait_until
+from wm_support import WAIT, assert_no_worker_left, live_members, wait_until
 
 from harness.services.worker_manager import _local
 from harness.services.worker_manager._executor import Job, Outcome, Step
@@ -25,11 +25,7 @@ WID = "w-local"
 def no_worker_left(tmp_path: Path) -> Iterator[None]:
     """Fail the test if a process of its run directory outlives it."""
     yield
-    needle = f"HARNESS_RUN_DIR={tmp_path}".encode()
-    gone = wait_until(lambda: not processes_with_env(needle), 1.0)
-    left = processes_with_env(needle)
-    kill_pids(left)
-    assert gone, f"processes left behind: {left}"
+    assert_no_worker_left(tmp_path)
 
 
 def make_job(

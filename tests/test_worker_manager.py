@@ -29,12 +29,12 @@ from wm_support import (
     SERVICE_CMD,
     WAIT,
     Manager,
+    assert_no_worker_left,
     kill_pids,
     live_members,
     load_contract,
     load_schema,
     packet,
-    processes_with_env,
     result_schema,
     validate,
     wait_until,
@@ -67,11 +67,7 @@ from harness.services.worker_manager import (
 def no_worker_left(tmp_path: Path) -> Iterator[None]:
     """Fail the test if a worker process of its run directory outlives it."""
     yield
-    needle = f"HARNESS_RUN_DIR={tmp_path}".encode()
-    gone = wait_until(lambda: not processes_with_env(needle), 1.0)
-    left = processes_with_env(needle)
-    kill_pids(left)
-    assert gone, f"worker processes left behind: {left}"
+    assert_no_worker_left(tmp_path)
 
 
 @pytest.fixture

@@ -188,3 +188,13 @@ def kill_pids(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def assert_no_worker_left(run_root: Path) -> None:
+    """Fail if a process started with HARNESS_RUN_DIR under ``run_root`` outlives the test (it is
+    killed first, so one leak does not spill into the next test)."""
+    needle = f"HARNESS_RUN_DIR={run_root}".encode()
+    gone = wait_until(lambda: not processes_with_env(needle), 1.0)
+    left = processes_with_env(needle)
+    kill_pids(left)
+    assert gone, f"worker processes left behind: {left}"
