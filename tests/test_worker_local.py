@@ -8,7 +8,6 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from wm_support import WAIT, assert_no_worker_left, live_members, wait_until
@@ -69,7 +68,7 @@ def open_fds() -> set[int]:
 @pytest.fixture
 def fds_kept(tmp_path: Path) -> Iterator[None]:
     """Fail the test if its runs leave an fd open (beyond the run folder's record, kept by design)."""
-    _local.open_group_record(str(tmp_path / "run" / "workers" / WID))
+    _local.record_group("w-fixture", str(tmp_path / "run" / "workers" / "w-fixture"), _local.BEGUN)
     before = open_fds()
     yield
     assert wait_until(lambda: open_fds() <= before, 1.0), open_fds() - before
@@ -116,11 +115,20 @@ def test_a_silent_job_leaves_no_folder_only_lines_in_the_run_record(tmp_path: Pa
     assert (outcome.stdout_tail, outcome.stderr_tail) == ("", "")
     workers = tmp_path / "run" / "workers"
     assert os.listdir(workers) == ["pgids"]
-    lines = (workers / "pgids").read_text().splitlines()
-    assert [line.split()[:2] for line in lines][0] == [WID, str(started[0])] and len(lines) == 3
+    lines = [line for line in (workers / "pgids").read_text().splitlines() if line.startswith(f"{WID} ")]
+    assert [line.split()[:2] for line in lines][:2] == [[WID, "0"], [WID, str(started[0])]] and len(lines) == 4
     groups = recorded_groups(WID, str(workers / WID))
     assert list(groups)[0] == started[0] and all(abs(t - time.time()) < 60 for t in groups.values())
     assert began_running(WID, str(workers / WID)) and not began_running("w-other", str(workers / "w-other"))
+
+
+def test_the_job_is_recorded_as_begun_before_its_first_process_starts(tmp_path: Path, fds_kept: None) -> None:
+    """A manager killed between a step's start and the record of its group still left the mark
+    that its replacement reads (``began_running``): the job cannot be run a second time unseen."""
+    record = tmp_path / "run" / "workers" / "pgids"
+    outcome, _ = execute(make_job(tmp_path, f"grep -q '^{WID} 0 ' {record}"))
+    assert outcome.ok, (outcome.reason, outcome.stderr_tail)
+    assert not began_running("w-never", str(tmp_path / "run" / "workers" / "w-never"))
 
 
 def test_a_step_that_cannot_start_fails_as_a_spawn_error_with_its_message_in_stderr(
@@ -136,8 +144,12 @@ def test_a_step_that_cannot_start_fails_as_a_spawn_error_with_its_message_in_std
 def test_a_step_whose_group_cannot_be_recorded_is_killed_reaped_and_fails_as_a_spawn_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fds_kept: None
 ) -> None:
-    def full(*args: Any) -> None:
-        raise OSError(28, "No space left on device")
+    recorded = _local.record_group
+
+    def full(worker_id: str, worker_dir: str, pgid: int) -> None:
+        if pgid != _local.BEGUN:  # the job's mark goes in; the step's group cannot
+            raise OSError(28, "No space left on device")
+        recorded(worker_id, worker_dir, pgid)
 
     monkeypatch.setattr(_local, "record_group", full)
     t0 = time.monotonic()
@@ -173,7 +185,7 @@ def test_the_record_is_opened_again_when_its_run_folder_was_deleted(tmp_path: Pa
     second, again = execute(make_job(tmp_path, "true"))
     assert first.ok and second.ok
     lines = (tmp_path / "run" / "workers" / "pgids").read_text().splitlines()
-    assert [line.split()[:2] for line in lines] == [[WID, str(again[0])]]
+    assert [line.split()[:2] for line in lines] == [[WID, "0"], [WID, str(again[0])]]
 
 
 def test_an_agent_steps_output_goes_through_the_same_lazy_writer(tmp_path: Path, fds_kept: None) -> None:

@@ -110,9 +110,12 @@ def rpc_error(call: Callable[[], Any]) -> RPCError:
 
 
 def read_pgids(tmp_path: Path, wid: str) -> list[int]:
-    """The process groups of a worker's steps, in order, from the run folder's ``workers/pgids``."""
+    """The process groups of a worker's steps, in order, from the run folder's ``workers/pgids``
+    (after the job's line that says it began, which names no group)."""
     lines = (tmp_path / "run" / "workers" / "pgids").read_text().splitlines()
-    return [int(line.split()[1]) for line in lines if line.split()[0] == wid]
+    pgids = [int(line.split()[1]) for line in lines if line.split()[0] == wid]
+    assert pgids[:1] == [0], f"{wid} was not recorded as begun before its first step: {lines}"
+    return pgids[1:]
 
 
 def write_fifo(path: Path, data: bytes) -> None:
@@ -332,7 +335,10 @@ def test_the_seeds_packet_spawned_again_is_the_same_worker_and_runs_its_acceptan
     assert ran["result"]["stdout_path"] is None and ran["result"]["stderr_path"] is None
     workers = ws.resolve() / ".harness" / "workers-adhoc" / "workers"
     assert not (workers / wid).exists()
-    assert [line.split()[0] for line in (workers / "pgids").read_text().splitlines()] == [wid]
+    assert [line.split()[0] for line in (workers / "pgids").read_text().splitlines()] == [
+        wid,
+        wid,
+    ]  # begun, then its one step's group
 
 
 def test_the_seeds_packet_with_a_failing_acceptance_test_runs_to_failed(ws: Path) -> None:

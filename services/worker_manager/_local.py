@@ -311,14 +311,14 @@ def _group_file(path: str) -> int:
     return fd
 
 
-def open_group_record(worker_dir: str) -> None:
-    """Make sure the run folder's ``pgids`` file can be appended to (raises OSError if not)."""
-    with _group_lock:
-        _group_file(pgids_path(worker_dir))
+#: The pgid of the line a job writes before its first step starts: it began (no group yet).
+BEGUN = 0
 
 
 def record_group(worker_id: str, worker_dir: str, pgid: int) -> None:
-    """Append ``WORKER_ID PGID TIME`` for a step that just started to the run folder's ``pgids``."""
+    """Append ``WORKER_ID PGID TIME`` to the run folder's ``pgids``: for a step that just started,
+    or with :data:`BEGUN` before the job's first step (raises OSError if the file cannot be
+    appended to)."""
     line = f"{worker_id} {pgid} {time.time():.3f}\n".encode()
     with _group_lock:
         os.write(_group_file(pgids_path(worker_dir)), line)
@@ -349,8 +349,9 @@ def _read_record(path: str) -> dict[bytes, dict[int, float]]:
             wid, pgid, written_at = fields[0], int(fields[1]), float(fields[2])
         except (IndexError, ValueError):
             continue  # a torn or foreign line
+        groups = record.setdefault(wid, {})  # a BEGUN line names the worker with no group
         if pgid > 1:  # never 0 (our own group) or 1
-            record.setdefault(wid, {}).setdefault(pgid, written_at)
+            groups.setdefault(pgid, written_at)
     _parsed = (key, record)
     return record
 
@@ -374,9 +375,11 @@ def recorded_groups(worker_id: str, worker_dir: str) -> dict[int, float]:
 
 
 def began_running(worker_id: str, worker_dir: str) -> bool:
-    """True when a step of the worker was started: a group of it is recorded in the run folder's
-    ``pgids`` (or the worker has the ``pgid`` file an earlier version created before its first step)."""
-    return bool(recorded_groups(worker_id, worker_dir)) or os.path.exists(f"{worker_dir}/pgid")
+    """True when the worker's job began: the run folder's ``pgids`` names it (its BEGUN line is
+    written before the first process starts), or the worker has the ``pgid`` file an earlier
+    version created before its first step."""
+    named = worker_id.encode("utf-8", "surrogateescape") in _read_record(pgids_path(worker_dir))
+    return named or os.path.exists(f"{worker_dir}/pgid")
 
 
 def output_files(worker_dir: str) -> tuple[str | None, str | None]:
@@ -425,7 +428,9 @@ class LocalExecution:
             return problem
         if job.steps:
             try:
-                open_group_record(job.out_dir)
+                # Before any process: a replay after this manager dies must know the job began,
+                # even if it dies between a step's start and the record of its group.
+                record_group(job.worker_id, job.out_dir, BEGUN)
             except OSError as exc:
                 return Outcome(
                     ok=False,
