@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 from typing import Any
 
@@ -309,3 +310,25 @@ def test_json_decode_of_invalid_utf8_raises_value_error() -> None:
     # The server relies on this to answer -32700 rather than crash.
     with pytest.raises(ValueError):
         decode(b'{"id":1,"method":"\xff"}')
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"id":1,"method":"m","params":{"a":[1,2.5,"x",null,true]}}\n',
+        b'{"s":"\\ud800","e":"\\u00e9"}',  # a lone surrogate escape: the reference parser's reading
+        b'{"big":123456789012345678901234567890}',
+        b'{"a":1,"a":2}',  # the last one wins, as in json.loads
+        b'{"x":1e400}',  # overflows to inf in both
+        b"[]",
+        b'"text"',
+    ],
+)
+def test_decode_reads_every_line_as_json_loads_does(line: bytes) -> None:
+    assert repr(decode(line)) == repr(json.loads(line))
+
+
+@pytest.mark.parametrize("line", [b"NaN", b'{"a":NaN}', b'{"a":-Infinity}', b"{", b'{"a":1', b"\xff", b""])
+def test_decode_refuses_what_is_not_json_and_nan_tokens(line: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode(line)
