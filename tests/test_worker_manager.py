@@ -875,6 +875,9 @@ def test_replay_reaps_the_groups_of_every_step_a_killed_manager_recorded_in_the_
     first.call_async("run_worker", {"worker_id": wid})
     pid = first.wait_event(lambda e: e["event"] == "worker_started")["data"]["pid"]
     two = int(read_fifo(ws / "two.pid"))  # the second step has started
+    # Its group is recorded right after its start returns in the manager, which can come after
+    # the step's own first line: wait for the record before the kill (bounded).
+    assert wait_until(lambda: len(read_pgids(tmp_path, wid)) == 2, WAIT)
     first.svc.kill()
     assert read_pgids(tmp_path, wid) == [pid, two]
     assert live_members(pid) == [int((ws / "bg.pid").read_text())] and live_members(two) == [two]
