@@ -107,12 +107,8 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
     return small
 
 
-def _trusted_root(risk: Risk | str, scope_dir: str, roots: list[str]) -> str | None:
-    """The trusted root whose real path holds the real scope directory (None for a high-risk
-    packet, which needs its own confirmation)."""
-    if risk == Risk.high:
-        return None
-    scope = os.path.realpath(scope_dir)
+def _trusted_root(scope: str, roots: list[str]) -> str | None:
+    """The trusted root whose real path holds ``scope`` (a real path), if any."""
     for root in roots:
         if root and is_inside(scope, os.path.realpath(root)):
             return root
@@ -234,7 +230,9 @@ class WorkerManager:
             if p.sandbox is not None:
                 data["sandbox"] = p.sandbox.model_dump()
             # Trust resolved at once by a trusted root is part of the spawn: one event, not two.
-            root = _trusted_root(packet.risk, scope_dir, p.trusted_roots) if p.trusted_roots else None
+            # (never a high-risk packet: it needs its own confirmation, as check_trust says)
+            trusting = p.trusted_roots and packet.risk != Risk.high
+            root = _trusted_root(os.path.realpath(scope_dir), p.trusted_roots) if trusting else None
             state = WorkerState.trust_required
             if root is not None:
                 data["trust"] = {"source": "trusted_root", "approver": root}
@@ -258,7 +256,7 @@ class WorkerManager:
             why = ", ".join(rec.packet.get("risk_reasons") or []) or "flagged high risk"
             return False, f"risky task ({why}) needs its own confirmation: mark_trusted, even under a trusted root"
         scope = os.path.realpath(rec.scope_dir)
-        root = _trusted_root(Risk.low, rec.scope_dir, roots)
+        root = _trusted_root(scope, roots)
         if root is not None:
             data = {"source": "trusted_root", "approver": root}
             self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)

@@ -243,7 +243,7 @@ class ForkedService:
                     self._reap(0)
             return code
         deadline = time.monotonic() + timeout
-        pidfd = _pidfd(self.pid) if self.returncode is None else None
+        pidfd = open_pidfd(self.pid) if self.returncode is None else None
         exited = False
         try:
             delay = 0.0005
@@ -252,7 +252,7 @@ class ForkedService:
                 if remaining <= 0:
                     raise subprocess.TimeoutExpired(self.args, timeout)
                 if pidfd is not None and not exited:
-                    exited = _readable(pidfd, remaining)
+                    exited = readable(pidfd, remaining)
                     continue
                 # No pidfd, or the child has exited and another thread is reaping it right now.
                 time.sleep(min(delay, remaining))
@@ -286,7 +286,8 @@ class ForkedService:
         self.send_signal(signal.SIGKILL)
 
 
-def _pidfd(pid: int) -> int | None:
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd of ``pid`` (readable once it exits), or None where the system has none."""
     if not hasattr(os, "pidfd_open"):
         return None
     try:
@@ -295,7 +296,9 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _readable(fd: int, timeout: float) -> bool:
+def readable(fd: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds (at least 1 ms) for ``fd`` to be readable: a pidfd's process
+    to exit. True when it is."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return bool(poller.poll(max(1, int(timeout * 1000))))

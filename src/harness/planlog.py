@@ -8,10 +8,15 @@ order included. The models are imported on first use, so reading a log needs no 
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["compact_plan", "full_plan"]
+__all__ = ["COMPACT_SINCE", "compact_plan", "created_plan", "full_plan", "read_plan"]
+
+#: The log format from which plans are logged compact.
+COMPACT_SINCE = 3
 
 
 def _json_default(value: Any) -> Any:
@@ -87,3 +92,20 @@ def compact_plan(plan: dict[str, Any]) -> dict[str, Any]:
         for t in plan.get("tasks") or []
     ]
     return out if full_plan(out) == plan else plan
+
+
+def read_plan(plan: dict[str, Any], compact: bool) -> dict[str, Any]:
+    """A logged plan as its readers use it: whole again where the log holds it compact."""
+    return full_plan(plan) if compact else plan
+
+
+def created_plan(data: Mapping[str, Any], plan_file: dict[str, Any] | None, compact: bool) -> dict[str, Any]:
+    """The whole plan a PLAN_CREATED's ``data`` stands for: its own, or (``from_plan_file``) the
+    plan file RUN_STARTED recorded, ``plan_file`` (as logged, or whole already), as a plan of its
+    own. The one reading of PLAN_CREATED for every fold of the log."""
+    plan = data.get("plan")
+    if plan is not None:
+        return read_plan(plan, compact)
+    if plan_file is None:
+        raise ValueError("PLAN_CREATED holds no plan and names the plan file, but RUN_STARTED recorded none")
+    return full_plan(plan_file) if compact else copy.deepcopy(plan_file)

@@ -24,7 +24,7 @@ from typing import Any, cast
 from . import events as ev
 from .events import EventType as E
 from .plandiff import plan_hash
-from .planlog import compact_plan, full_plan
+from .planlog import COMPACT_SINCE, created_plan, read_plan
 from .vocab import Decision, Question
 
 __all__ = ["TERMINAL_TASK", "RunState", "RunStatus", "ServiceInfo", "ServiceState", "TaskState", "TaskStatus", "fold"]
@@ -390,15 +390,6 @@ def _task(state: RunState, event: dict[str, Any]) -> TaskState | None:
     return state.tasks.get(tid) if tid else None
 
 
-#: The log format from which plans are recorded compact (harness.planlog).
-COMPACT_PLANS_SINCE = 3
-
-
-def _plan_of(s: RunState, plan: dict[str, Any]) -> dict[str, Any]:
-    """A plan as a reader uses it: whole again where the log holds it compact."""
-    return full_plan(plan) if s.compact_plans else plan
-
-
 def _run_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.RunStarted, data)
     s.run_id = e.get("run_id", s.run_id)
@@ -406,8 +397,8 @@ def _run_started(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     s.objective = d.get("objective", "")
     s.workspace = d.get("workspace", "")
     s.options = dict(d.get("options") or {})
-    s.compact_plans = s.log_format >= COMPACT_PLANS_SINCE
-    s.options_plan = _plan_of(s, d["plan_file"]) if d.get("plan_file") else None
+    s.compact_plans = s.log_format >= COMPACT_SINCE
+    s.options_plan = read_plan(d["plan_file"], s.compact_plans) if d.get("plan_file") else None
     s.plan_path = d.get("plan_path")
     s.plan_file_hash = d.get("plan_file_hash")
     s.started_unix = e.get("unix")
@@ -419,12 +410,7 @@ def _plan_invalid(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
 
 def _plan_created(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     d = cast(ev.PlanCreated, data)
-    if "plan" in d:
-        plan = _plan_of(s, d["plan"])
-    elif s.options_plan is not None:  # from_plan_file: RUN_STARTED's plan, unchanged (a copy of its own)
-        plan = full_plan(compact_plan(s.options_plan)) if s.compact_plans else copy.deepcopy(s.options_plan)
-    else:
-        raise ValueError("PLAN_CREATED holds no plan and names the plan file, but RUN_STARTED recorded none")
+    plan = created_plan(d, s.options_plan, s.compact_plans)
     s.previous_plan = s.plan
     s.plan = plan
     if d.get("plan_file_hash"):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import os
-import select
 import signal
 import subprocess
 from collections.abc import Sequence
 from typing import IO, Any
 
-from .._spawn import ForkedService, ServiceChild, spawn_child
+from .._spawn import ForkedService, ServiceChild, open_pidfd, readable, spawn_child
 from ._client import CloseCallback, NotificationCallback, Peer
 from ._framing import DEFAULT_MAX_LINE
 
@@ -102,16 +101,11 @@ class ServiceProcess:
     def _wait(self, timeout: float) -> int | None:
         """Wait (bounded) for the exit. On a pidfd the wait wakes the moment the child exits;
         ``Popen.wait(timeout)`` would poll with growing sleeps (up to tens of milliseconds late)."""
-        if self.proc.returncode is None and timeout > 0 and hasattr(os, "pidfd_open"):
-            try:
-                fd = os.pidfd_open(self.proc.pid)
-            except OSError:
-                fd = None
+        if self.proc.returncode is None and timeout > 0:
+            fd = open_pidfd(self.proc.pid)
             if fd is not None:
                 try:
-                    poller = select.poll()
-                    poller.register(fd, select.POLLIN)
-                    poller.poll(int(timeout * 1000))
+                    readable(fd, timeout)
                 finally:
                     os.close(fd)
                 return self.proc.poll()

@@ -21,8 +21,7 @@ from typing import Any
 
 from ..events import WORKER_STATE, worker_event_name, worker_event_type
 from ..events import EventType as E
-from ..planlog import full_plan
-from ..state import COMPACT_PLANS_SINCE
+from ..planlog import COMPACT_SINCE, created_plan
 
 __all__ = ["ReplayIndex", "RunPaths", "from_wire", "to_wire"]
 
@@ -186,12 +185,11 @@ class ReplayIndex:
         etype = event["type"]
         if etype == E.RUN_STARTED:
             self._plan_file = event["data"].get("plan_file")
-            self._compact = int(event["data"].get("log_format", 1)) >= COMPACT_PLANS_SINCE
+            self._compact = int(event["data"].get("log_format", 1)) >= COMPACT_SINCE
             return
         if etype == E.PLAN_CREATED:
             d = event["data"]
-            plan = d["plan"] if "plan" in d else self._plan_file or {}
-            tasks = (full_plan(plan) if self._compact else plan).get("tasks", [])
+            tasks = created_plan(d, self._plan_file, self._compact).get("tasks", [])
             self._packets[int(d.get("revision", 1))] = {p["id"]: p for p in tasks}
             return
         if etype == E.BOOTSTRAP_PHASE_COMPLETED:
