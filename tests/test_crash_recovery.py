@@ -105,7 +105,7 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     assert code == 0, out + err
     evts = events(ws)
     crashed = first(evts, "SERVICE_CRASHED")
-    assert crashed["data"]["service"] == "worker-manager" and "run_worker" in crashed["data"]["in_flight"]
+    assert crashed["data"]["service"] == "worker-manager" and "spawn_and_run" in crashed["data"]["in_flight"]
     assert crashed["data"]["exit"] == "signal 9"
     assert first(evts, "SERVICE_RESTARTED")["data"]["attempt"] == 1
     assert first(evts, "WORKER_FAILED", "t")["data"]["reason"] == "interrupted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -46,13 +47,23 @@ def test_happy_path_runs_every_task_in_dependency_order_and_verifies_the_log(ws:
     assert "[Task 2/4] ✓ Task b" in proc.stdout
     assert "4/4 tasks completed, 0 skipped, 0 failed" in proc.stdout
     evts = events(ws)
+    run_id = latest_run(ws)
     for tid in "abcd":
-        assert types(evts, tid).count("TASK_STARTED") == 1
-        assert types(evts, tid).count("TASK_COMPLETED") == 1
+        # one call spawns and runs a worker its trusted root covers: TASK_STARTED, durable first,
+        # names the worker its key derives, before the manager's events about it
+        assert types(evts, tid) == [
+            "TASK_STARTED",
+            "WORKER_SPAWNED",
+            "WORKER_STARTED",
+            "WORKER_FINISHED",
+            "TASK_COMPLETED",
+        ]
+        wid = first(evts, "TASK_STARTED", tid)["worker_id"]
+        assert wid == "w-" + hashlib.sha256(f"{run_id}:{tid}:1".encode()).hexdigest()[:12]
+        assert first(evts, "WORKER_SPAWNED", tid)["worker_id"] == wid
     approved = first(evts, "GATE_APPROVED")
     assert approved["data"]["source"] == "flag" and approved["data"]["approver"]
     assert types(evts)[-4:] == ["EXECUTION_COMPLETE", "SERVICE_STOPPED", "SERVICE_STOPPED", "SERVICE_STOPPED"]
-    run_id = latest_run(ws)
     verify = harness(ws, "log", run_id, "--verify")
     assert verify.returncode == 0 and "hash chain intact" in verify.stdout
 

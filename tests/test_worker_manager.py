@@ -440,6 +440,38 @@ def test_spawn_with_trusted_roots_resolves_the_gate_at_once_but_never_for_a_risk
     assert (outside["state"], outside["trusted"]) == ("trust_required", False)
 
 
+def test_spawn_and_run_runs_a_worker_its_roots_trust_in_one_call_under_the_id_its_key_derives(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    (ws / "a.txt").write_text("x")
+    pkt = packet(id="one", commands=["cat a.txt"], acceptance_tests=["test -f a.txt"])
+    args = {"task_packet": pkt, "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": "r:one:1"}
+    info = wm.call("spawn_and_run", {**args, "trusted_roots": [str(ws)]}, timeout=WAIT)
+    assert info["worker_id"] == "w-" + hashlib.sha256(b"r:one:1").hexdigest()[:12]
+    assert (info["state"], info["trust_source"], info["result"]["ok"]) == ("finished", "trusted_root", True)
+    assert Path(info["result"]["stdout_path"]).read_text().endswith("x")
+    assert wm.events_of(info["worker_id"]) == ["worker_spawned", "worker_started", "worker_finished"]
+    again = wm.call("spawn_and_run", {**args, "trusted_roots": [str(ws)]}, timeout=WAIT)  # the same key
+    assert again["worker_id"] == info["worker_id"] and again["state"] == "finished"
+    assert wm.events_of(info["worker_id"]) == ["worker_spawned", "worker_started", "worker_finished"]  # not re-run
+
+
+def test_spawn_and_run_never_runs_a_worker_its_roots_leave_untrusted(wm: Manager, ws: Path, tmp_path: Path) -> None:
+    marker = ws / "ran"
+    for pkt, roots in (
+        (packet(id="outside", commands=[f"touch {marker}"]), [str(tmp_path / "elsewhere")]),
+        (packet(id="risky", commands=[f"touch {marker}"], risk="high", risk_reasons=["deploy"]), [str(ws)]),
+        (packet(id="no-roots", commands=[f"touch {marker}"]), []),
+    ):
+        args = {"task_packet": pkt, "workspace": str(ws), "run_dir": str(tmp_path / "run"), "trusted_roots": roots}
+        info = wm.call("spawn_and_run", args, timeout=WAIT)
+        assert (info["state"], info["trusted"], info["result"]) == ("trust_required", False, None), pkt["id"]
+        assert wm.events_of(info["worker_id"]) == ["worker_spawned"]
+        wm.call("mark_trusted", {"worker_id": info["worker_id"], "approval_source": "test"})
+        assert not marker.exists()  # the gate was resolved, but only run_worker runs it now
+    assert run(wm, info["worker_id"])["state"] == "finished" and marker.exists()
+
+
 def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(
     wm: Manager, ws: Path, tmp_path: Path
 ) -> None:

@@ -16,7 +16,6 @@ executions in flight and the full output tails of recent results.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
+from harness.trust import is_inside, trusted_root, worker_id_for_key
 
 from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
 from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor, began_running, output_files
@@ -74,15 +74,6 @@ class _Run:
         self.done = threading.Event()
 
 
-def worker_id_for_key(key: str) -> str:
-    return "w-" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def is_inside(path: str, root: str) -> bool:
-    """True when real path ``path`` is ``root`` or below it (whole components, never a prefix)."""
-    return os.path.commonpath([root, path]) == root
-
-
 def confine(workspace: str, scope_path: str) -> str:
     """The real scope directory of a packet, refused unless it lies inside the real workspace."""
     try:
@@ -105,14 +96,6 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
         if text and len(text) > EVENT_TAIL:
             small[key] = text[-EVENT_TAIL:]
     return small
-
-
-def _trusted_root(scope: str, roots: list[str]) -> str | None:
-    """The trusted root whose real path holds ``scope`` (a real path), if any."""
-    for root in roots:
-        if root and is_inside(scope, os.path.realpath(root)):
-            return root
-    return None
 
 
 class WorkerManager:
@@ -232,13 +215,23 @@ class WorkerManager:
             # Trust resolved at once by a trusted root is part of the spawn: one event, not two.
             # (never a high-risk packet: it needs its own confirmation, as check_trust says)
             trusting = p.trusted_roots and packet.risk != Risk.high
-            root = _trusted_root(os.path.realpath(scope_dir), p.trusted_roots) if trusting else None
+            root = trusted_root(os.path.realpath(scope_dir), p.trusted_roots) if trusting else None
             state = WorkerState.trust_required
             if root is not None:
                 data["trust"] = {"source": "trusted_root", "approver": root}
                 state = WorkerState.ready_for_prompt
             rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), state, data)
             return self._info(rec)
+
+    def spawn_and_run(self, p: SpawnWorkerParams) -> dict[str, Any]:
+        """``spawn_worker``, then ``run_worker`` when the spawn itself resolved the trust gate (a
+        trusted root holds the scope): one round trip for a worker the caller expects to run. A
+        worker left in trust_required is returned as the spawn left it, not run; the same key again
+        joins the run in progress or returns the ended worker, as ``run_worker`` does."""
+        info = self.spawn_worker(p)
+        if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
+            return info  # untrusted, or a known worker that already ended
+        return self.run_worker(RunWorkerParams.model_construct(worker_id=info["worker_id"]))
 
     def check_trust(self, p: CheckTrustParams) -> dict[str, Any]:
         """Resolve the trust gate by policy when the scope lies under a trusted root."""
@@ -256,7 +249,7 @@ class WorkerManager:
             why = ", ".join(rec.packet.get("risk_reasons") or []) or "flagged high risk"
             return False, f"risky task ({why}) needs its own confirmation: mark_trusted, even under a trusted root"
         scope = os.path.realpath(rec.scope_dir)
-        root = _trusted_root(scope, roots)
+        root = trusted_root(scope, roots)
         if root is not None:
             data = {"source": "trusted_root", "approver": root}
             self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)

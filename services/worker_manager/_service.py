@@ -26,6 +26,7 @@ def build_server() -> tuple[Server, WorkerManager]:
     server.add_method("mark_trusted", manager.mark_trusted)
     # Long calls run on the server's pool so that get_worker and friends are served meanwhile.
     server.add_method("run_worker", manager.run_worker, blocking=True)
+    server.add_method("spawn_and_run", manager.spawn_and_run, blocking=True)
     server.add_method("cancel_worker", manager.cancel_worker, blocking=True)
     server.add_method("get_worker", manager.get_worker)
     server.add_method("list_workers", manager.list_workers)

@@ -35,6 +35,7 @@ from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
+from ..trust import is_inside, worker_id_for_key
 from ..vocab import CheckVerdict, Decision, ExitCode, HookPoint, HookVerdict, Mode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
@@ -121,6 +122,9 @@ class Supervisor:
         self.options = options or RunOptions()
         self.policy = config.policy
         self._trusted_roots = self.policy.resolved_roots(self.workspace)
+        self._real_roots: dict[str, list[str]] = {}  # task workspace -> [its real path, the roots' real paths]
+        self._run_dir: tuple[str, Path] | None = None
+        self._jobs = _Workers()  # the task threads, kept for the next task
         self.recovery = Recovery(config.recovery)
         self.state = RunState()
         self.replay = ReplayIndex()
@@ -164,7 +168,10 @@ class Supervisor:
     # -- paths ----------------------------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
-        return eventlog.run_dir(self.workspace, self.run_id)
+        known = self._run_dir
+        if known is None or known[0] != self.run_id:
+            known = self._run_dir = (self.run_id, eventlog.run_dir(self.workspace, self.run_id))
+        return known[1]
 
     @property
     def log_path(self) -> Path:
@@ -794,6 +801,12 @@ class Supervisor:
                 raise
         launched: set[str] = set()
         parallel = max(1, self.options.parallel)
+        try:
+            return self._schedule(launched, parallel)
+        finally:
+            self._jobs.stop()
+
+    def _schedule(self, launched: set[str], parallel: int) -> int:
         while True:
             if self._interrupted:
                 raise KeyboardInterrupt
@@ -808,12 +821,7 @@ class Supervisor:
             for action in actions:
                 if isinstance(action, decide.Launch):
                     launched.add(action.task_id)
-                    threading.Thread(
-                        target=self._task_thread,
-                        args=(action.task_id, action.attempt),
-                        name=f"task-{action.task_id}",
-                        daemon=True,
-                    ).start()
+                    self._jobs.submit(self._task_thread, action.task_id, action.attempt, busy=len(launched))
                 elif isinstance(action, decide.Pause):  # awake now and then for decisions made elsewhere
                     self._wait_for_task(launched, timeout=min(0.5, max(0.0, action.until - time.time())))
                 elif isinstance(action, decide.Drain):
@@ -897,25 +905,35 @@ class Supervisor:
                 budget = decide.attempt_budget(self.state, tid, plan_cap or policy_cap)
             if budget:
                 spawn["budget"] = budget
-        info = wm.call("spawn_worker", spawn)
-        wid = info["worker_id"]
-        worker_dir = f"{self.run_dir}/workers/{wid}"
-        if not info.get("trusted") and not self._trust(tid, wid):
-            return TaskOutcome.waiting
         started: dict[str, Any] = {"attempt": attempt}  # the worker: the event's worker_id
         if checked:
             started["checked"] = checked
-        if agent:
-            assert workdir is not None
-            started.update(self.agents.prompt(tid, info.get("scope_dir") or workdir, worker_dir))
-        with self._lock:  # stop on error: a sibling that failed for good while we set up holds us
-            if self.state.halted():
-                return TaskOutcome.held
-            self.emit(E.TASK_STARTED, started, task_id=tid, worker_id=wid)
-        assert self.log is not None
-        self.log.sync()  # TASK_STARTED is durable before the worker's process starts
         timeout = float(packet.get("timeout") or 600) + 60
-        final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=timeout)
+        if not agent and self._trusted_at_spawn(wm, packet):
+            # One round trip: the worker's id follows from its key and its trust from the roots
+            # (the contract's rules), so TASK_STARTED can be durable before the call that runs it.
+            wid = worker_id_for_key(key)
+            if not self._started(tid, wid, started):
+                return TaskOutcome.held
+            final = wm.call("spawn_and_run", spawn, timeout=timeout)
+            info = final
+            if final.get("state") == "trust_required":
+                why = f"the worker manager left {wid} untrusted, though a trusted root holds its scope"
+                self.emit(E.TASK_FAILED, decide.harness_failure(attempt, why), task_id=tid, worker_id=wid, durable=True)
+                return TaskOutcome.failed
+        else:
+            info = wm.call("spawn_worker", spawn)
+            wid = info["worker_id"]
+            if not info.get("trusted") and not self._trust(tid, wid):
+                return TaskOutcome.waiting
+            if agent:
+                assert workdir is not None
+                worker_dir = f"{self.run_dir}/workers/{wid}"
+                started.update(self.agents.prompt(tid, info.get("scope_dir") or workdir, worker_dir))
+            if not self._started(tid, wid, started):
+                return TaskOutcome.held
+            final = wm.call("run_worker", {"worker_id": wid, "idempotency_key": key}, timeout=timeout)
+        worker_dir = f"{self.run_dir}/workers/{wid}"
         report = (final.get("result") or {}).get("agent")
         if report:
             usage = decide.agent_usage(attempt, report, (packet.get("agent") or {}).get("model"))
@@ -1177,6 +1195,31 @@ class Supervisor:
         self.emit(E.TASK_FAILED, failure, task_id=tid, durable=True)
         return TaskOutcome.failed
 
+    def _started(self, tid: str, wid: str, data: dict[str, Any]) -> bool:
+        """TASK_STARTED, durable before the worker's process starts; False (nothing recorded) when
+        the run halted meanwhile (a sibling that failed for good while we set up holds us)."""
+        with self._lock:
+            if self.state.halted():
+                return False
+            self.emit(E.TASK_STARTED, data, task_id=tid, worker_id=wid)
+        assert self.log is not None
+        self.log.sync()
+        return True
+
+    def _trusted_at_spawn(self, wm: SupervisedService, packet: dict[str, Any]) -> bool:
+        """Whether the worker manager will trust this packet's worker at its spawn (a trusted root
+        holds its real scope, and it is not high risk) and can run it in the same call."""
+        if not self._trusted_roots or packet.get("risk") == "high":
+            return False
+        if "spawn_and_run" not in (wm.info.get("methods") or ()):
+            return False  # a manager of an earlier contract: spawn, then run
+        where = self._task_workspace(False)
+        real = self._real_roots.get(where)
+        if real is None:  # resolved once per run: a root that moves later is caught by the manager
+            real = self._real_roots[where] = [os.path.realpath(p) for p in (where, *self._trusted_roots) if p]
+        scope = os.path.realpath(os.path.join(real[0], str(packet.get("scope_path") or ".")))  # as the manager does
+        return any(is_inside(scope, root) for root in real[1:])
+
     def _trust(self, tid: str, wid: str) -> bool:
         """The trust gate of one worker, through the one answer chain."""
         wm = self.svc("worker-manager")
@@ -1196,6 +1239,36 @@ class Supervisor:
 
 #: The events that hooks are told about after they are recorded.
 _ANNOUNCED = {E.RUN_WAITING: HookPoint.on_waiting, E.EXECUTION_COMPLETE: HookPoint.on_run_end}
+
+
+class _Workers:
+    """The task threads of a run: a thread that finished its task takes the next one, so a task
+    costs a hand-over rather than a new thread. A thread is added whenever every thread is busy
+    (never more than the tasks running at once); all are daemons, told to end with the run."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._threads = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any, busy: int) -> None:
+        """Run ``fn(*args)`` on a task thread; ``busy`` counts the tasks launched and not yet
+        reported back, this one included (each holds a thread, or soon gives it back)."""
+        self._queue.put((fn, args))
+        if busy > self._threads:
+            self._threads += 1
+            threading.Thread(target=self._serve, name=f"task-{self._threads}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                job[0](*job[1])
+            except Exception:  # the job reports its own failures: this only keeps the thread serving
+                logger.exception("a task thread's job raised")
+
+    def stop(self) -> None:
+        for _ in range(self._threads):
+            self._queue.put(None)
+        self._threads = 0
 
 
 def _by_default(check: Check) -> bool:
