@@ -723,8 +723,11 @@ def wm_child(out: str) -> int:
     from harness.rpc import Server
     from harness.services.worker_manager import main as wm_main
 
-    def run_stdio_and_return(self: Server) -> NoReturn:
-        sys.exit(self.run_stdio())  # not os._exit as shipped: the stats below must be written first
+    def run_stdio_and_return(self: Server, before_exit: Callable[[], None] | None = None) -> NoReturn:
+        code = self.run_stdio()
+        if before_exit is not None:
+            before_exit()
+        sys.exit(code)  # not os._exit as shipped: the stats below must be written first
 
     Server.run_stdio_and_exit = run_stdio_and_return  # type: ignore[method-assign]
     profiles = ThreadProfiles()

@@ -43,6 +43,12 @@ const positiveNumber = () => (value, loc, errors) => {
   return value;
 };
 
+const nonNegativeNumber = () => (value, loc, errors) => {
+  if (typeof value !== 'number' || !Number.isFinite(value)) return fail(errors, loc, `Input should be a valid number, not ${describe(value)}`, 'float_type');
+  if (value < 0) return fail(errors, loc, 'Input should be greater than or equal to 0', 'greater_than_equal');
+  return value;
+};
+
 const boolean = () => (value, loc, errors) =>
   typeof value === 'boolean' ? value : fail(errors, loc, `Input should be a valid boolean, not ${describe(value)}`, 'bool_type');
 
@@ -123,6 +129,12 @@ const AgentSpec = object({
   env: [strings(), list],
 });
 
+const Resources = object({
+  cpus: [nullable(nonNegativeNumber()), () => null],
+  memory_mb: [nullable(integer({ min: 1 })), () => null],
+  custom: [mapOf(nonNegativeNumber()), () => ({})],
+});
+
 const TaskPacket = object(
   {
     id: [string({ pattern: ID })],
@@ -142,6 +154,7 @@ const TaskPacket = object(
     env: [mapOf(string()), () => ({})],
     agent: [nullable(AgentSpec), () => null],
     network: [nullable(boolean()), () => null],
+    resources: [nullable(Resources), () => null],
   },
   {
     check: (task) => {

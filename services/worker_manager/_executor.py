@@ -77,7 +77,7 @@ class Job:
     prints nothing has none.
     """
 
-    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox")
+    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox", "resources")
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class Job:
         timeout: float,
         out_dir: str,
         sandbox: Any = None,
+        resources: dict[str, Any] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.steps = steps
@@ -99,6 +100,7 @@ class Job:
         self.timeout = timeout
         self.out_dir = out_dir
         self.sandbox = sandbox  # harness.sandbox.Confinement: every step is wrapped by it (None: none)
+        self.resources = resources  # the packet's Resources (cpus, memory_mb, custom): a cluster's placement
 
 
 class Outcome:
@@ -107,6 +109,7 @@ class Outcome:
     __slots__ = (
         "ok", "reason", "exit_code", "signal", "timed_out", "failed_step", "steps", "duration_ms",
         "stdout_tail", "stderr_tail", "stdout_path", "stderr_path", "interrupted", "message", "agent",
+        "placement",
     )  # fmt: skip
 
     def __init__(
@@ -135,10 +138,11 @@ class Outcome:
         self.interrupted = interrupted
         self.message = message
         self.agent: dict[str, Any] | None = None  # what the agent step did (AgentReport.as_dict())
+        self.placement: dict[str, Any] | None = None  # where a cluster executor ran it (None: this machine)
 
     def as_dict(self) -> dict[str, Any]:
         step = self.failed_step
-        return {
+        result: dict[str, Any] = {
             "ok": self.ok,
             "exit_code": self.exit_code,
             "signal": self.signal,
@@ -157,6 +161,9 @@ class Outcome:
             "message": self.message,
             "agent": self.agent,
         }
+        if self.placement is not None:  # only a cluster's results carry it: a local one is unchanged
+            result["placement"] = self.placement
+        return result
 
 
 class Execution(Protocol):

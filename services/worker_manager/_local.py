@@ -390,14 +390,17 @@ def _failure_reason(kind: StepKind) -> FailureReason:
 class LocalExecution:
     """One job's run on this machine; see :class:`._executor.Execution`."""
 
-    __slots__ = ("job", "_lock", "_proc", "_groups", "_reason")
+    __slots__ = ("job", "_lock", "_proc", "_groups", "_reason", "_preexec")
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, *, preexec: Callable[[], None] | None = None) -> None:
         self.job = job
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: list[int] = []
         self._reason: str | None = None
+        # Run in each step's child before its exec (a cluster node's parent-death signal). None, the
+        # default, keeps the spawn on the fast vfork path, which a preexec_fn rules out.
+        self._preexec = preexec
 
     # -- control from other threads -------------------------------------------------------------
     def cancel(self, reason: str) -> None:
@@ -570,6 +573,7 @@ class LocalExecution:
                 stdout=subprocess.PIPE if agent else writes[0],
                 stderr=writes[-1],
                 start_new_session=True,
+                preexec_fn=self._preexec,
             )
         except BaseException:
             for fd in reads:

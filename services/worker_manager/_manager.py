@@ -16,6 +16,7 @@ executions in flight and the full output tails of recent results.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -61,6 +62,7 @@ EVENT_TAIL = 200
 FULL_RESULTS = 1024
 
 Emit = Callable[[dict[str, Any]], None]
+logger = logging.getLogger(__name__)
 
 
 class _Run:
@@ -98,6 +100,21 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
     return small
 
 
+def ray_available() -> bool:
+    """Whether Ray can be imported here (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _placement(execution: Execution) -> dict[str, Any] | None:
+    """Where a cluster executor's execution runs (its node and task ids), None for local ones."""
+    node = getattr(execution, "node_id", None)
+    if node is None:
+        return None
+    return {"executor": "ray", "node_id": node, "task_id": getattr(execution, "ray_task_id", None)}
+
+
 class WorkerManager:
     """The worker manager's behaviour, free of the wire: each public method is one RPC method."""
 
@@ -116,6 +133,8 @@ class WorkerManager:
         self._tool_wait = tool_wait
         self._pending_tools: dict[tuple[str, str], list[Any]] = {}  # (worker, request) -> [Event, answer]
         self._executor: Executor = executor or LocalExecutor()
+        self._cluster: dict[tuple[Any, ...], Executor] = {}  # (kind, address, shared_fs, cap) -> executor
+        self._cluster_lock = threading.Lock()
         self._environ = dict(os.environ if environ is None else environ)
         self._base_env = {k: self._environ[k] for k in BASE_ENV if k in self._environ}
         self._clock = clock
@@ -182,6 +201,11 @@ class WorkerManager:
         sending the same packet again returns the same worker.
         """
         packet = p.task_packet
+        if p.executor is not None and p.executor.kind == "ray" and not ray_available():
+            raise InvalidParams(
+                "executor ray: Ray is not installed where the worker manager runs (pip install 'harness[ray]')",
+                {"executor": "ray"},
+            )
         workspace = os.path.realpath(p.workspace if p.workspace is not None else os.getcwd())
         base = os.path.relpath(confine(workspace, p.workdir), workspace) if p.workdir else "."
         scope_dir = confine(workspace, os.path.join(base, packet.scope_path))
@@ -212,6 +236,8 @@ class WorkerManager:
                 data["budget"] = p.budget.model_dump(exclude_none=True)
             if p.sandbox is not None:
                 data["sandbox"] = p.sandbox.model_dump()
+            if p.executor is not None and p.executor.kind != "local":
+                data["executor"] = p.executor.model_dump()
             # Trust resolved at once by a trusted root is part of the spawn: one event, not two.
             # (never a high-risk packet: it needs its own confirmation, as check_trust says)
             trusting = p.trusted_roots and packet.risk != Risk.high
@@ -286,7 +312,7 @@ class WorkerManager:
                         {"worker_id": rec.worker_id, "state": rec.state.value},
                     )
                 job = self._job(rec)
-                run = self._runs[rec.worker_id] = _Run(self._executor.prepare(job), job.timeout)
+                run = self._runs[rec.worker_id] = _Run(self._executor_for(rec).prepare(job), job.timeout)
         if owner:
             return self._execute(rec, run)
         if not run.done.wait(run.timeout + TERM_GRACE + KILL_WAIT + 5.0):
@@ -321,7 +347,38 @@ class WorkerManager:
             timeout=float(packet.get("timeout") or DEFAULT_TIMEOUT),
             out_dir=rec.worker_dir,
             sandbox=self._confinement(rec),
+            resources=packet.get("resources"),
         )
+
+    def _executor_for(self, rec: WorkerRecord) -> Executor:
+        """The backend of a worker: its spawn's executor (one per cluster and settings, connected
+        on first use), else local processes."""
+        spec = rec.executor
+        if not spec or spec.get("kind", "local") == "local":
+            return self._executor
+        key = (
+            spec.get("kind"),
+            spec.get("address"),
+            bool(spec.get("shared_fs")),
+            int(spec.get("bundle_cap_mb") or 256),
+        )
+        with self._cluster_lock:  # (callers may hold the table's lock)
+            found = self._cluster.get(key)
+            if found is None:
+                from ._ray import RayExecutor
+
+                found = self._cluster[key] = RayExecutor(
+                    spec.get("address"), shared_fs=key[2], bundle_cap=key[3] * 1024 * 1024
+                )
+            return found
+
+    def close(self) -> None:
+        """Let go of cluster executors (a Ray started for this manager stops with it)."""
+        for executor in list(self._cluster.values()):
+            shutdown = getattr(executor, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+        self._cluster.clear()
 
     @staticmethod
     def _confinement(rec: WorkerRecord) -> Any:
@@ -437,19 +494,36 @@ class WorkerManager:
         )
 
     def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:
+        execution = run.execution
+
         def started(pid: int) -> None:
+            data: dict[str, Any] = {"pid": pid}
+            placement = _placement(execution)
+            if placement is not None:
+                data["placement"] = placement  # the node and the cluster's task id, before it can be lost
             with self._lock:
-                self._emit(WorkerEventType.worker_started, rec, WorkerState.running, {"pid": pid})
+                self._emit(WorkerEventType.worker_started, rec, WorkerState.running, data)
 
         try:
             try:
-                result = run.execution.run(started).as_dict()
+                result = execution.run(started).as_dict()
             except Exception as exc:  # a backend fault still ends the worker, visibly
-                run.execution.kill_now()
+                execution.kill_now()
                 result = Outcome(
                     ok=False, reason=FailureReason.spawn_error, message=f"executor failed: {type(exc).__name__}: {exc}"
                 ).as_dict()
             with self._lock:
+                if rec.ended:  # settled meanwhile (a replay, a cancel): a late result is dropped, never applied
+                    logger.warning("worker %s: a late result after it %s was dropped", rec.worker_id, rec.state.value)
+                    return self._info(rec)
+                promote = getattr(execution, "promote", None)
+                if promote is not None and result.get("ok"):
+                    # the attempt's own area becomes the worker's files only now that it is accepted
+                    try:
+                        promote()
+                    except (OSError, ValueError) as exc:
+                        result.update(ok=False, reason=FailureReason.spawn_error.value)
+                        result["message"] = f"the attempt's changes could not be applied: {exc}"
                 rec = self._end(rec, result)
                 return rec.info(result)
         finally:
@@ -473,7 +547,7 @@ class WorkerManager:
             run = self._runs.get(rec.worker_id)
             if run is None:
                 if rec.state is WorkerState.running:  # orphaned by a dead manager
-                    self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
+                    self._executor_for(rec).reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
                 result = Outcome(ok=False, reason=FailureReason.cancelled, message=p.reason).as_dict()
                 return self._info(self._end(rec, result))
         run.execution.cancel(p.reason)
@@ -505,7 +579,7 @@ class WorkerManager:
                 # when no event said so yet.
                 began = rec.state is WorkerState.ready_for_prompt and began_running(rec.worker_id, rec.worker_dir)
                 if rec.state is WorkerState.running or began:
-                    self._executor.reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
+                    self._executor_for(rec).reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
                     stdout_path, stderr_path = output_files(rec.worker_dir)  # None: nothing printed
                     result = Outcome(
                         ok=False,

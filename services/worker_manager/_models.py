@@ -110,6 +110,22 @@ class SandboxParams(_Params):
     )
 
 
+class ExecutorParams(_Params):
+    """Where a worker runs: ``local`` processes of the manager's machine (the default), or one Ray
+    task per attempt on a cluster (the manager needs ``harness[ray]``)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = Field(
+        default=None, description="ray: the cluster to join; default: a local Ray the manager starts."
+    )
+    shared_fs: bool = Field(
+        default=False,
+        description="ray: the workspace is on a file system every node shares, so steps run in place; "
+        "otherwise the scope is bundled to the node and the changes bundled back.",
+    )
+    bundle_cap_mb: int = Field(default=256, gt=0, description="ray: the largest bundle either way, in MiB.")
+
+
 class SpawnWorkerParams(_Params):
     task_packet: Annotated[TaskPacket, _IdOptional()] = Field(
         description="The task to run: a TaskPacket whose id may be left out (then derived from its content)."
@@ -139,6 +155,9 @@ class SpawnWorkerParams(_Params):
     budget: Budget | None = Field(default=None, description="Caps for this attempt's agent (default: the packet's).")
     sandbox: SandboxParams | None = Field(
         default=None, description="Run every step of the worker in the OS sandbox (default: no sandbox)."
+    )
+    executor: ExecutorParams | None = Field(
+        default=None, description="Where the worker runs (default: local processes); kept in worker_spawned."
     )
     _derived_id: bool = PrivateAttr(default=False)
 

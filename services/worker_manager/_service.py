@@ -54,4 +54,4 @@ def main() -> NoReturn:
     configure_logging()
     server, manager = build_server()
     _die_with_workers(manager)
-    server.run_stdio_and_exit()
+    server.run_stdio_and_exit(before_exit=manager.close)

@@ -28,7 +28,8 @@ class WorkerRecord:
 
     __slots__ = (
         "worker_id", "task_id", "attempt", "state", "idempotency_key", "scope_dir", "workspace", "run_dir",
-        "packet", "env_allow", "budget", "sandbox", "trusted", "trust_source", "approver", "pid", "result",
+        "packet", "env_allow", "budget", "sandbox", "executor", "trusted", "trust_source", "approver", "pid",
+        "result", "placement",
     )  # fmt: skip
 
     def __init__(
@@ -46,6 +47,7 @@ class WorkerRecord:
         env_allow: list[str],
         budget: dict[str, Any] | None = None,
         sandbox: dict[str, Any] | None = None,
+        executor: dict[str, Any] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.task_id = task_id
@@ -59,6 +61,8 @@ class WorkerRecord:
         self.env_allow = env_allow
         self.budget = budget  # caps on this attempt's agent (None: the packet's own)
         self.sandbox = sandbox  # SandboxParams as sent (None: no sandbox)
+        self.executor = executor  # ExecutorParams as sent (None: local processes)
+        self.placement: dict[str, Any] | None = None  # where its run went (a cluster executor's worker_started)
         self.trusted = False
         self.trust_source: str | None = None
         self.approver: str | None = None
@@ -94,6 +98,8 @@ class WorkerRecord:
         snap = self.info()
         snap.update(workspace=self.workspace, run_dir=self.run_dir, packet=self.packet, env_allow=list(self.env_allow))
         snap["sandbox"] = self.sandbox
+        snap["executor"] = self.executor
+        snap["placement"] = self.placement
         return snap
 
     @classmethod
@@ -112,6 +118,7 @@ class WorkerRecord:
             env_allow=list(data.get("env_allow") or []),
             budget=data.get("budget"),
             sandbox=data.get("sandbox"),
+            executor=data.get("executor"),
         )
         trust = data.get("trust")
         if trust:  # resolved at the spawn by a trusted root (spawn_worker's trusted_roots)
@@ -168,6 +175,8 @@ class WorkerTable:
         elif kind == WorkerEventType.worker_started:
             pid = data.get("pid")
             rec.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+            placement = data.get("placement")
+            rec.placement = dict(placement) if isinstance(placement, Mapping) else None
         elif kind in (WorkerEventType.worker_finished, WorkerEventType.worker_failed):
             rec.result = dict(data)
         return rec

@@ -111,7 +111,21 @@ def _user() -> str:
 def _config(args: argparse.Namespace, workspace: str):
     from .config import load_config
 
-    return load_config(workspace, getattr(args, "config", None), getattr(args, "policy", None))
+    config = load_config(workspace, getattr(args, "config", None), getattr(args, "policy", None))
+    executor, address = getattr(args, "executor", None), getattr(args, "ray_address", None)
+    if address:
+        if executor == "local":
+            raise UsageError("--ray-address names a Ray cluster: it goes with --executor ray, not local")
+        executor = "ray"
+        config.ray.address = address
+    if executor:
+        config.executor = executor
+    if config.executor == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("the ray executor needs Ray in this environment: pip install 'harness[ray]'")
+    return config
 
 
 def _make_ui(args: argparse.Namespace):
@@ -576,6 +590,7 @@ def cmd_amend(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import eventlog
+    from .state import short_node
 
     workspace = _workspace(args)
     run_id = args.run_id
@@ -612,6 +627,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     for t in state.task_list():
         extra = f" attempts={t.attempts}" if t.attempts > 1 else ""
+        if t.node:
+            extra += f" node={short_node(t.node)}"
         why = f" ({t.waiting_for})" if t.waiting_for else (f" ({t.skip_reason})" if t.skip_reason else "")
         ftype = f" [{t.failure_type}]" if t.failure_type and t.status.value != "completed" else ""
         if t.tokens or t.cost_usd:
@@ -838,6 +855,18 @@ def build_parser() -> argparse.ArgumentParser:
             "agent (the --agent CLI, read-only)",
         )
 
+    def executor_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--executor",
+            choices=("local", "ray"),
+            help="where tasks run: local processes (default), or Ray tasks on a cluster (executor: in harness.yaml)",
+        )
+        p.add_argument(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="the Ray cluster to join (implies --executor ray; default: a local Ray started for the run)",
+        )
+
     p = sub.add_parser("run", help="plan an objective (or load a plan file), gate it, and execute it")
     p.add_argument("objective", nargs="?", help="what should be done")
     ws(p)
@@ -853,6 +882,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="who does tasks without commands: claude, codex, gemini, opencode, aider, or 'PROGRAM ARGS...'",
     )
     p.add_argument("--merge", action="store_true", help="once the run completed, merge its work into your branch")
+    executor_args(p)
     p.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
@@ -886,6 +916,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--approve", action="store_true", help="approve the pending plan revision")
     p.add_argument("--parallel", type=int, default=1, metavar="N")
     p.add_argument("--json", action="store_true")
+    executor_args(p)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("approve", help="decide on a plan that waits at the gate")

@@ -280,8 +280,33 @@ class HooksConfig(_Strict):
         return hooks
 
 
+class RayConfig(_Strict):
+    """``ray:`` in harness.yaml: the cluster that ``executor: ray`` runs tasks on."""
+
+    address: str | None = Field(
+        default=None,
+        description="The cluster to join (ray://HOST:PORT, HOST:PORT or auto); default: a local Ray started for the run.",
+    )
+    shared_fs: bool = Field(
+        default=False,
+        description="The workspace path is the same shared file system on every node: tasks run in place, "
+        "nothing is bundled.",
+    )
+    bundle_cap_mb: int = Field(
+        default=256, gt=0, description="The largest bundle of a task's files sent to (or back from) a node, in MiB."
+    )
+
+    def params(self) -> dict[str, Any]:
+        """The executor as the worker manager's spawn_worker takes it."""
+        return {"kind": "ray", **self.model_dump()}
+
+
 class Config(_Strict):
     services: dict[str, ServiceOverride] = Field(default_factory=dict)
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="Where tasks run: local processes, or Ray tasks on a cluster (harness[ray])."
+    )
+    ray: RayConfig = Field(default_factory=RayConfig)
     agents: dict[str, AgentDefinition] = Field(default_factory=dict, description="Named agents, defined or adjusted.")
     planner: PlannerConfig = Field(default_factory=PlannerConfig)
     policy: Policy = Field(default_factory=Policy)

@@ -137,6 +137,16 @@ class SandboxInfo(TypedDict):
 
 
 @_closed
+class ExecutorInfo(TypedDict):
+    """Where a session's tasks run when not as local processes (config ``executor:``/``ray:``)."""
+
+    kind: Literal["ray"]
+    address: str | None  # the cluster joined (None: a local Ray started for the run)
+    shared_fs: bool  # the workspace is on a file system every node shares: nothing is bundled
+    bundle_cap_mb: int
+
+
+@_closed
 class RunStarted(TypedDict):
     log_format: int
     objective: str
@@ -147,12 +157,14 @@ class RunStarted(TypedDict):
     plan_path: NotRequired[str]  # that file's absolute path: resume refuses it once it holds other content
     plan_file_hash: NotRequired[str]  # plan_hash of the file's plan as loaded (harness.plandiff)
     sandbox: NotRequired[SandboxInfo]  # how this session's steps are confined (absent: logs before the sandbox)
+    executor: NotRequired[ExecutorInfo]  # absent: local processes
 
 
 @_closed
 class RunResumed(TypedDict):
     supervisor_pid: int
     sandbox: NotRequired[SandboxInfo]  # decided again for this session (bubblewrap may have come or gone)
+    executor: NotRequired[ExecutorInfo]  # this session's (absent: local processes)
 
 
 @_closed
@@ -540,7 +552,8 @@ class WorkerTrust(TypedDict):
 class WorkerStarted(TypedDict):
     state: NotRequired[str]
     at: NotRequired[float]
-    pid: int
+    pid: int  # the first step's (on a cluster node: that node's pid)
+    placement: NotRequired[dict[str, Any]]  # a cluster executor's: executor, node_id, task_id
 
 
 @with_config(ConfigDict(extra="allow"))

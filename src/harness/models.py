@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -38,6 +38,21 @@ class Budget(BaseModel):
     tokens: int | None = Field(default=None, gt=0, description="Input plus output tokens.")
     turns: int | None = Field(default=None, gt=0, description="Model turns (tool round trips).")
     minutes: float | None = Field(default=None, gt=0, description="Wall-clock minutes of the agent.")
+
+
+class Resources(BaseModel):
+    """What one attempt of a task needs from the machine that runs it: honoured by a cluster
+    executor's scheduler (Ray's ``num_cpus``, ``memory``, custom resources); the local executor
+    runs every task on this machine and ignores it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = Field(default=None, ge=0, description="CPUs (fractions allowed; 0: no CPU reserved).")
+    memory_mb: int | None = Field(default=None, gt=0, description="Memory, in MiB.")
+    custom: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Custom resources by name, as the cluster's nodes declare them (e.g. {gpu-pool: 1}).",
+    )
 
 
 class AgentSpec(BaseModel):
@@ -127,6 +142,9 @@ class TaskPacket(BaseModel):
         default=None,
         description="Whether its steps reach the network in the sandbox; default: on for an agent task (its model "
         "endpoint), else the policy's network setting (off unless it says otherwise).",
+    )
+    resources: Resources | None = Field(
+        default=None, description="What an attempt needs from the node that runs it (a cluster executor)."
     )
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ from typing import Any
 from . import eventlog
 from .events import EventType as E
 from .events import describe, upgrade
-from .state import RunState, TaskState, TaskStatus, fold
+from .state import RunState, TaskState, TaskStatus, fold, short_node
 
 
 class Section(StrEnum):
@@ -46,6 +46,7 @@ class FailureRecord:
     rule: str | None = None
     evidence: str | None = None
     recovery: list[str] = field(default_factory=list)
+    node: str | None = None  # the cluster node the attempt ran on (None: this machine)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class TaskReport:
     duration_ms: float | None
     detail: str
     ask: str | None = None  # for a failed task waiting on a decision: the command that answers
+    nodes: dict[int, str] = field(default_factory=dict)  # attempt -> the cluster node it ran on
     failures: list[FailureRecord] = field(default_factory=list)
 
 
@@ -159,6 +161,8 @@ def task_reports(events: list[dict[str, Any]], state: RunState | None = None) ->
     out = []
     for t in state.task_list():
         failures = histories.get(t.id, [])
+        for f in failures:
+            f.node = t.nodes.get(f.attempt) if f.attempt is not None else None
         section = _section(t, failures)
         out.append(
             TaskReport(
@@ -171,6 +175,7 @@ def task_reports(events: list[dict[str, Any]], state: RunState | None = None) ->
                 detail=_detail(t, section, failures, asks),
                 ask=asks.get(t.id) if section is Section.failed else None,
                 failures=failures,
+                nodes=dict(t.nodes),
             )
         )
     return out
@@ -199,7 +204,9 @@ def _failure_line(f: FailureRecord) -> str:
     cls = f"{_code(f.failure_type)} (rule {_code(f.rule)})" if f.failure_type else "not classified"
     seen = f"; seen: {_code(f.evidence)}" if f.evidence and f.evidence not in f.summary else ""
     steps = " → ".join(_md(s) for s in f.recovery) or "no recovery recorded"
-    return f"  - attempt {f.attempt if f.attempt is not None else '?'}: {cls}: {_code(f.summary)}{seen} → {steps}"
+    node = f" (node `{short_node(f.node)}`)" if f.node else ""
+    attempt = f.attempt if f.attempt is not None else "?"
+    return f"  - attempt {attempt}{node}: {cls}: {_code(f.summary)}{seen} → {steps}"
 
 
 def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = None, torn: str | None = None) -> str:
@@ -246,7 +253,9 @@ def render(events: list[dict[str, Any]], *, run_id: str, log_path: str | None = 
             ask = f": `{r.ask}`" if r.ask else ""
             t = state.tasks[r.id]
             spent = f" ({t.tokens} tokens, ${t.cost_usd:.4f})" if t.tokens or t.cost_usd else ""
-            lines.append(f"- `{r.id}` {_md(r.title)}: {_md(r.detail)}{spent}{ask}")
+            node = t.nodes.get(t.attempts) if r.section in (Section.completed, Section.recovered) else None
+            where = f", on node `{short_node(node)}`" if node else ""
+            lines.append(f"- `{r.id}` {_md(r.title)}: {_md(r.detail)}{where}{spent}{ask}")
             lines += [_failure_line(f) for f in r.failures]
     return "\n".join(lines) + "\n"
 

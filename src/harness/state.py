@@ -91,6 +91,8 @@ class TaskState:
     retry_at: float = 0.0  # unix time before which a scheduled retry must not start (backoff)
     skip_reason: str | None = None
     started_unix: float | None = None
+    node: str | None = None  # the cluster node of the latest attempt (None: this machine)
+    nodes: dict[int, str] = field(default_factory=dict)  # attempt -> its cluster node
     finished_unix: float | None = None
     duration_ms: float | None = None
     # -- agent tasks
@@ -681,6 +683,21 @@ def _worker_trust_resolved(s: RunState, e: dict[str, Any], data: dict[str, Any])
     t.trust_source = cast(ev.WorkerTrust, data).get("source")
 
 
+def short_node(node: str) -> str:
+    """A cluster node id as people read it: its first 12 characters (Ray's ids are 56 hex)."""
+    return node[:12]
+
+
+def _worker_placed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
+    """A worker's node, from worker_started (or from its result when it never started)."""
+    t = _task(s, e)
+    placement = data.get("placement")
+    if t is None or not isinstance(placement, dict) or not placement.get("node_id"):
+        return
+    t.node = str(placement["node_id"])
+    t.nodes[t.attempts] = t.node
+
+
 def _worker_spawned(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:
     trust = cast(ev.WorkerSpawned, data).get("trust")
     if trust:  # resolved at the spawn by a trusted root
@@ -810,6 +827,8 @@ _HANDLERS = {
     E.TASK_READY: _task_ready,
     E.TRUST_REQUIRED: _trust_required,
     E.WORKER_SPAWNED: _worker_spawned,
+    E.WORKER_STARTED: _worker_placed,
+    E.WORKER_FAILED: _worker_placed,
     E.WORKER_TRUST_RESOLVED: _worker_trust_resolved,
     E.FAILURE_DETECTED: _failure_detected,
     E.FAILURE_CLASSIFIED: _failure_classified,

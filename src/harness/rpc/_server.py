@@ -348,11 +348,16 @@ class Server:
                 self._writer.close()
         return 0
 
-    def run_stdio_and_exit(self) -> NoReturn:
-        """``run_stdio``, then end the process at once: everything was answered and the wire is
-        closed, so the interpreter's teardown (module cleanup, a last GC) would only delay the
-        supervisor waiting for this exit."""
+    def run_stdio_and_exit(self, before_exit: Callable[[], None] | None = None) -> NoReturn:
+        """``run_stdio``, then ``before_exit`` (the service's own clean-up), then end the process
+        at once: everything was answered and the wire is closed, so the interpreter's teardown
+        (module cleanup, a last GC) would only delay the supervisor waiting for this exit."""
         code = self.run_stdio()
+        if before_exit is not None:
+            try:
+                before_exit()
+            except Exception as exc:
+                logger.error("%s: clean-up before exit failed: %s: %s", self.name, type(exc).__name__, exc)
         for stream in (sys.stderr, sys.__stderr__):
             try:
                 if stream is not None:

@@ -166,6 +166,11 @@ class Supervisor:
         )
 
     # -- paths ----------------------------------------------------------------------------------
+    @functools.cached_property
+    def executor(self) -> dict[str, Any] | None:
+        """The executor every worker of this session is spawned with (None: local processes)."""
+        return self.config.ray.params() if self.config.executor == "ray" else None
+
     @property
     def run_dir(self) -> Path:
         known = self._run_dir
@@ -428,6 +433,8 @@ class Supervisor:
                 ):
                     data["plan_file_hash"] = plan_hash(on_disk)  # else edited meanwhile: resume will refuse it
         data["sandbox"] = self.sandbox
+        if self.executor is not None:
+            data["executor"] = self.executor
         if self.sandbox["mode"] == "off" and self.sandbox["policy"] == "auto":
             self.ui.note(f"note: no sandbox ({self.sandbox['reason']}): tasks run unconfined; see README, Sandbox")
         self.emit(E.RUN_STARTED, data, durable=True)
@@ -462,7 +469,10 @@ class Supervisor:
         for note in kill_stale(self.state):
             self.ui.note(note)
         self._require_sandbox()
-        self.emit(E.RUN_RESUMED, {"supervisor_pid": os.getpid(), "sandbox": self.sandbox}, durable=True)
+        resumed: dict[str, Any] = {"supervisor_pid": os.getpid(), "sandbox": self.sandbox}
+        if self.executor is not None:
+            resumed["executor"] = self.executor
+        self.emit(E.RUN_RESUMED, resumed, durable=True)
         for note in self.agents.reconcile():
             self.ui.note(note)
         self._start_services()
@@ -897,6 +907,8 @@ class Supervisor:
         }
         if self.sandbox["mode"] == "bwrap":
             spawn["sandbox"] = self._sandbox_params(packet, workdir)
+        if self.executor is not None:
+            spawn["executor"] = self.executor
         if agent:
             spawn["workdir"] = workdir
             with self._lock:

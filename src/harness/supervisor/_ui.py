@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from ..events import EventType as E
 from ..events import describe
 from ..plandiff import describe_changes, plan_diff
-from ..state import RunState
+from ..state import RunState, short_node
 from ..vocab import Decision, Question, Source
 from ._decide import Answer, Ask
 
@@ -66,8 +66,9 @@ class UI:
         d = event.get("data") or {}
         mark = _MARKS.get(etype)
         if mark is not None and tid in state.tasks:
-            titles = {tid: state.tasks[tid].title}
-            self.say(f"{self._label(state, tid)} {mark} {describe(event, titles)}")
+            t = state.tasks[tid]
+            node = f" [node {short_node(t.node)}]" if t.node else ""
+            self.say(f"{self._label(state, tid)} {mark} {describe(event, {tid: t.title})}{node}")
         elif etype == E.BOOTSTRAP_FAILED:
             self.say(f"Bootstrap failed in {d.get('phase')}:")
             for line in d.get("diagnostics", []):

@@ -408,7 +408,8 @@ def _task_details(d: RunDigest, tid: str) -> dict[str, Any]:
     out: dict[str, Any] = {"attempts": [], "usage": [], "prompt": None, "stdout": None, "stderr": None, "diff": None}
     if track is not None:
         out["attempts"] = [
-            {"number": a.number, "start": a.start, "end": a.end, "outcome": a.outcome} for a in track.attempts
+            {"number": a.number, "start": a.start, "end": a.end, "outcome": a.outcome, "node": a.node}
+            for a in track.attempts
         ]
         out["usage"] = list(track.usage)
     if folder is not None:

@@ -88,6 +88,7 @@ class Attempt:
     start: float
     end: float | None
     outcome: str  # completed | failed | running | interrupted
+    node: str | None = None  # the cluster node it ran on
 
 
 @dataclass(frozen=True)
@@ -623,7 +624,8 @@ def _lane(row: Row, y: float, scale: _Scale, now: float, link: str) -> str:
         if span is not None:
             x, width = scale.bar(*span)
             cls = a.outcome if a.outcome in ATTEMPT_OUTCOMES else "other"
-            tip = f"attempt {a.number}: {_esc(a.outcome)}, {_duration(span[1] - span[0])}"
+            where = f" on node {_esc(a.node[:12])}" if a.node else ""
+            tip = f"attempt {a.number}{where}: {_esc(a.outcome)}, {_duration(span[1] - span[0])}"
             tip += " so far" if a.end is None else ""
             parts.append(
                 f'<rect class="bar attempt-{cls}" x="{x}" y="{_num(y + (_LANE_H - _BAR_H) / 2)}" width="{width}" '
