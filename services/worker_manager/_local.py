@@ -390,16 +390,19 @@ def _failure_reason(kind: StepKind) -> FailureReason:
 class LocalExecution:
     """One job's run on this machine; see :class:`._executor.Execution`."""
 
-    __slots__ = ("job", "_lock", "_proc", "_groups", "_reason", "_preexec")
+    __slots__ = ("job", "_lock", "_proc", "_groups", "_reason", "_launcher", "_preexec")
 
-    def __init__(self, job: Job, *, preexec: Callable[[], None] | None = None) -> None:
+    def __init__(self, job: Job, *, launcher: tuple[str, ...] = (), preexec: Callable[[], None] | None = None) -> None:
         self.job = job
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: list[int] = []
         self._reason: str | None = None
-        # Run in each step's child before its exec (a cluster node's parent-death signal). None, the
-        # default, keeps the spawn on the fast vfork path, which a preexec_fn rules out.
+        # How a cluster node ties each step to the thread that starts it (a parent-death signal):
+        # ``launcher`` goes before each step's argv (``setpriv --pdeathsig KILL --``), ``preexec``
+        # runs in the child before its exec. Neither is set here: a preexec_fn rules out the fast
+        # vfork path.
+        self._launcher = launcher
         self._preexec = preexec
 
     # -- control from other threads -------------------------------------------------------------
@@ -490,6 +493,8 @@ class LocalExecution:
             try:
                 if job.sandbox is not None:
                     argv = job.sandbox.argv(argv, job.cwd, env, agent=agent)
+                if self._launcher:
+                    argv = [*self._launcher, *argv]
                 proc = self._start(argv, env, step, output, mine)
             except (OSError, ValueError) as exc:
                 output.write(mine, 1, f"harness: cannot start step: {exc}\n".encode("utf-8", "replace"))
