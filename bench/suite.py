@@ -93,8 +93,9 @@ SECTIONS = (
     "recovery",
     "scheduler",
     "agent",
+    "ray",
 )
-SLOW = ("durability", "big", "recovery", "scheduler", "agent")
+SLOW = ("durability", "big", "recovery", "scheduler", "agent", "ray")
 
 # The targets.
 PEER_RATIO_TARGET = 0.8  # harness per task / LangGraph's and DBOS's, at parallel 1 and 2
@@ -103,6 +104,7 @@ LOG_TARGET_B = 1500.0  # log bytes per task
 BIG_GROWTH_TARGET = 1.5  # per completion at 10,000 tasks / at 200
 BIG_RSS_TARGET_MB = 200.0  # supervisor peak RSS
 AGENT_RATIO_TARGET = 1.3  # harness around an agent task / the same CLI by hand
+RAY_EXTRA_MS_TARGET = 10.0  # --executor ray per task, more than --executor local
 
 
 # -- figures and the report -----------------------------------------------------------------------
@@ -1116,6 +1118,25 @@ def section_agent(rep: Report) -> None:
     sec.verbatim(out)
 
 
+def section_ray(rep: Report) -> None:
+    sec = rep.section("ray", "Ray executor overhead: --executor ray against --executor local")
+    out = run_script(["bench/bench_ray.py"])
+    if "not installed" in out:
+        sec.say("Skipped: Ray is not installed (`pip install -e '.[ray]'`).")
+        return
+    sec.say(
+        "`bench/bench_ray.py`: a one-node Ray cluster on this machine (loopback, 2 CPUs), started once and "
+        "timed apart; the same plan of no-op tasks (a 10-file scope) run by `harness run` with the local "
+        "executor, with Ray on a shared file system (steps in place) and with Ray bundling each attempt's "
+        "scope to the node and its changes back (the default); marginal ms per task, medians of 3 rounds."
+    )
+    for way in ("shared fs", "bundled"):
+        m = re.search(rf"^ray, {way} - local per task: (-?[\d.]+) ms", out, re.M)
+        value = float(m.group(1)) if m else math.nan
+        rep.target(f"Ray executor ({way}): ms per task more than local", value, RAY_EXTRA_MS_TARGET, unit="ms")
+    sec.verbatim(out)
+
+
 # -- chart and markdown ------------------------------------------------------------------------------
 
 
@@ -1259,6 +1280,7 @@ def main(argv: list[str] | None = None) -> int:
         "recovery": lambda: section_recovery(rep, root),
         "scheduler": lambda: section_scheduler(rep),
         "agent": lambda: section_agent(rep),
+        "ray": lambda: section_ray(rep),
     }
     failed = []
     try:
@@ -1286,6 +1308,7 @@ def main(argv: list[str] | None = None) -> int:
             "recovery": "Recovery",
             "scheduler": "Scheduler scaling",
             "agent": "Agent overhead",
+            "ray": "Ray executor overhead",
         }
         sec = rep.section(s, titles[s])
         sec.say(f"Skipped{' in --quick' if args.quick else ' (--big 0)'}: run `python bench/suite.py` for it.")
@@ -1296,6 +1319,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             Target(f"{args.big:,}-task plan: supervisor peak RSS", "-", f"<= {BIG_RSS_TARGET_MB:g} MB", None),
             Target("agent task: harness / bare run of the same CLI", "-", f"<= {AGENT_RATIO_TARGET:g}x", None),
+            Target("Ray executor: ms per task more than local", "-", f"<= {RAY_EXTRA_MS_TARGET:g} ms", None),
         ]
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     rep.machine["load average at end"] = load_end

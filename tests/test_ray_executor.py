@@ -9,9 +9,11 @@ that no process of theirs outlives it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +33,7 @@ from harness.services.worker_manager._ray import (  # noqa: E402
     CHANGES_TAR,
     RayExecution,
     RayExecutor,
+    make_bundle,
     promote_changes,
     ray_options,
 )
@@ -489,6 +492,34 @@ def test_deletions_that_leave_the_scope_are_refused(tmp_path: Path) -> None:
     summary = promote_changes(str(out_dir), str(target))
     assert sorted(summary["refused"]) == ["../outside.txt", "/etc/x"]
     assert (tmp_path / "outside.txt").read_text() == "keep"
+
+
+def test_the_harness_folder_is_never_bundled_nor_changed_by_an_attempt(tmp_path: Path) -> None:
+    scope = tmp_path / "ws"
+    (scope / ".harness" / "runs" / "r1").mkdir(parents=True)
+    (scope / ".harness" / "runs" / "r1" / "events.jsonl").write_text("{}\n")
+    (scope / "src" / ".harness").mkdir(parents=True)  # a folder of that name below the top is the user's
+    (scope / "src" / ".harness" / "kept.txt").write_text("k")
+    (scope / "a.txt").write_text("a")
+    data, _ = make_bundle(str(scope), 1 << 20)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        names = sorted(tar.getnames())
+    assert names == ["a.txt", "src", "src/.harness", "src/.harness/kept.txt"]
+    # changes that name the run's log are refused, whatever the node sent
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        forged = b"forged\n"
+        info = tarfile.TarInfo(".harness/runs/r1/events.jsonl")
+        info.size = len(forged)
+        tar.addfile(info, io.BytesIO(forged))
+    (out_dir / CHANGES_TAR).write_bytes(buf.getvalue())
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    (out_dir / CHANGES_JSON).write_text(json.dumps({"sha256": digest, "deleted": [".harness/runs/r1"]}))
+    summary = promote_changes(str(out_dir), str(scope))
+    assert sorted(summary["refused"]) == [".harness/runs/r1", ".harness/runs/r1/events.jsonl"]
+    assert (scope / ".harness" / "runs" / "r1" / "events.jsonl").read_text() == "{}\n"
 
 
 def test_reap_without_recorded_groups_signals_nothing(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ parent-death signal and the watcher end the steps.
 
 Files: unless ``shared_fs``, the scope is bundled (a tar, at most ``bundle_cap`` bytes of files;
 its sha256 and size go in the placement) without any ``.git`` entry at any depth, folder or a
-linked worktree's file (a node must not write to the manager's repository through a shared path;
+linked worktree's file, nor the workspace's ``.harness`` folder (a node must not write to the
+manager's repository or the run's log through a shared path;
 ``GIT_CEILING_DIRECTORIES`` keeps git from finding one above the scratch folder). What the steps
 added, changed (content, type or mode) and deleted, relative to the bundle, comes back as a
 changes bundle, saved as ``changes.tar`` and ``changes.json`` (its sha256, the deletions) in the
@@ -106,6 +107,8 @@ SLICE = 0.2
 _ARG_FILE_CAP = 1024 * 1024
 #: The names of the changes of an attempt in its worker's folder.
 CHANGES_TAR, CHANGES_JSON, PROMOTED = "changes.tar", "changes.json", "changes.promoted"
+#: The harness's folder in a workspace (runs, event logs, worktrees): never bundled, never changed.
+HARNESS_DIR = ".harness"
 _PR_SET_PDEATHSIG = 1
 _SH = "/bin/sh"
 #: The node's watcher, started in the background of a shell that exits at once, so that it is no
@@ -803,7 +806,8 @@ class _RemoteAsk:
 
 def _walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
     """Every folder, file and symlink under ``root`` (not following links) by its path relative
-    to it, in name order, leaving out every ``.git`` entry and its content, and sockets, fifos and
+    to it, in name order, leaving out every ``.git`` entry and its content, the harness's own
+    folder at the top (``.harness``: run folders, event logs, worktrees), and sockets, fifos and
     devices."""
     stack = [""]
     while stack:
@@ -811,7 +815,7 @@ def _walk(root: str) -> Iterator[tuple[str, os.stat_result]]:
         with os.scandir(os.path.join(root, rel_dir) if rel_dir else root) as it:
             entries = sorted(it, key=lambda e: e.name, reverse=True)
         for entry in reversed(entries):
-            if entry.name == ".git":
+            if entry.name == ".git" or (not rel_dir and entry.name == HARNESS_DIR):
                 continue
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             st = entry.stat(follow_symlinks=False)
@@ -874,7 +878,8 @@ def _contained(root: str, rel: str) -> str | None:
     absolute path, no ``..``, no symlinked folder leading out); None otherwise."""
     if not rel or rel.startswith("/") or os.path.normpath(rel) != rel or rel.split("/")[0] == "..":
         return None
-    if ".git" in rel.split("/"):
+    parts = rel.split("/")
+    if ".git" in parts or parts[0] == HARNESS_DIR:  # never the repository's, nor the harness's own files
         return None
     path = os.path.join(root, rel)
     parent = os.path.realpath(os.path.dirname(path))
@@ -899,7 +904,7 @@ def promote_changes(out_dir: str, target: str) -> dict[str, Any]:
     no links out of the scope, no device files; setuid bits and group/other write bits dropped).
     An entry refused is listed in ``refused``. A ``changes.promoted`` marker records the summary:
     a second call returns it with ``already`` true and changes nothing. An attempt that saved no
-    changes promotes to nothing.
+    changes promotes to nothing and leaves no marker (its worker's folder is not made for it).
     """
     marker = f"{out_dir}/{PROMOTED}"
     try:
@@ -913,8 +918,9 @@ def promote_changes(out_dir: str, target: str) -> dict[str, Any]:
     try:
         with open(f"{out_dir}/{CHANGES_JSON}", encoding="utf-8") as f:
             manifest = json.load(f)
-    except FileNotFoundError:
-        manifest = None
+    except FileNotFoundError:  # nothing changed: nothing to apply, nothing to remember
+        summary["already"] = False
+        return summary
     if manifest is not None:
         with open(f"{out_dir}/{CHANGES_TAR}", "rb") as f:
             data = f.read()
