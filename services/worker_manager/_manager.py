@@ -296,6 +296,11 @@ class WorkerManager:
         """Run a trusted worker to its end (blocking); a repeated call joins the same run."""
         with self._lock:
             rec = self._get(p.worker_id)
+        connect = getattr(self._executor_for(rec), "connect", None)
+        if connect is not None:
+            connect()  # a cluster's first connection, before the table's lock is taken
+        with self._lock:
+            rec = self._get(p.worker_id)
             if rec.ended:
                 return self._info(rec)
             run = self._runs.get(rec.worker_id)

@@ -170,6 +170,15 @@ class RayExecutor:
         self._owns_ray = False  # this executor called ray.init (and shutdown ends it)
         self._mailbox: Any = None  # the actor that carries agents' tool requests, made on first use
 
+    def connect(self) -> None:
+        """Join (or start) Ray now, when the caller holds no lock that others wait on: the first
+        connection takes from a fraction of a second to seconds. A failure is left for
+        :meth:`prepare` to report as the execution's spawn_error."""
+        try:
+            self._connect()
+        except Exception:
+            pass
+
     def prepare(self, job: Job) -> RayExecution:
         """An execution of ``job``; connects to Ray on first use (a failure to connect is the
         execution's spawn_error, so the caller's worker still ends visibly)."""

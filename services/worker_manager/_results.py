@@ -36,7 +36,8 @@ class WorkerResult(BaseModel):
 
     The tails hold the last ~2 KiB of the failed step's (or the last step's) output. In
     ``worker_finished``/``worker_failed`` events they are cut to a few hundred bytes to keep the
-    log small; the full output is in the files at ``stdout_path``/``stderr_path``.
+    log small; the full output is in the files at ``stdout_path``/``stderr_path`` (null when the
+    worker printed nothing on that stream: no file is made for it).
     """
 
     ok: bool
@@ -57,6 +58,11 @@ class WorkerResult(BaseModel):
         default=None,
         description="What the agent step did, read from its output: session_id, model, tools, tokens_in, "
         "tokens_out, cost_usd, turns, final_message, failure (why it failed, whatever its exit code), exit_code.",
+    )
+    placement: dict[str, Any] | None = Field(
+        default=None,
+        description="Where a cluster executor ran it (absent for local processes): executor, node_id, task_id, "
+        "and the bundles' sha256 and size (bundle_sha256, bundle_bytes, changes_sha256, changes_bytes).",
     )
 
 
