@@ -167,6 +167,11 @@ class Supervisor:
 
     # -- paths ----------------------------------------------------------------------------------
     @functools.cached_property
+    def _hooked(self) -> bool:
+        """Whether any hook is configured, at any point."""
+        return any(self.hooks.configured(point) for point in HookPoint)
+
+    @functools.cached_property
     def executor(self) -> dict[str, Any] | None:
         """The executor every worker of this session is spawned with (None: local processes)."""
         return self.config.ray.params() if self.config.executor == "ray" else None
@@ -959,7 +964,12 @@ class Supervisor:
             except MergeConflict as conflict:
                 verdict = decide.Record(E.TASK_FAILED, decide.conflict_failure(attempt, wid, conflict))
                 data = dict(verdict.data)
-        self.emit(verdict.type, data, task_id=tid, worker_id=wid, durable=True)
+        # A shell task's TASK_COMPLETED is made durable by the next sync (group commit): the one
+        # before any other worker's process starts (_started), before the run ends or waits. No
+        # side effect follows it meanwhile, unless a hook runs (one may hear of it, or run before
+        # the next sync) or an agent task's worktree is settled: then it is durable at once.
+        durable = agent or verdict.type is not E.TASK_COMPLETED or self._hooked
+        self.emit(verdict.type, data, task_id=tid, worker_id=wid, durable=durable)
         if agent:
             self.agents.settle(tid, attempt, accepted=verdict.type is E.TASK_COMPLETED, worker_dir=worker_dir)
         self._post_task(tid, attempt, verdict.type, data, final, info.get("scope_dir"))
