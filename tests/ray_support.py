@@ -28,7 +28,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -182,6 +182,16 @@ def start_cluster() -> LocalCluster:
         monkeypatch.undo()
         shutil.rmtree(base, ignore_errors=True)
         raise
+
+
+def running_cluster() -> Iterator[LocalCluster]:
+    """A module fixture's body: the cluster for the module's tests, then stopped, with a failure
+    if any of its processes outlived the shutdown (and had to be killed)."""
+    started = start_cluster()
+    try:
+        yield started
+    finally:
+        assert started.stop() == [], "processes of the Ray cluster outlived its shutdown"
 
 
 def foreign_sockets(pids: list[int]) -> list[str]:

@@ -23,7 +23,7 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray executor needs ray (pip install 'harness[ray]')")
 
-from ray_support import POOL, LocalCluster, foreign_sockets, start_cluster  # noqa: E402
+from ray_support import POOL, LocalCluster, foreign_sockets, running_cluster  # noqa: E402
 from wm_support import WAIT, live_members, processes_with_env, wait_until  # noqa: E402
 
 from harness.services.worker_manager._executor import Job, Outcome, Step, ToolChannel  # noqa: E402
@@ -43,11 +43,7 @@ CHANNEL_AGENT = Path(__file__).parent / "agent_programs" / "channel_agent.py"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    started = start_cluster()
-    try:
-        yield started
-    finally:
-        assert started.stop() == [], "processes of the Ray cluster outlived its shutdown"
+    yield from running_cluster()
 
 
 @pytest.fixture(scope="module")

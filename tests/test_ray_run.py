@@ -27,7 +27,7 @@ from e2e_support import (
     write_config,
     write_plan,
 )
-from ray_support import HEAD_POOL, POOL, LocalCluster, start_cluster, wait_for
+from ray_support import HEAD_POOL, POOL, LocalCluster, running_cluster, wait_for
 
 from harness.state import short_node
 
@@ -41,12 +41,7 @@ UNCONFINED = {"sandbox": "off"}
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    started = start_cluster()
-    try:
-        yield started
-    finally:
-        started.stop()
-        assert not started.pids(), "a process of the Ray cluster outlived it"
+    yield from running_cluster()
 
 
 @pytest.fixture

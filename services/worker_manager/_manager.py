@@ -107,14 +107,6 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def _placement(execution: Execution) -> dict[str, Any] | None:
-    """Where a cluster executor's execution runs (its node and task ids), None for local ones."""
-    node = getattr(execution, "node_id", None)
-    if node is None:
-        return None
-    return {"executor": "ray", "node_id": node, "task_id": getattr(execution, "ray_task_id", None)}
-
-
 class WorkerManager:
     """The worker manager's behaviour, free of the wire: each public method is one RPC method."""
 
@@ -503,9 +495,9 @@ class WorkerManager:
 
         def started(pid: int) -> None:
             data: dict[str, Any] = {"pid": pid}
-            placement = _placement(execution)
+            placement = getattr(execution, "placement", None)  # a cluster executor's: set before this call
             if placement is not None:
-                data["placement"] = placement  # the node and the cluster's task id, before it can be lost
+                data["placement"] = dict(placement)  # the node and the cluster's task id, before it can be lost
             with self._lock:
                 self._emit(WorkerEventType.worker_started, rec, WorkerState.running, data)
 

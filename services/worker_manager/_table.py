@@ -29,7 +29,7 @@ class WorkerRecord:
     __slots__ = (
         "worker_id", "task_id", "attempt", "state", "idempotency_key", "scope_dir", "workspace", "run_dir",
         "packet", "env_allow", "budget", "sandbox", "executor", "trusted", "trust_source", "approver", "pid",
-        "result", "placement",
+        "result",
     )  # fmt: skip
 
     def __init__(
@@ -62,7 +62,6 @@ class WorkerRecord:
         self.budget = budget  # caps on this attempt's agent (None: the packet's own)
         self.sandbox = sandbox  # SandboxParams as sent (None: no sandbox)
         self.executor = executor  # ExecutorParams as sent (None: local processes)
-        self.placement: dict[str, Any] | None = None  # where its run went (a cluster executor's worker_started)
         self.trusted = False
         self.trust_source: str | None = None
         self.approver: str | None = None
@@ -99,7 +98,6 @@ class WorkerRecord:
         snap.update(workspace=self.workspace, run_dir=self.run_dir, packet=self.packet, env_allow=list(self.env_allow))
         snap["sandbox"] = self.sandbox
         snap["executor"] = self.executor
-        snap["placement"] = self.placement
         return snap
 
     @classmethod
@@ -175,8 +173,6 @@ class WorkerTable:
         elif kind == WorkerEventType.worker_started:
             pid = data.get("pid")
             rec.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
-            placement = data.get("placement")
-            rec.placement = dict(placement) if isinstance(placement, Mapping) else None
         elif kind in (WorkerEventType.worker_finished, WorkerEventType.worker_failed):
             rec.result = dict(data)
         return rec

@@ -91,8 +91,7 @@ class TaskState:
     retry_at: float = 0.0  # unix time before which a scheduled retry must not start (backoff)
     skip_reason: str | None = None
     started_unix: float | None = None
-    node: str | None = None  # the cluster node of the latest attempt (None: this machine)
-    nodes: dict[int, str] = field(default_factory=dict)  # attempt -> its cluster node
+    nodes: dict[int, str] = field(default_factory=dict)  # attempt -> the cluster node it ran on
     finished_unix: float | None = None
     duration_ms: float | None = None
     # -- agent tasks
@@ -103,6 +102,11 @@ class TaskState:
     tokens: int = 0  # all attempts
     cost_usd: float = 0.0
     turns: int = 0
+
+    @property
+    def node(self) -> str | None:
+        """The cluster node of the latest attempt (None: it ran on this machine, or has not started)."""
+        return self.nodes.get(self.attempts)
 
 
 @dataclass
@@ -694,8 +698,7 @@ def _worker_placed(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None
     placement = data.get("placement")
     if t is None or not isinstance(placement, dict) or not placement.get("node_id"):
         return
-    t.node = str(placement["node_id"])
-    t.nodes[t.attempts] = t.node
+    t.nodes[t.attempts] = str(placement["node_id"])
 
 
 def _worker_spawned(s: RunState, e: dict[str, Any], data: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
-from ..trust import is_inside, worker_id_for_key
+from ..trust import trusted_root, worker_id_for_key
 from ..vocab import CheckVerdict, Decision, ExitCode, HookPoint, HookVerdict, Mode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
@@ -122,7 +122,6 @@ class Supervisor:
         self.options = options or RunOptions()
         self.policy = config.policy
         self._trusted_roots = self.policy.resolved_roots(self.workspace)
-        self._real_roots: dict[str, list[str]] = {}  # task workspace -> [its real path, the roots' real paths]
         self._run_dir: tuple[str, Path] | None = None
         self._jobs = _Workers()  # the task threads, kept for the next task
         self.recovery = Recovery(config.recovery)
@@ -1235,12 +1234,9 @@ class Supervisor:
             return False
         if "spawn_and_run" not in (wm.info.get("methods") or ()):
             return False  # a manager of an earlier contract: spawn, then run
-        where = self._task_workspace(False)
-        real = self._real_roots.get(where)
-        if real is None:  # resolved once per run: a root that moves later is caught by the manager
-            real = self._real_roots[where] = [os.path.realpath(p) for p in (where, *self._trusted_roots) if p]
-        scope = os.path.realpath(os.path.join(real[0], str(packet.get("scope_path") or ".")))  # as the manager does
-        return any(is_inside(scope, root) for root in real[1:])
+        workspace = os.path.realpath(self._task_workspace(False))  # as the manager resolves them
+        scope = os.path.realpath(os.path.join(workspace, str(packet.get("scope_path") or ".")))
+        return trusted_root(scope, self._trusted_roots) is not None
 
     def _trust(self, tid: str, wid: str) -> bool:
         """The trust gate of one worker, through the one answer chain."""

@@ -406,9 +406,10 @@ def _task_details(d: RunDigest, tid: str) -> dict[str, Any]:
     track = d.tracks.get(tid)
     folder = d.worker_dir(tid)
     out: dict[str, Any] = {"attempts": [], "usage": [], "prompt": None, "stdout": None, "stderr": None, "diff": None}
+    nodes = d.state.tasks[tid].nodes
     if track is not None:
         out["attempts"] = [
-            {"number": a.number, "start": a.start, "end": a.end, "outcome": a.outcome, "node": a.node}
+            {"number": a.number, "start": a.start, "end": a.end, "outcome": a.outcome, "node": nodes.get(a.number)}
             for a in track.attempts
         ]
         out["usage"] = list(track.usage)

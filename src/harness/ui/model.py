@@ -69,7 +69,6 @@ class _Attempt:
     start: float
     end: float | None = None
     outcome: str = "running"
-    node: str | None = None  # the cluster node it ran on (None: this machine)
 
 
 @dataclass
@@ -188,10 +187,6 @@ class RunDigest:
             track = self._track(tid)
             track.attempts.append(_Attempt(int(data.get("attempt") or len(track.attempts) + 1), unix))
             track.workers.append(str(event.get("worker_id") or data.get("worker_id") or ""))
-        elif etype in (E.WORKER_STARTED, E.WORKER_FAILED) and isinstance(data.get("placement"), dict):
-            track = self._track(tid)
-            if track.attempts and track.attempts[-1].node is None:
-                track.attempts[-1].node = str(data["placement"].get("node_id") or "") or None
         elif etype == E.TASK_COMPLETED:
             self._finish(tid, unix, "completed")
         elif etype == E.TASK_FAILED:
@@ -292,7 +287,9 @@ class RunDigest:
             if track is None:
                 out.append(svg.Row(t.id, t.title, t.status.value, (), ()))
                 continue
-            attempts = tuple(svg.Attempt(a.number, a.start, a.end, a.outcome, a.node) for a in track.attempts)
+            attempts = tuple(
+                svg.Attempt(a.number, a.start, a.end, a.outcome, t.nodes.get(a.number)) for a in track.attempts
+            )
             waits = tuple(svg.Wait(str(w[0]), float(w[1]), w[2]) for w in track.waits)
             out.append(svg.Row(t.id, t.title, t.status.value, attempts, waits))
         return out
