@@ -857,7 +857,7 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     timers.wrap(Supervisor, "_on_notification", "Supervisor._on_notification (a worker event, all of it)")
     timers.wrap(Supervisor, "_start_services", "Supervisor._start_services (3 concurrently)")
     timers.wrap(Supervisor, "_shutdown", "Supervisor._shutdown (stop services, close log)")
-    timers.wrap(Supervisor, "_task_thread", "Supervisor._task_thread (one task, all of it)")
+    timers.wrap(Supervisor, "_attempt", "Supervisor._attempt (one task, all of it)")
     timers.wrap(decide, "execute_step", "scheduler decide.execute_step (what next)")
     for meth in ("perform", "_absorb_foreign"):
         timers.wrap(Supervisor, meth, f"scheduler Supervisor.{meth}")
@@ -880,7 +880,7 @@ def section_profile(root: Path, args: argparse.Namespace) -> None:
     def order(label: str) -> tuple[float, float]:
         if label in group:
             return (1, group[label])
-        if label.startswith("rpc ") or label.startswith("Supervisor._task_thread"):
+        if label.startswith("rpc ") or label.startswith("Supervisor._attempt"):
             return (0, -timers.total[label])
         if label.startswith("scheduler"):
             return (3, -timers.total[label])

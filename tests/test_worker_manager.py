@@ -472,6 +472,67 @@ def test_spawn_and_run_never_runs_a_worker_its_roots_leave_untrusted(wm: Manager
     assert run(wm, info["worker_id"])["state"] == "finished" and marker.exists()
 
 
+def held(ws: Path, tmp_path: Path, key: str, seconds: float, marker: Path) -> dict[str, Any]:
+    """spawn_and_run params of a trusted worker that touches ``marker``, held for ``seconds``."""
+    pkt = packet(id=key, commands=[f"touch {marker}"], acceptance_tests=[f"test -f {marker}"])
+    return {
+        "task_packet": pkt,
+        "workspace": str(ws),
+        "run_dir": str(tmp_path / "run"),
+        "idempotency_key": key,
+        "trusted_roots": [str(ws)],
+        "hold": seconds,
+    }
+
+
+def test_a_held_spawn_and_run_starts_its_worker_on_release_even_one_that_came_first(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    for key, early in (("held-late", False), ("held-early", True)):
+        marker = ws / key
+        wid = "w-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        if early:  # read before the spawn it names: kept for it
+            wm.svc.peer.notify("release_worker", {"worker_id": wid})
+        answer = wm.call_async("spawn_and_run", held(ws, tmp_path, key, 30, marker))
+        if not early:
+            wm.wait_event(lambda e, wid=wid: e["event"] == "worker_spawned" and e["worker_id"] == wid)
+            wm.svc.peer.notify("release_worker", {"worker_id": wid})  # a notification: no answer
+        info = answer.result(WAIT)
+        assert (info["worker_id"], info["state"], info["result"]["ok"]) == (wid, "finished", True), key
+        assert marker.exists()
+        assert wm.events_of(wid) == ["worker_spawned", "worker_started", "worker_finished"]
+
+
+def test_a_held_worker_never_released_cancelled_or_left_at_eof_fails_cancelled_and_runs_nothing(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    marker = ws / "ran"
+    info = wm.call("spawn_and_run", held(ws, tmp_path, "unreleased", 0.2, marker))
+    assert (info["state"], info["result"]["reason"]) == ("failed", "cancelled")
+    assert "not released within 0.2 s" in info["result"]["message"]
+    assert wm.events_of(info["worker_id"]) == ["worker_spawned", "worker_failed"]  # never started
+
+    answer = wm.call_async("spawn_and_run", held(ws, tmp_path, "cancelled", 30, marker))
+    spawned = wm.wait_event(lambda e: e["event"] == "worker_spawned" and e["task_id"] == "cancelled")
+    wm.call("cancel_worker", {"worker_id": spawned["worker_id"], "reason": "not wanted"})
+    info = answer.result(WAIT)  # at once, not after the 30 s hold
+    assert (info["state"], info["result"]["reason"], info["result"]["message"]) == ("failed", "cancelled", "not wanted")
+
+    # the caller's input ends while a worker is held: it fails at once and the service exits
+    line = {"jsonrpc": "2.0", "id": 1, "method": "spawn_and_run", "params": held(ws, tmp_path, "eof", 30, marker)}
+    proc = subprocess.Popen(SERVICE_CMD, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        out, _ = proc.communicate((json.dumps(line) + "\n").encode(), timeout=WAIT)
+    finally:
+        proc.kill()
+        proc.wait(WAIT)
+    [reply] = [m for m in map(json.loads, out.splitlines()) if m.get("id") == 1]
+    assert proc.returncode == 0
+    assert reply["result"]["result"]["reason"] == "cancelled"
+    assert "input ended before it released" in reply["result"]["result"]["message"]
+    assert not marker.exists()
+
+
 def test_a_high_risk_task_is_never_trusted_by_root_and_needs_mark_trusted(
     wm: Manager, ws: Path, tmp_path: Path
 ) -> None:

@@ -41,6 +41,7 @@ from typing import IO
 
 from harness._spawn import open_pidfd as _open_pidfd  # one name, so tests can take it away
 from harness._spawn import start_time
+from harness.trust import is_inside, real_path
 
 from ._executor import TAIL_BYTES, Job, Outcome, Step
 from ._models import FailureReason, StepKind
@@ -463,8 +464,8 @@ class LocalExecution:
             return Outcome(
                 ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}"
             )
-        real = os.path.realpath(job.cwd)
-        if os.path.commonpath([real, job.workspace]) != job.workspace:
+        real = real_path(job.cwd)
+        if not is_inside(real, job.workspace):
             return Outcome(
                 ok=False,
                 reason=FailureReason.spawn_error,

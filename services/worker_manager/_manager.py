@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
-from harness.trust import is_inside, trusted_root, worker_id_for_key
+from harness.trust import is_inside, real_path, trusted_root, worker_id_for_key
 
 from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
 from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor, began_running, output_files
@@ -38,6 +38,7 @@ from ._models import (
     FailureReason,
     GetWorkerParams,
     MarkTrustedParams,
+    ReleaseWorkerParams,
     RunWorkerParams,
     SpawnWorkerParams,
     StepKind,
@@ -60,9 +61,34 @@ CANCEL_GRACE = 1.0
 EVENT_TAIL = 200
 #: Full results kept in memory for replies (older ones answer with the compact logged result).
 FULL_RESULTS = 1024
+#: Holds kept at most: a release that comes before the spawn it names waits here for it.
+HOLDS = 1024
 
 Emit = Callable[[dict[str, Any]], None]
 logger = logging.getLogger(__name__)
+
+
+class _Hold:
+    """A held run's go (spawn_and_run with ``hold``): released by release_worker, or stopped by a
+    cancel, the end of the caller's input or its bound, saying why it will not start. The first
+    of the two counts. Changed under the manager's lock."""
+
+    __slots__ = ("event", "released", "why")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.released = False
+        self.why: str | None = None
+
+    def release(self) -> None:
+        if self.why is None:
+            self.released = True
+            self.event.set()
+
+    def stop(self, why: str) -> None:
+        if not self.released and self.why is None:
+            self.why = why
+            self.event.set()
 
 
 class _Run:
@@ -79,7 +105,7 @@ class _Run:
 def confine(workspace: str, scope_path: str) -> str:
     """The real scope directory of a packet, refused unless it lies inside the real workspace."""
     try:
-        scope = os.path.realpath(os.path.join(workspace, scope_path))
+        scope = real_path(os.path.join(workspace, scope_path))
     except ValueError as exc:  # e.g. a NUL byte
         raise InvalidParams(f"scope_path is not a usable path: {exc}", {"scope_path": scope_path}) from exc
     if not is_inside(scope, workspace):
@@ -132,6 +158,8 @@ class WorkerManager:
         self._clock = clock
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
+        self._holds: dict[str, _Hold] = {}  # worker id -> the go of its held run (or an early release)
+        self._input_ended = False
         self._full: dict[str, dict[str, Any]] = {}
         self.table = WorkerTable()
 
@@ -198,7 +226,7 @@ class WorkerManager:
                 "executor ray: Ray is not installed where the worker manager runs (pip install 'harness[ray]')",
                 {"executor": "ray"},
             )
-        workspace = os.path.realpath(p.workspace if p.workspace is not None else os.getcwd())
+        workspace = real_path(p.workspace if p.workspace is not None else os.getcwd())
         base = os.path.relpath(confine(workspace, p.workdir), workspace) if p.workdir else "."
         scope_dir = confine(workspace, os.path.join(base, packet.scope_path))
         key = p.idempotency_key
@@ -233,7 +261,7 @@ class WorkerManager:
             # Trust resolved at once by a trusted root is part of the spawn: one event, not two.
             # (never a high-risk packet: it needs its own confirmation, as check_trust says)
             trusting = p.trusted_roots and packet.risk != Risk.high
-            root = trusted_root(os.path.realpath(scope_dir), p.trusted_roots) if trusting else None
+            root = trusted_root(scope_dir, p.trusted_roots) if trusting else None  # a real path already
             state = WorkerState.trust_required
             if root is not None:
                 data["trust"] = {"source": "trusted_root", "approver": root}
@@ -249,7 +277,42 @@ class WorkerManager:
         info = self.spawn_worker(p)
         if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
             return info  # untrusted, or a known worker that already ended
-        return self.run_worker(RunWorkerParams.model_construct(worker_id=info["worker_id"]))
+        return self._run(info["worker_id"], p.hold)
+
+    def release_worker(self, p: ReleaseWorkerParams) -> dict[str, Any]:
+        """Let a held worker start its first process. Usually sent as a notification, right after
+        the spawn_and_run it answers; handled on the reader, it may overtake that spawn, so a
+        release that names no held worker yet is kept for it."""
+        with self._lock:
+            self._hold(p.worker_id).release()
+        return {}
+
+    def end_of_input(self) -> None:
+        """The caller's input ended: nobody will release a held worker; each fails unrun."""
+        with self._lock:
+            self._input_ended = True
+            for hold in self._holds.values():
+                hold.stop("the caller's input ended before it released the worker")
+
+    def _hold(self, worker_id: str) -> _Hold:
+        """The go of a worker's held run, made on first use (lock held)."""
+        hold = self._holds.get(worker_id)
+        if hold is None:
+            hold = self._holds[worker_id] = _Hold()
+            if self._input_ended:
+                hold.stop("the caller's input ended before it released the worker")
+            if len(self._holds) > HOLDS:
+                del self._holds[next(iter(self._holds))]
+        return hold
+
+    def _await_release(self, worker_id: str, seconds: float) -> str | None:
+        """Wait (bounded) for a held worker's release; None once released, else why it will not start."""
+        with self._lock:
+            hold = self._hold(worker_id)
+        hold.event.wait(seconds)
+        with self._lock:
+            hold.stop(f"not released within {seconds:g} s of its spawn (release_worker)")  # unless it was
+            return None if hold.released else hold.why
 
     def check_trust(self, p: CheckTrustParams) -> dict[str, Any]:
         """Resolve the trust gate by policy when the scope lies under a trusted root."""
@@ -266,7 +329,7 @@ class WorkerManager:
         if rec.packet.get("risk") == Risk.high.value:
             why = ", ".join(rec.packet.get("risk_reasons") or []) or "flagged high risk"
             return False, f"risky task ({why}) needs its own confirmation: mark_trusted, even under a trusted root"
-        scope = os.path.realpath(rec.scope_dir)
+        scope = real_path(rec.scope_dir)
         root = trusted_root(scope, roots)
         if root is not None:
             data = {"source": "trusted_root", "approver": root}
@@ -286,13 +349,17 @@ class WorkerManager:
 
     def run_worker(self, p: RunWorkerParams) -> dict[str, Any]:
         """Run a trusted worker to its end (blocking); a repeated call joins the same run."""
+        return self._run(p.worker_id, None)
+
+    def _run(self, worker_id: str, hold: float | None) -> dict[str, Any]:
+        """run_worker; with ``hold``, the run that starts here waits for its release first."""
         with self._lock:
-            rec = self._get(p.worker_id)
+            rec = self._get(worker_id)
         connect = getattr(self._executor_for(rec), "connect", None)
         if connect is not None:
             connect()  # a cluster's first connection, before the table's lock is taken
         with self._lock:
-            rec = self._get(p.worker_id)
+            rec = self._get(worker_id)
             if rec.ended:
                 return self._info(rec)
             run = self._runs.get(rec.worker_id)
@@ -310,8 +377,10 @@ class WorkerManager:
                     )
                 job = self._job(rec)
                 run = self._runs[rec.worker_id] = _Run(self._executor_for(rec).prepare(job), job.timeout)
+                if hold is not None:
+                    self._hold(rec.worker_id)  # before the lock is let go: a cancel finds it
         if owner:
-            return self._execute(rec, run)
+            return self._execute(rec, run, hold)
         if not run.done.wait(run.timeout + TERM_GRACE + KILL_WAIT + 5.0):
             raise RequestTimeout(f"worker {rec.worker_id} did not end in time", {"worker_id": rec.worker_id})
         with self._lock:
@@ -490,7 +559,7 @@ class WorkerManager:
             worker_id=p.worker_id, request_id=p.request_id, allow=p.allow, delivered=slot is not None
         )
 
-    def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:
+    def _execute(self, rec: WorkerRecord, run: _Run, hold: float | None = None) -> dict[str, Any]:
         execution = run.execution
 
         def started(pid: int) -> None:
@@ -502,13 +571,16 @@ class WorkerManager:
                 self._emit(WorkerEventType.worker_started, rec, WorkerState.running, data)
 
         try:
-            try:
-                result = execution.run(started).as_dict()
-            except Exception as exc:  # a backend fault still ends the worker, visibly
-                execution.kill_now()
-                result = Outcome(
-                    ok=False, reason=FailureReason.spawn_error, message=f"executor failed: {type(exc).__name__}: {exc}"
-                ).as_dict()
+            unreleased = self._await_release(rec.worker_id, hold) if hold is not None else None
+            if unreleased is not None:  # never started: no process, no placement
+                result = Outcome(ok=False, reason=FailureReason.cancelled, message=unreleased).as_dict()
+            else:
+                try:
+                    result = execution.run(started).as_dict()
+                except Exception as exc:  # a backend fault still ends the worker, visibly
+                    execution.kill_now()
+                    message = f"executor failed: {type(exc).__name__}: {exc}"
+                    result = Outcome(ok=False, reason=FailureReason.spawn_error, message=message).as_dict()
             with self._lock:
                 if rec.ended:  # settled meanwhile (a replay, a cancel): a late result is dropped, never applied
                     logger.warning("worker %s: a late result after it %s was dropped", rec.worker_id, rec.state.value)
@@ -526,6 +598,7 @@ class WorkerManager:
         finally:
             with self._lock:
                 self._runs.pop(rec.worker_id, None)
+                self._holds.pop(rec.worker_id, None)
             run.done.set()
 
     def get_worker(self, p: GetWorkerParams) -> dict[str, Any]:
@@ -547,6 +620,9 @@ class WorkerManager:
                     self._executor_for(rec).reap(rec.worker_id, rec.worker_dir, [rec.pid] if rec.pid else [])
                 result = Outcome(ok=False, reason=FailureReason.cancelled, message=p.reason).as_dict()
                 return self._info(self._end(rec, result))
+            held = self._holds.get(rec.worker_id)
+            if held is not None:
+                held.stop(p.reason)  # a held run never starts
         run.execution.cancel(p.reason)
         if not run.done.wait(CANCEL_GRACE):
             run.execution.kill_now()

@@ -159,6 +159,14 @@ class SpawnWorkerParams(_Params):
     executor: ExecutorParams | None = Field(
         default=None, description="Where the worker runs (default: local processes); kept in worker_spawned."
     )
+    hold: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="spawn_and_run only: get the worker ready, then start its first process only once "
+        "release_worker names it, waiting at most this many seconds (never released: it fails cancelled, "
+        "unrun). The caller makes its own record of the start durable meanwhile.",
+    )
     _derived_id: bool = PrivateAttr(default=False)
 
     @model_validator(mode="wrap")
@@ -203,6 +211,10 @@ class RunWorkerParams(_Params):
     idempotency_key: str | None = Field(
         default=None, description="Accepted for symmetry: a worker never runs twice anyway."
     )
+
+
+class ReleaseWorkerParams(_Params):
+    worker_id: str = Field(description="The worker a spawn_and_run with hold got ready (or is getting ready).")
 
 
 class GetWorkerParams(_Params):

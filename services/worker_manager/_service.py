@@ -27,11 +27,13 @@ def build_server() -> tuple[Server, WorkerManager]:
     # Long calls run on the server's pool so that get_worker and friends are served meanwhile.
     server.add_method("run_worker", manager.run_worker, blocking=True)
     server.add_method("spawn_and_run", manager.spawn_and_run, blocking=True)
+    server.add_method("release_worker", manager.release_worker)
     server.add_method("cancel_worker", manager.cancel_worker, blocking=True)
     server.add_method("get_worker", manager.get_worker)
     server.add_method("list_workers", manager.list_workers)
     server.add_method("replay", manager.replay)
     server.add_method("answer_tool_permission", manager.answer_tool_permission)
+    server.on_input_end = manager.end_of_input  # held workers will not be released now
     return server, manager
 
 

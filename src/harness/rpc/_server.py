@@ -117,6 +117,8 @@ class Server:
         self._inflight: set[Future[Any]] = set()
         self._inflight_lock = threading.Lock()
         self._stopping = False
+        #: Called once the input ends (EOF or shutdown), before the calls in flight are waited for.
+        self.on_input_end: Callable[[], None] | None = None
         self.add_method("initialize", self._initialize)
         self.add_method("ping", self._ping)
         self.add_method("shutdown", self._shutdown)
@@ -223,6 +225,11 @@ class Server:
                     break
                 self.handle_line(line)
         finally:
+            if self.on_input_end is not None:
+                try:
+                    self.on_input_end()
+                except Exception as exc:
+                    logger.error("%s: end of input: %s: %s", self.name, type(exc).__name__, exc)
             self._drain()
 
     def _drain(self) -> None:

@@ -35,7 +35,7 @@ from ..planner import call_timeout
 from ..recovery import Recovery
 from ..rpc import ClientClosed, InvalidPlan, RPCError, UpstreamFailed
 from ..state import RunState, RunStatus, fold
-from ..trust import trusted_root, worker_id_for_key
+from ..trust import real_path, trusted_root, worker_id_for_key
 from ..vocab import CheckVerdict, Decision, ExitCode, HookPoint, HookVerdict, Mode, Source, TaskOutcome, WaitReason
 from ..worktrees import GitError, MergeConflict, NotARepository
 from . import _decide as decide
@@ -47,6 +47,8 @@ from ._ui import UI
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a held worker waits for its release (the log's sync) before it fails unrun.
+HOLD_SECONDS = 60.0
 
 #: What the gate says about the run's mode, before the plan.
 MODE_LINES = {
@@ -133,6 +135,8 @@ class Supervisor:
         self._lock = threading.RLock()  # the state and the log's order: held to append and to decide
         self._prompt_lock = threading.Lock()  # one question on the terminal at a time
         self._done: queue.Queue[tuple[str, TaskOutcome, Any]] = queue.Queue()
+        self._launched: set[str] = set()  # tasks a thread of ours runs an attempt of (lock held)
+        self._parallel = 1
         self._lock_fd: int | None = None
         self._interrupted = False
         self._executing = False
@@ -813,34 +817,36 @@ class Supervisor:
                 failed = {"status": "failed", "reason": str(exc), **self.state.counts()}
                 self.emit(E.EXECUTION_COMPLETE, failed, durable=True)
                 raise
-        launched: set[str] = set()
-        parallel = max(1, self.options.parallel)
+        self._parallel = max(1, self.options.parallel)
         try:
-            return self._schedule(launched, parallel)
+            return self._schedule()
         finally:
             self._jobs.stop()
 
-    def _schedule(self, launched: set[str], parallel: int) -> int:
+    def _view(self) -> decide.View:
+        return decide.View(frozenset(self._launched), time.time(), self._parallel)
+
+    def _schedule(self) -> int:
         while True:
             if self._interrupted:
                 raise KeyboardInterrupt
             self.mesh.check()
             self._absorb_foreign()
             with self._lock:
-                view = decide.View(frozenset(launched), time.time(), parallel)
-                actions = decide.execute_step(self.state, view, self.rules)
+                actions = decide.execute_step(self.state, self._view(), self.rules)
+                launches = [a for a in actions if isinstance(a, decide.Launch)]
+                self._launched.update(a.task_id for a in launches)  # claimed before anyone decides again
             if not actions:
-                self._wait_for_task(launched, timeout=0.5)
+                self._wait_for_task(timeout=0.5)
                 continue
             for action in actions:
                 if isinstance(action, decide.Launch):
-                    launched.add(action.task_id)
-                    self._jobs.submit(self._task_thread, action.task_id, action.attempt, busy=len(launched))
+                    self._jobs.submit(self._task_thread, action.task_id, action.attempt, busy=len(self._launched))
                 elif isinstance(action, decide.Pause):  # awake now and then for decisions made elsewhere
-                    self._wait_for_task(launched, timeout=min(0.5, max(0.0, action.until - time.time())))
+                    self._wait_for_task(timeout=min(0.5, max(0.0, action.until - time.time())))
                 elif isinstance(action, decide.Drain):
-                    while launched:
-                        self._wait_for_task(launched, timeout=1.0)  # each task is bounded by its own timeout
+                    while self._launched:
+                        self._wait_for_task(timeout=1.0)  # each task is bounded by its own timeout
                     code = self.perform(decide.finish(self.state, self.rules, aborted=True))
                     return int(code if code is not None else ExitCode.FAILED)
                 else:
@@ -848,19 +854,45 @@ class Supervisor:
                     if code is not None:
                         return int(code)
 
-    def _wait_for_task(self, launched: set[str], timeout: float) -> None:
-        """Wait (bounded) for one task thread to report; an interrupt wakes it too."""
+    def _wait_for_task(self, timeout: float) -> None:
+        """Wait (bounded) for a task thread to hand over; an interrupt wakes it too."""
         try:
-            tid, outcome, payload = self._done.get(timeout=timeout)
+            _tid, outcome, payload = self._done.get(timeout=timeout)
         except queue.Empty:
             return
-        if outcome is TaskOutcome.interrupted and not tid:
-            return
-        launched.discard(tid)
         if outcome is TaskOutcome.error:
             raise payload
 
     def _task_thread(self, tid: str, attempt: int) -> None:
+        """Run an attempt, then the next ones this thread claims (see :meth:`_next_launch`)."""
+        step: tuple[str, int] | None = (tid, attempt)
+        while step is not None:
+            tid, attempt = step
+            outcome, payload = self._attempt(tid, attempt)
+            step = self._next_launch(tid, outcome, payload)
+
+    def _next_launch(self, tid: str, outcome: TaskOutcome, payload: Any) -> tuple[str, int] | None:
+        """After an attempt: its task is no longer launched. When all the decision layer says
+        next is to launch attempts, they are claimed here, under the lock the scheduler decides
+        under, and this thread runs the first (no hand-over to the scheduler and back); anything
+        else (a record, a question, a pause, the end, an error) wakes the scheduler."""
+        launches: list[decide.Launch] = []
+        with self._lock:
+            self._launched.discard(tid)
+            if outcome in (TaskOutcome.completed, TaskOutcome.failed) and not self._interrupted:
+                actions = decide.execute_step(self.state, self._view(), self.rules)
+                if actions and all(isinstance(a, decide.Launch) for a in actions):
+                    launches = [a for a in actions if isinstance(a, decide.Launch)]
+                    self._launched.update(a.task_id for a in launches)
+        if not launches:
+            self._done.put((tid, outcome, payload))
+            return None
+        for other in launches[1:]:
+            self._jobs.submit(self._task_thread, other.task_id, other.attempt, busy=len(self._launched))
+        return launches[0].task_id, launches[0].attempt
+
+    def _attempt(self, tid: str, attempt: int) -> tuple[TaskOutcome, Any]:
+        """One attempt of a task, on a task thread: how it ended, and the error for the scheduler."""
         payload: Any = None
         try:
             packet = self.state.packets[tid]
@@ -887,7 +919,7 @@ class Supervisor:
                     logger.warning("could not remove the worktree of %s: %s", tid, cleanup)
         except BaseException as exc:  # never leave the scheduler waiting
             outcome, payload = TaskOutcome.error, exc
-        self._done.put((tid, outcome, payload))
+        return outcome, payload
 
     def _run_task(self, tid: str, attempt: int) -> TaskOutcome:
         """One attempt: (a worktree), spawn (idempotent), the trust gate, (the prompt), TASK_STARTED,
@@ -927,11 +959,18 @@ class Supervisor:
         timeout = float(packet.get("timeout") or 600) + 60
         if not agent and self._trusted_at_spawn(wm, packet):
             # One round trip: the worker's id follows from its key and its trust from the roots
-            # (the contract's rules), so TASK_STARTED can be durable before the call that runs it.
+            # (the contract's rules), so TASK_STARTED can be recorded before the call that runs it.
             wid = worker_id_for_key(key)
-            if not self._started(tid, wid, started):
+            hold = "release_worker" in (wm.info.get("methods") or ())
+            if not self._started(tid, wid, started, sync=not hold):
                 return TaskOutcome.held
-            final = wm.call("spawn_and_run", spawn, timeout=timeout)
+            if hold:
+                # The manager gets the worker ready while TASK_STARTED is made durable here; its
+                # first process starts only on the release that follows the sync.
+                spawn["hold"] = HOLD_SECONDS
+                final = wm.call("spawn_and_run", spawn, timeout=timeout, sent=self._release(wid))
+            else:
+                final = wm.call("spawn_and_run", spawn, timeout=timeout)
             info = final
             if final.get("state") == "trust_required":
                 why = f"the worker manager left {wid} untrusted, though a trusted root holds its scope"
@@ -1216,16 +1255,30 @@ class Supervisor:
         self.emit(E.TASK_FAILED, failure, task_id=tid, durable=True)
         return TaskOutcome.failed
 
-    def _started(self, tid: str, wid: str, data: dict[str, Any]) -> bool:
-        """TASK_STARTED, durable before the worker's process starts; False (nothing recorded) when
-        the run halted meanwhile (a sibling that failed for good while we set up holds us)."""
+    def _started(self, tid: str, wid: str, data: dict[str, Any], *, sync: bool = True) -> bool:
+        """TASK_STARTED, durable before the worker's process starts (here, or by the caller
+        before it releases the worker when not ``sync``); False (nothing recorded) when the run
+        halted meanwhile (a sibling that failed for good while we set up holds us)."""
         with self._lock:
             if self.state.halted():
                 return False
             self.emit(E.TASK_STARTED, data, task_id=tid, worker_id=wid)
-        assert self.log is not None
-        self.log.sync()
+        if sync:
+            assert self.log is not None
+            self.log.sync()
         return True
+
+    def _release(self, wid: str) -> Callable[[Callable[[str, Any], None]], None]:
+        """What follows each sending of a held spawn_and_run: the log made durable (TASK_STARTED
+        with it), then the worker released. A sync that fails raises: the worker stays held
+        until the manager's bound, and never starts."""
+
+        def release(notify: Callable[[str, Any], None]) -> None:
+            assert self.log is not None
+            self.log.sync()
+            notify("release_worker", {"worker_id": wid})
+
+        return release
 
     def _trusted_at_spawn(self, wm: SupervisedService, packet: dict[str, Any]) -> bool:
         """Whether the worker manager will trust this packet's worker at its spawn (a trusted root
@@ -1234,8 +1287,8 @@ class Supervisor:
             return False
         if "spawn_and_run" not in (wm.info.get("methods") or ()):
             return False  # a manager of an earlier contract: spawn, then run
-        workspace = os.path.realpath(self._task_workspace(False))  # as the manager resolves them
-        scope = os.path.realpath(os.path.join(workspace, str(packet.get("scope_path") or ".")))
+        workspace = real_path(self._task_workspace(False))  # as the manager resolves them
+        scope = real_path(os.path.join(workspace, str(packet.get("scope_path") or ".")))
         return trusted_root(scope, self._trusted_roots) is not None
 
     def _trust(self, tid: str, wid: str) -> bool:

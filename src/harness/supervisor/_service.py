@@ -248,8 +248,18 @@ class SupervisedService:
             self._start_until_running(first=False)
 
     # -- calls ----------------------------------------------------------------------------------
-    def call(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
-        """A request that survives restarts: re-sent (same params, same idempotency key) after a crash."""
+    def call(
+        self,
+        method: str,
+        params: Any = None,
+        *,
+        timeout: float | None = None,
+        sent: Callable[[Callable[[str, Any], None]], None] | None = None,
+    ) -> Any:
+        """A request that survives restarts: re-sent (same params, same idempotency key) after a crash.
+
+        ``sent`` runs after each sending, while the answer is awaited, with a function that sends
+        a notification to the same process (what a held spawn_and_run waits for)."""
         timeout = timeout or self.spec.request_timeout
         while True:
             with self._lock:
@@ -261,7 +271,11 @@ class SupervisedService:
             number = next(self._calls)
             self._inflight[number] = method
             try:
-                return proc.request(method, params, timeout=timeout)
+                if sent is None:
+                    return proc.request(method, params, timeout=timeout)
+                answer = proc.peer.request_async(method, params, timeout=timeout)
+                sent(proc.peer.notify)
+                return answer.result(timeout + 5.0)  # the peer's timer fails it at the deadline
             except ClientClosed:
                 raise
             except ConnectionClosed:
