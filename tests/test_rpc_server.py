@@ -296,6 +296,28 @@ def test_blocking_handler_does_not_hold_up_the_loop_and_is_answered_before_exit(
     assert replies[1]["result"] == {"released": True}
 
 
+def test_with_every_pool_thread_busy_blocking_calls_wait_and_the_reading_goes_on() -> None:
+    server = make_server(max_threads=1)
+    released = threading.Event()
+
+    @server.method(blocking=True)
+    def wait_for_release() -> dict[str, bool]:
+        return {"released": released.wait(SERVE_LIMIT_SECONDS)}
+
+    @server.method()
+    def release() -> dict[str, bool]:
+        released.set()
+        return {}
+
+    # Call 1 takes the one pool thread: calls 2 and 3 wait for it while "release" is still read
+    # and answered, then every call is answered.
+    lines = [req(1, "wait_for_release"), req(2, "wait_for_release"), req(3, "wait_for_release"), req(4, "release")]
+    replies = serve_lines(server, lines)
+    assert replies[0]["id"] == 4
+    assert sorted(r["id"] for r in replies[1:]) == [1, 2, 3]
+    assert all(r["result"] == {"released": True} for r in replies[1:])
+
+
 def test_shutdown_answers_then_stops_the_loop() -> None:
     replies = serve_lines(make_server(), [req(1, "ping"), req(2, "shutdown"), req(3, "ping")])
     assert replies == [
