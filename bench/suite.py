@@ -1264,7 +1264,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=None, help="run these sections only")
     parser.add_argument("--tasks", type=int, default=None, help="tasks per orchestration run (200; quick 50)")
-    parser.add_argument("--rounds", type=int, default=None, help="orchestration rounds (3; quick 1)")
+    parser.add_argument("--rounds", type=int, default=None, help="orchestration rounds (5; quick 1)")
     parser.add_argument("--big", type=int, default=10_000, help="tasks of the big run (full only; 0 skips it)")
     parser.add_argument("--dir", default=None, help="where the scratch folder goes (default: the repository's parent)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
@@ -1279,7 +1279,7 @@ def main(argv: list[str] | None = None) -> int:
         skipped = ["big"] if args.big <= 0 and "big" in sections else []
         sections = [s for s in sections if s not in skipped]
     n = args.tasks or (50 if args.quick else 200)
-    rounds = args.rounds or (1 if args.quick else 3)
+    rounds = args.rounds or (1 if args.quick else 5)
 
     rep = Report(quick=args.quick, started=time.perf_counter())
     root = scratch_root(args.dir)

@@ -49,6 +49,7 @@ class UI:
         self.interactive = interactive
         self.stdin = stdin or sys.stdin
         self._changes: tuple[int, str] | None = None  # (revision, what changed since the one before)
+        self._positions: tuple[list[str] | None, dict[str, int]] = (None, {})  # an order and its 1-based places
 
     # -- output ---------------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
@@ -82,11 +83,11 @@ class UI:
             text = describe_changes(changes, state.revision - 1, old=state.previous_plan, new=state.plan)
             self._changes = (state.revision, text)  # shown with the plan at the gate
 
-    @staticmethod
-    def _label(state: RunState, tid: str) -> str:
+    def _label(self, state: RunState, tid: str) -> str:
         order = state.order or list(state.tasks)
-        idx = order.index(tid) + 1 if tid in order else 0
-        return f"[Task {idx}/{len(order)}]"
+        if self._positions[0] is not order:  # a new plan or order: positions once, not a search a line
+            self._positions = (order, {t: i for i, t in enumerate(order, 1)})
+        return f"[Task {self._positions[1].get(tid, 0)}/{len(order)}]"
 
     def show_plan(
         self,
