@@ -256,6 +256,52 @@ def test_a_worker_outside_the_trusted_roots_needs_a_person(ws: Path) -> None:
     assert not (ws / "sub" / "ok").exists()
 
 
+def test_a_scope_that_leaves_the_trusted_roots_mid_run_is_never_run_on_the_earlier_prediction(ws: Path) -> None:
+    # "trusted/x" is a folder under the trusted root when "look" runs in it; then "first" turns it
+    # into a link to a folder outside that root. "second" has the same scope: the supervisor
+    # predicted it trusted for "look" (and kept that for the run), the worker manager finds it is not.
+    (ws / "trusted" / "x").mkdir(parents=True)
+    (ws / "untrusted" / "y").mkdir(parents=True)
+    relink = "rmdir x && ln -s ../untrusted/y x"
+    write_plan(
+        ws,
+        [
+            {
+                "id": "first",
+                "title": "Relink",
+                "scope_path": "trusted",
+                "depends_on": ["look"],
+                "commands": ["test -d x", relink],
+                "acceptance_tests": ["test -L x"],
+            },
+            {
+                "id": "look",
+                "title": "Look",
+                "scope_path": "trusted/x",
+                "commands": ["true"],
+                "acceptance_tests": ["true"],
+            },
+            {
+                "id": "second",
+                "title": "Touch",
+                "scope_path": "trusted/x",
+                "depends_on": ["first"],
+                "commands": ["touch ran"],
+                "acceptance_tests": ["test -f ran"],
+            },
+        ],
+    )
+    policy = ws / "policy.yaml"
+    policy.write_text("sandbox: 'off'\ntrusted_roots: [trusted]\n")
+    proc = harness(ws, "run", "--plan", str(ws / "plan.yaml"), "--approve", "--policy", str(policy))
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # waits for a person
+    evts = events(ws)
+    failed = first(evts, "TASK_FAILED", "second")["data"]
+    assert "left" in failed["summary"] and "untrusted" in failed["summary"], failed
+    assert "WORKER_STARTED" not in types(evts, "second") and "RECOVERY_ESCALATION" in types(evts, "second")
+    assert not (ws / "untrusted" / "y" / "ran").exists()
+
+
 def test_manual_step_waits_for_a_person_then_its_acceptance_tests_decide(ws: Path) -> None:
     tasks = chain(["prep"]) + [
         {

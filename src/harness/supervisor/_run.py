@@ -137,6 +137,7 @@ class Supervisor:
         self._done: queue.Queue[tuple[str, TaskOutcome, Any]] = queue.Queue()
         self._launched: set[str] = set()  # tasks a thread of ours runs an attempt of (lock held)
         self._parallel = 1
+        self._predicted: dict[str, bool] = {}  # scope_path -> trusted at spawn, as predicted (this run)
         self._lock_fd: int | None = None
         self._interrupted = False
         self._executing = False
@@ -973,6 +974,7 @@ class Supervisor:
                 final = wm.call("spawn_and_run", spawn, timeout=timeout)
             info = final
             if final.get("state") == "trust_required":
+                self._predicted.pop(str(packet.get("scope_path") or "."), None)  # it changed: ask again next time
                 why = f"the worker manager left {wid} untrusted, though a trusted root holds its scope"
                 self.emit(E.TASK_FAILED, decide.harness_failure(attempt, why), task_id=tid, worker_id=wid, durable=True)
                 return TaskOutcome.failed
@@ -1287,9 +1289,16 @@ class Supervisor:
             return False
         if "spawn_and_run" not in (wm.info.get("methods") or ()):
             return False  # a manager of an earlier contract: spawn, then run
+        scope_path = str(packet.get("scope_path") or ".")
+        known = self._predicted.get(scope_path)
+        if known is not None:
+            return known
         workspace = real_path(self._task_workspace(False))  # as the manager resolves them
-        scope = real_path(os.path.join(workspace, str(packet.get("scope_path") or ".")))
-        return trusted_root(scope, self._trusted_roots) is not None
+        scope = real_path(os.path.join(workspace, scope_path))
+        trusted = trusted_root(scope, self._trusted_roots) is not None
+        if os.path.isdir(scope):  # kept for the run's next tasks once it exists (the manager still decides)
+            self._predicted[scope_path] = trusted
+        return trusted
 
     def _trust(self, tid: str, wid: str) -> bool:
         """The trust gate of one worker, through the one answer chain."""
