@@ -198,6 +198,30 @@ def test_a_failing_acceptance_test_fails_the_attempt_as_acceptance_failed(
 
 
 @pytest.mark.slow
+def test_a_gated_job_is_submitted_only_on_its_go_and_a_refused_one_runs_nothing(
+    executor: RayExecutor, tmp_path: Path
+) -> None:
+    asked: list[bool] = []
+
+    def go() -> str | None:
+        asked.append(not (Path(tmp_path, "ws", "ran").exists()))  # nothing ran before the go
+        return None
+
+    job = make_job(tmp_path, "w-gate-go", "touch ran")
+    job.gate = go
+    outcome, execution, pids = run_job(executor, job)
+    assert outcome.ok and asked == [True] and len(pids) == 1
+    execution.promote()
+    assert (tmp_path / "ws" / "ran").exists()
+
+    refused = make_job(tmp_path / "refused", "w-gate-no", "touch ran")
+    refused.gate = lambda: "not released"
+    outcome, _, pids = run_job(executor, refused)
+    assert (outcome.ok, outcome.reason, outcome.message) == (False, FailureReason.cancelled, "not released")
+    assert pids == [] and outcome.as_dict().get("placement") is None  # never submitted
+
+
+@pytest.mark.slow
 def test_a_resource_request_is_asked_of_ray_and_honoured(
     cluster: LocalCluster, executor: RayExecutor, tmp_path: Path
 ) -> None:

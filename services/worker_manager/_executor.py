@@ -77,7 +77,7 @@ class Job:
     prints nothing has none.
     """
 
-    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox", "resources")
+    __slots__ = ("worker_id", "steps", "cwd", "workspace", "env", "timeout", "out_dir", "sandbox", "resources", "gate")
 
     def __init__(
         self,
@@ -91,6 +91,7 @@ class Job:
         out_dir: str,
         sandbox: Any = None,
         resources: dict[str, Any] | None = None,
+        gate: Callable[[], str | None] | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.steps = steps
@@ -101,6 +102,9 @@ class Job:
         self.out_dir = out_dir
         self.sandbox = sandbox  # harness.sandbox.Confinement: every step is wrapped by it (None: none)
         self.resources = resources  # the packet's Resources (cpus, memory_mb, custom): a cluster's placement
+        # Asked once the job is ready and before its first process starts (its clock starts after):
+        # None lets it start; a reason ends it cancelled, with nothing run (a held worker's release).
+        self.gate = gate
 
 
 class Outcome:

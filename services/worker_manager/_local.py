@@ -443,6 +443,11 @@ class LocalExecution:
         try:
             if job.sandbox is not None:
                 job.sandbox.open()
+            if job.steps and job.gate is not None:
+                unreleased = job.gate()  # all is ready: the first process waits for the go
+                if unreleased is not None:
+                    return Outcome(ok=False, reason=FailureReason.cancelled, duration_ms=_ms(t0), message=unreleased)
+                t0 = time.monotonic()  # the worker's deadline counts from its go
             outcome = self._run_steps(output, t0, on_started)
         finally:
             self.kill_now()

@@ -16,6 +16,7 @@ executions in flight and the full output tails of recent results.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -376,11 +377,12 @@ class WorkerManager:
                         {"worker_id": rec.worker_id, "state": rec.state.value},
                     )
                 job = self._job(rec)
-                run = self._runs[rec.worker_id] = _Run(self._executor_for(rec).prepare(job), job.timeout)
                 if hold is not None:
                     self._hold(rec.worker_id)  # before the lock is let go: a cancel finds it
+                    job.gate = functools.partial(self._await_release, rec.worker_id, hold)
+                run = self._runs[rec.worker_id] = _Run(self._executor_for(rec).prepare(job), job.timeout)
         if owner:
-            return self._execute(rec, run, hold)
+            return self._execute(rec, run)
         if not run.done.wait(run.timeout + TERM_GRACE + KILL_WAIT + 5.0):
             raise RequestTimeout(f"worker {rec.worker_id} did not end in time", {"worker_id": rec.worker_id})
         with self._lock:
@@ -559,7 +561,7 @@ class WorkerManager:
             worker_id=p.worker_id, request_id=p.request_id, allow=p.allow, delivered=slot is not None
         )
 
-    def _execute(self, rec: WorkerRecord, run: _Run, hold: float | None = None) -> dict[str, Any]:
+    def _execute(self, rec: WorkerRecord, run: _Run) -> dict[str, Any]:
         execution = run.execution
 
         def started(pid: int) -> None:
@@ -571,16 +573,12 @@ class WorkerManager:
                 self._emit(WorkerEventType.worker_started, rec, WorkerState.running, data)
 
         try:
-            unreleased = self._await_release(rec.worker_id, hold) if hold is not None else None
-            if unreleased is not None:  # never started: no process, no placement
-                result = Outcome(ok=False, reason=FailureReason.cancelled, message=unreleased).as_dict()
-            else:
-                try:
-                    result = execution.run(started).as_dict()
-                except Exception as exc:  # a backend fault still ends the worker, visibly
-                    execution.kill_now()
-                    message = f"executor failed: {type(exc).__name__}: {exc}"
-                    result = Outcome(ok=False, reason=FailureReason.spawn_error, message=message).as_dict()
+            try:
+                result = execution.run(started).as_dict()
+            except Exception as exc:  # a backend fault still ends the worker, visibly
+                execution.kill_now()
+                message = f"executor failed: {type(exc).__name__}: {exc}"
+                result = Outcome(ok=False, reason=FailureReason.spawn_error, message=message).as_dict()
             with self._lock:
                 if rec.ended:  # settled meanwhile (a replay, a cancel): a late result is dropped, never applied
                     logger.warning("worker %s: a late result after it %s was dropped", rec.worker_id, rec.state.value)
