@@ -276,8 +276,9 @@ def test_eof_after_input_answers_everything_then_serve_returns() -> None:
     assert [r["result"]["sum"] for r in replies] == [i + 1 for i in range(500)]
 
 
-def test_blocking_handler_does_not_hold_up_the_loop_and_is_answered_before_exit() -> None:
-    server = make_server()
+def server_with_release(**kwargs: Any) -> Server:
+    """make_server plus a blocking wait_for_release and an inline release that ends its wait."""
+    server = make_server(**kwargs)
     released = threading.Event()
 
     @server.method(blocking=True)
@@ -289,6 +290,11 @@ def test_blocking_handler_does_not_hold_up_the_loop_and_is_answered_before_exit(
         released.set()
         return {}
 
+    return server
+
+
+def test_blocking_handler_does_not_hold_up_the_loop_and_is_answered_before_exit() -> None:
+    server = server_with_release()
     replies = serve_lines(server, [req(1, "wait_for_release"), req(2, "release")])
     # The inline call was answered while the blocking one waited for it; EOF came next, and the
     # blocking call was still answered before serve() returned.
@@ -297,18 +303,7 @@ def test_blocking_handler_does_not_hold_up_the_loop_and_is_answered_before_exit(
 
 
 def test_with_every_pool_thread_busy_blocking_calls_wait_and_the_reading_goes_on() -> None:
-    server = make_server(max_threads=1)
-    released = threading.Event()
-
-    @server.method(blocking=True)
-    def wait_for_release() -> dict[str, bool]:
-        return {"released": released.wait(SERVE_LIMIT_SECONDS)}
-
-    @server.method()
-    def release() -> dict[str, bool]:
-        released.set()
-        return {}
-
+    server = server_with_release(max_threads=1)
     # Call 1 takes the one pool thread: calls 2 and 3 wait for it while "release" is still read
     # and answered, then every call is answered.
     lines = [req(1, "wait_for_release"), req(2, "wait_for_release"), req(3, "wait_for_release"), req(4, "release")]
