@@ -134,7 +134,7 @@ class Supervisor:
         self.mesh = ServiceMesh(config, str(self.workspace), prespawned if prespawned is not None else {})
         self._lock = threading.RLock()  # the state and the log's order: held to append and to decide
         self._prompt_lock = threading.Lock()  # one question on the terminal at a time
-        self._done: queue.Queue[tuple[str, TaskOutcome, Any]] = queue.Queue()
+        self._done: queue.Queue[tuple[TaskOutcome, Any]] = queue.Queue()  # a task thread's hand-over
         self._launched: set[str] = set()  # tasks a thread of ours runs an attempt of (lock held)
         self._parallel = 1
         self._predicted: dict[str, bool] = {}  # scope_path -> trusted at spawn, as predicted (this run)
@@ -533,7 +533,7 @@ class Supervisor:
             if self._interrupted or not self._executing:
                 raise KeyboardInterrupt
             self._interrupted = True
-            self._done.put(("", TaskOutcome.interrupted, None))
+            self._done.put((TaskOutcome.interrupted, None))
 
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -824,8 +824,14 @@ class Supervisor:
         finally:
             self._jobs.stop()
 
-    def _view(self) -> decide.View:
-        return decide.View(frozenset(self._launched), time.time(), self._parallel)
+    def _next_actions(self) -> list[decide.Action]:
+        """What the decision layer says next, its launches claimed under the lock it decides
+        under (no other thread launches them again)."""
+        with self._lock:
+            view = decide.View(frozenset(self._launched), time.time(), self._parallel)
+            actions = decide.execute_step(self.state, view, self.rules)
+            self._launched.update(a.task_id for a in actions if isinstance(a, decide.Launch))
+        return actions
 
     def _schedule(self) -> int:
         while True:
@@ -833,10 +839,7 @@ class Supervisor:
                 raise KeyboardInterrupt
             self.mesh.check()
             self._absorb_foreign()
-            with self._lock:
-                actions = decide.execute_step(self.state, self._view(), self.rules)
-                launches = [a for a in actions if isinstance(a, decide.Launch)]
-                self._launched.update(a.task_id for a in launches)  # claimed before anyone decides again
+            actions = self._next_actions()
             if not actions:
                 self._wait_for_task(timeout=0.5)
                 continue
@@ -858,7 +861,7 @@ class Supervisor:
     def _wait_for_task(self, timeout: float) -> None:
         """Wait (bounded) for a task thread to hand over; an interrupt wakes it too."""
         try:
-            _tid, outcome, payload = self._done.get(timeout=timeout)
+            outcome, payload = self._done.get(timeout=timeout)
         except queue.Empty:
             return
         if outcome is TaskOutcome.error:
@@ -873,24 +876,21 @@ class Supervisor:
             step = self._next_launch(tid, outcome, payload)
 
     def _next_launch(self, tid: str, outcome: TaskOutcome, payload: Any) -> tuple[str, int] | None:
-        """After an attempt: its task is no longer launched. When all the decision layer says
-        next is to launch attempts, they are claimed here, under the lock the scheduler decides
-        under, and this thread runs the first (no hand-over to the scheduler and back); anything
-        else (a record, a question, a pause, the end, an error) wakes the scheduler."""
-        launches: list[decide.Launch] = []
+        """After an attempt: its task is no longer launched, and the decision layer is asked
+        what next here. Launches are claimed and this thread runs the first (no hand-over to the
+        scheduler and back); anything else (a record, a question, a pause, the end, an error, or
+        nothing to do yet) wakes the scheduler."""
+        actions: list[decide.Action] = []
         with self._lock:
             self._launched.discard(tid)
             if outcome in (TaskOutcome.completed, TaskOutcome.failed) and not self._interrupted:
-                actions = decide.execute_step(self.state, self._view(), self.rules)
-                if actions and all(isinstance(a, decide.Launch) for a in actions):
-                    launches = [a for a in actions if isinstance(a, decide.Launch)]
-                    self._launched.update(a.task_id for a in launches)
-        if not launches:
-            self._done.put((tid, outcome, payload))
-            return None
+                actions = self._next_actions()
+        launches = [a for a in actions if isinstance(a, decide.Launch)]
+        if not launches or len(launches) < len(actions):
+            self._done.put((outcome, payload))
         for other in launches[1:]:
             self._jobs.submit(self._task_thread, other.task_id, other.attempt, busy=len(self._launched))
-        return launches[0].task_id, launches[0].attempt
+        return (launches[0].task_id, launches[0].attempt) if launches else None
 
     def _attempt(self, tid: str, attempt: int) -> tuple[TaskOutcome, Any]:
         """One attempt of a task, on a task thread: how it ended, and the error for the scheduler."""
