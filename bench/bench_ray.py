@@ -18,7 +18,7 @@ start and the first connection to the cluster drop out; medians of the rounds. T
 most 10 ms more per task on Ray than locally.
 
 The cluster runs with Ray's token authentication, usage reporting and dashboard off and every
-process on 127.0.0.1 (as the tests' cluster, tests/ray_support.py), HOME and Ray's temp folder
+process on 127.0.0.1 (the tests' recipe, from tests/ray_support.py), HOME and Ray's temp folder
 in a scratch folder removed at the end.
 """
 
@@ -37,28 +37,17 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests"))
 
 import bench_run  # noqa: E402
+from ray_support import NODE_ARGS, prepare_base  # noqa: E402
 
 WAYS = ("local", "ray, shared fs", "ray, bundled")
 
 
-def cluster_env(base: str) -> dict[str, str]:
-    return {
-        "HOME": base,
-        "RAY_TMPDIR": base,
-        "RAY_AUTH_MODE": "disabled",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_USAGE_STATS_REPORT_URL": "http://127.0.0.1:9/",
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    }
-
-
 def start_cluster(base: str) -> tuple[Any, float]:
     """A one-node cluster on loopback, and the seconds its start took."""
-    with open(f"{base}/ray_bootstrap_config.yaml", "w", encoding="utf-8") as f:
-        f.write("{}\n")  # else Ray asks the cloud metadata address which cloud it runs on
-    os.environ.update(cluster_env(base))
+    os.environ.update(prepare_base(base))
     from ray._private import ray_constants
     from ray.cluster_utils import Cluster
 
@@ -66,13 +55,7 @@ def start_cluster(base: str) -> tuple[Any, float]:
     t = time.perf_counter()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "node_ip_address": "127.0.0.1",
-            "dashboard_host": "127.0.0.1",
-            "include_dashboard": False,
-            "object_store_memory": 100 * 1024 * 1024,
-        },
+        head_node_args={"num_cpus": 2, **NODE_ARGS, "object_store_memory": 100 * 1024 * 1024},
     )
     cluster.wait_for_nodes()
     return cluster, time.perf_counter() - t

@@ -18,6 +18,9 @@ What keeps it to 127.0.0.1, each for a reason found in Ray 2.60:
 * ``$HOME/ray_bootstrap_config.yaml`` (empty): without it that module asks the cloud metadata
   address (169.254.169.254) which cloud it runs on.
 * ``include_dashboard=False``, ``dashboard_host`` 127.0.0.1: no dashboard server.
+
+:data:`NODE_ARGS` and :func:`prepare_base` hold that recipe without pytest, for
+``bench/bench_ray.py`` too.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 #: Bound on every wait for the cluster (its start takes a few seconds on two cores).
 CLUSTER_WAIT = 60.0
@@ -40,7 +44,8 @@ POOL = "remote-pool"
 #: The custom resource only the head has.
 HEAD_POOL = "head-pool"
 
-_COMMON: dict[str, Any] = {
+#: Every node's arguments: on 127.0.0.1, no dashboard, a small object store.
+NODE_ARGS: dict[str, Any] = {
     "node_ip_address": "127.0.0.1",
     "dashboard_host": "127.0.0.1",
     "include_dashboard": False,
@@ -114,10 +119,10 @@ class LocalCluster:
         self.base = base
         self.monkeypatch = monkeypatch
         self.cluster = Cluster(
-            initialize_head=True, head_node_args={"num_cpus": 1, "resources": {HEAD_POOL: 1}, **_COMMON}
+            initialize_head=True, head_node_args={"num_cpus": 1, "resources": {HEAD_POOL: 1}, **NODE_ARGS}
         )
         self.head = self.cluster.head_node
-        self.second = self.cluster.add_node(num_cpus=1, resources={POOL: 1}, **_COMMON)
+        self.second = self.cluster.add_node(num_cpus=1, resources={POOL: 1}, **NODE_ARGS)
         self.extra: list[Any] = []
         ray.init(address=self.cluster.address, namespace="harness", log_to_driver=False, include_dashboard=False)
 
@@ -126,7 +131,7 @@ class LocalCluster:
         return str(self.cluster.address)
 
     def add_node(self, **args: Any) -> Any:
-        node = self.cluster.add_node(**{**_COMMON, **args})
+        node = self.cluster.add_node(**{**NODE_ARGS, **args})
         self.extra.append(node)
         return node
 
@@ -159,13 +164,21 @@ class LocalCluster:
         return left
 
 
+def prepare_base(base: str) -> dict[str, str]:
+    """Make ``base`` the cluster's home (its empty ``ray_bootstrap_config.yaml``) and return the
+    environment the cluster's processes, and this one, must run with."""
+    with open(f"{base}/ray_bootstrap_config.yaml", "w", encoding="utf-8") as f:
+        f.write("{}\n")  # else Ray asks the cloud metadata address which cloud it runs on
+    return cluster_env(base)
+
+
 def start_cluster() -> LocalCluster:
     """A loopback-only two-node cluster with this process connected (see the module docstring)."""
+    import pytest
+
     base = tempfile.mkdtemp(prefix="hr", dir="/tmp")  # short: unix socket paths stop at 107 bytes
-    with open(f"{base}/ray_bootstrap_config.yaml", "w", encoding="utf-8") as f:
-        f.write("{}\n")
     monkeypatch = pytest.MonkeyPatch()
-    for name, value in cluster_env(base).items():
+    for name, value in prepare_base(base).items():
         monkeypatch.setenv(name, value)
     from ray._private import ray_constants
 
