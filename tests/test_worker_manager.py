@@ -51,6 +51,7 @@ from harness.rpc import (
 )
 from harness.services.worker_manager import (
     BASE_ENV,
+    LocalExecutor,
     CancelWorkerParams,
     CheckTrustParams,
     MarkTrustedParams,
@@ -501,6 +502,72 @@ def test_a_held_spawn_and_run_starts_its_worker_on_release_even_one_that_came_fi
         assert (info["worker_id"], info["state"], info["result"]["ok"]) == (wid, "finished", True), key
         assert marker.exists()
         assert wm.events_of(wid) == ["worker_spawned", "worker_started", "worker_finished"]
+
+
+def test_a_short_runs_deferred_events_come_in_its_answer_instead_of_as_notifications(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    marker = ws / "short"
+    wid = "w-" + hashlib.sha256(b"short").hexdigest()[:12]
+    wm.svc.peer.notify("release_worker", {"worker_id": wid})  # the supervisor's use: held, then released
+    info = wm.call("spawn_and_run", {**held(ws, tmp_path, "short", 30, marker), "defer_events": 30})
+    assert (info["worker_id"], info["state"], info["result"]["ok"]) == (wid, "finished", True)
+    assert [e["event"] for e in info["events"]] == ["worker_spawned", "worker_started", "worker_finished"]
+    for event in info["events"]:
+        validate("WorkerEvent", event)
+    assert info["events"][-1]["data"]["ok"] is True and info["events"][1]["data"]["pid"] > 0
+    assert wm.events_of(wid) == []  # a notification would have come before the answer on the wire
+    # the same events fold to the same table as the notifications would have
+    table = WorkerTable()
+    for event in info["events"]:
+        table.apply(WorkerEvent.model_validate(event))
+    assert table.workers[wid].state.value == "finished"
+
+    again = wm.call("spawn_and_run", {**held(ws, tmp_path, "short", 30, marker), "defer_events": 30})
+    assert again["state"] == "finished" and "events" not in again  # nothing new happened
+
+
+def test_a_run_that_outlasts_its_deferral_sends_its_events_then_and_the_rest_live(
+    wm: Manager, ws: Path, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    pkt = packet(id="long", commands=[f"cat {fifo}"], acceptance_tests=["true"])
+    args = {"task_packet": pkt, "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": "long"}
+    answer = wm.call_async("spawn_and_run", {**args, "trusted_roots": [str(ws)], "defer_events": 0.05})
+    wid = "w-" + hashlib.sha256(b"long").hexdigest()[:12]
+    # the step blocks on the fifo: only the deferral's end can have sent these
+    wm.wait_event(lambda e: e["event"] == "worker_started" and e["worker_id"] == wid)
+    assert wm.events_of(wid) == ["worker_spawned", "worker_started"]
+    write_fifo(fifo, b"go\n")
+    info = answer.result(WAIT)
+    assert info["state"] == "finished" and "events" not in info
+    assert wm.events_of(wid) == ["worker_spawned", "worker_started", "worker_finished"]  # live, before the answer
+
+
+def test_deferred_events_go_out_as_notifications_before_an_error_answer(ws: Path, tmp_path: Path) -> None:
+    class Broken(LocalExecutor):
+        def prepare(self, job: Any) -> Any:
+            raise RuntimeError("no executor today")
+
+    sent: list[dict[str, Any]] = []
+    manager = WorkerManager(sent.append, executor=Broken())
+    try:
+        params = SpawnWorkerParams.model_validate(
+            {
+                "task_packet": packet(id="broken", commands=["true"]),
+                "workspace": str(ws),
+                "run_dir": str(tmp_path / "run"),
+                "idempotency_key": "broken",
+                "trusted_roots": [str(ws)],
+                "defer_events": 30,
+            }
+        )
+        with pytest.raises(RuntimeError, match="no executor today"):
+            manager.spawn_and_run(params)
+        assert [e["event"] for e in sent] == ["worker_spawned"]  # sent, not lost with the answer
+    finally:
+        manager.close()
 
 
 def test_a_held_worker_never_released_cancelled_or_left_at_eof_fails_cancelled_and_runs_nothing(

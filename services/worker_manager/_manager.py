@@ -64,6 +64,8 @@ EVENT_TAIL = 200
 FULL_RESULTS = 1024
 #: Holds kept at most: a release that comes before the spawn it names waits here for it.
 HOLDS = 1024
+#: Seconds the thread that sends deferred events sleeps when none are held (it wakes for new ones).
+FLUSH_IDLE = 5.0
 
 Emit = Callable[[dict[str, Any]], None]
 logger = logging.getLogger(__name__)
@@ -90,6 +92,17 @@ class _Hold:
         if not self.released and self.why is None:
             self.why = why
             self.event.set()
+
+
+class _Deferred:
+    """A spawn_and_run's worker events held back for its answer (``defer_events``), until
+    ``due`` (monotonic seconds): then they are sent as notifications and the rest flow live."""
+
+    __slots__ = ("due", "events")
+
+    def __init__(self, due: float) -> None:
+        self.due = due
+        self.events: list[dict[str, Any]] = []
 
 
 class _Run:
@@ -161,6 +174,11 @@ class WorkerManager:
         self._runs: dict[str, _Run] = {}
         self._holds: dict[str, _Hold] = {}  # worker id -> the go of its held run (or an early release)
         self._input_ended = False
+        self._deferred: dict[str, _Deferred] = {}  # worker id -> its events held for the answer
+        self._flush_wake = threading.Condition(self._lock)
+        self._flusher: threading.Thread | None = None
+        self._flusher_idle = False  # waiting for deferred events, with none held
+        self._closed = False
         self._full: dict[str, dict[str, Any]] = {}
         self.table = WorkerTable()
 
@@ -176,10 +194,61 @@ class WorkerManager:
         )
         rec = self.table.apply(event)
         assert rec is not None
-        self._emit_event(
-            {"event": kind.value, "worker_id": wid, "task_id": task_id, "state": state.value, "time": now, "data": data}
-        )
+        wire = {
+            "event": kind.value,
+            "worker_id": wid,
+            "task_id": task_id,
+            "state": state.value,
+            "time": now,
+            "data": data,
+        }
+        deferred = self._deferred.get(wid)
+        if deferred is not None:
+            deferred.events.append(wire)
+        else:
+            self._emit_event(wire)
         return rec
+
+    # -- events held for an answer (spawn_and_run with defer_events) -----------------------------
+    def _defer(self, worker_id: str, seconds: float) -> bool:
+        """Hold the worker's events for the answer of the call that asks (lock held); False when
+        another call holds them already (that call's answer carries them)."""
+        if worker_id in self._deferred:
+            return False
+        self._deferred[worker_id] = _Deferred(time.monotonic() + seconds)
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="deferred-events", daemon=True)
+            self._flusher.start()
+        elif self._flusher_idle:
+            self._flush_wake.notify()
+        return True
+
+    def _undefer(self, worker_id: str) -> None:
+        """Send a worker's held events now, in order; later ones flow live (lock held)."""
+        deferred = self._deferred.pop(worker_id, None)
+        if deferred is not None:
+            for wire in deferred.events:
+                self._emit_event(wire)
+
+    def _take_deferred(self, worker_id: str) -> list[dict[str, Any]]:
+        """The worker's events still held, for the answer; later ones flow live (lock held)."""
+        deferred = self._deferred.pop(worker_id, None)
+        return deferred.events if deferred is not None else []
+
+    def _flush_loop(self) -> None:
+        """Send the events of each run that outlasts its deferral as notifications, so a caller
+        watching a long run sees it as it goes."""
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                due: float | None = None
+                for worker_id, deferred in list(self._deferred.items()):
+                    if deferred.due <= now:
+                        self._undefer(worker_id)
+                    elif due is None or deferred.due < due:
+                        due = deferred.due
+                self._flusher_idle = due is None
+                self._flush_wake.wait(FLUSH_IDLE if due is None else due - now)
 
     def _end(self, rec: WorkerRecord, result: dict[str, Any]) -> WorkerRecord:
         """Emit the final event of a worker and keep its full result for replies (lock held)."""
@@ -275,6 +344,24 @@ class WorkerManager:
         trusted root holds the scope): one round trip for a worker the caller expects to run. A
         worker left in trust_required is returned as the spawn left it, not run; the same key again
         joins the run in progress or returns the ended worker, as ``run_worker`` does."""
+        if p.defer_events is None or p.idempotency_key is None:
+            return self._spawn_and_run(p)
+        worker_id = worker_id_for_key(p.idempotency_key)
+        with self._lock:
+            mine = self._defer(worker_id, p.defer_events)
+        if not mine:
+            return self._spawn_and_run(p)
+        try:
+            info = self._spawn_and_run(p)
+        except BaseException:
+            with self._lock:
+                self._undefer(worker_id)  # an error answer carries no events: they go first, as notifications
+            raise
+        with self._lock:
+            events = self._take_deferred(worker_id)
+        return {**info, "events": events} if events else info
+
+    def _spawn_and_run(self, p: SpawnWorkerParams) -> dict[str, Any]:
         info = self.spawn_worker(p)
         if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
             return info  # untrusted, or a known worker that already ended
@@ -441,7 +528,11 @@ class WorkerManager:
             return found
 
     def close(self) -> None:
-        """Let go of cluster executors (a Ray started for this manager stops with it)."""
+        """Let go of cluster executors (a Ray started for this manager stops with it) and of the
+        thread sending deferred events."""
+        with self._lock:
+            self._closed = True
+            self._flush_wake.notify()
         for executor in list(self._cluster.values()):
             shutdown = getattr(executor, "shutdown", None)
             if shutdown is not None:
@@ -523,6 +614,7 @@ class WorkerManager:
         slot: list[Any] = [threading.Event(), None]
         with self._lock:
             self._pending_tools[key] = slot
+            self._undefer(rec.worker_id)  # the caller knows the worker before it hears its request
         self._notify(
             "tool_permission",
             {

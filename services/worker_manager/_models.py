@@ -167,6 +167,14 @@ class SpawnWorkerParams(_Params):
         "release_worker names it, waiting at most this many seconds (never released: it fails cancelled, "
         "unrun). The caller makes its own record of the start durable meanwhile.",
     )
+    defer_events: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="spawn_and_run with an idempotency_key only: the worker's events may come in the answer's "
+        "events list instead of as worker_event notifications, when the call ends within this many seconds; "
+        "those held longer are then sent as notifications, in order, and the rest flow live.",
+    )
     _derived_id: bool = PrivateAttr(default=False)
 
     @model_validator(mode="wrap")

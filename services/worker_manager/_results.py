@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.models import WorkerState
+from harness.models import WorkerEvent, WorkerState
 
 from ._models import FailureReason, StepKind
 
@@ -80,6 +80,16 @@ class WorkerInfo(BaseModel):
     approver: str | None = None
     pid: int | None = Field(default=None, description="Pid of the worker's first step, once it started.")
     result: WorkerResult | None = None
+
+
+class SpawnAndRunResult(WorkerInfo):
+    """spawn_and_run's answer: the worker, and with defer_events the events it held back."""
+
+    events: list[WorkerEvent] | None = Field(
+        default=None,
+        description="With defer_events: the worker's events not sent as notifications, in order, to be "
+        "taken as if they had come just before this answer.",
+    )
 
 
 class CheckTrustResult(BaseModel):

@@ -18,7 +18,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a held worker waits for its release (the log's sync) before it fails unrun.
 HOLD_SECONDS = 60.0
+#: Seconds a held worker's events may wait for the answer of its spawn_and_run: a run that ends
+#: sooner sends one message instead of four, a longer one is seen as it goes.
+DEFER_SECONDS = 0.25
 
 #: What the gate says about the run's mode, before the plan.
 MODE_LINES = {
@@ -206,17 +209,27 @@ class Supervisor:
     ) -> dict[str, Any]:
         """Append one event and fold it. Returns once it is durable when ``durable`` is set;
         the fsync happens after the lock is released, so other threads keep appending."""
+        return self.emit_many([(etype, data, task_id, worker_id)], durable=durable)[0]
+
+    def emit_many(
+        self, specs: Sequence[tuple[E, Any, str | None, str | None]], *, durable: bool = False
+    ) -> list[dict[str, Any]]:
+        """Append ``(type, data, task_id, worker_id)`` events with one write, in order, and fold them."""
         with self._lock:
             assert self.log is not None, "the run's log is opened before anything happens"
-            event = self.log.append(etype, dict(data or {}), task_id=task_id, worker_id=worker_id, durable=False)
+            events = self.log.append_many(
+                [(etype, dict(data or {}), task_id, worker_id) for etype, data, task_id, worker_id in specs],
+                durable=False,
+            )
             self._fold(self.log.take_foreign(look=False), show=False)  # the append caught up already
-            self._fold((event,), show=True)
+            self._fold(events, show=True)
         if durable:
             self.log.sync()
-        point = _ANNOUNCED.get(etype)
-        if point is not None and self.hooks.configured(point):
-            self._announce(point, event)
-        return event
+        for (etype, *_), event in zip(specs, events, strict=True):
+            point = _ANNOUNCED.get(etype)
+            if point is not None and self.hooks.configured(point):
+                self._announce(point, event)
+        return events
 
     def _fold(self, events: Iterable[dict[str, Any]], *, show: bool) -> None:
         for event in events:
@@ -297,11 +310,8 @@ class Supervisor:
     def _on_notification(self, service: str, method: str, params: Any) -> None:
         params = params if isinstance(params, dict) else {"value": params}
         if method == "worker_event":
-            logged = from_wire(params, self.state.revision, self.replay.paths)
-            if logged is not None:
-                etype, data, task_id, worker_id = logged
-                self.emit(etype, data, task_id=task_id, worker_id=worker_id)
-                return
+            self._worker_events([params])
+            return
         elif method == "phase_started":
             self.emit(E.BOOTSTRAP_PHASE_STARTED, params)
             return
@@ -317,6 +327,21 @@ class Supervisor:
             self.ui.note(describe_call(params))
             return
         self.emit(E.SERVICE_NOTIFICATION, {"service": service, "method": method, "params": params})
+
+    def _worker_events(self, events: Sequence[Any]) -> None:
+        """Log the worker manager's worker events (its notifications, or those it held back for an
+        answer) with one write; a kind unknown to this version as a SERVICE_NOTIFICATION."""
+        specs: list[tuple[E, Any, str | None, str | None]] = []
+        for params in events:
+            params = params if isinstance(params, dict) else {"value": params}
+            logged = from_wire(params, self.state.revision, self.replay.paths)
+            if logged is None:
+                notice = {"service": "worker-manager", "method": "worker_event", "params": params}
+                specs.append((E.SERVICE_NOTIFICATION, notice, None, None))
+            else:
+                specs.append(logged)
+        if specs:
+            self.emit_many(specs)
 
     def _replay_source(self, service: str) -> Callable[[], list[dict[str, Any]]]:
         def events() -> list[dict[str, Any]]:
@@ -969,7 +994,9 @@ class Supervisor:
                 # The manager gets the worker ready while TASK_STARTED is made durable here; its
                 # first process starts only on the release that follows the sync.
                 spawn["hold"] = HOLD_SECONDS
+                spawn["defer_events"] = DEFER_SECONDS  # a short run's events come with its answer
                 final = wm.call("spawn_and_run", spawn, timeout=timeout, sent=self._release(wid))
+                self._worker_events(final.pop("events", None) or ())
             else:
                 final = wm.call("spawn_and_run", spawn, timeout=timeout)
             info = final
