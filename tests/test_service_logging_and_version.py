@@ -64,3 +64,27 @@ def test_harness_log_level_debug_adds_the_traceback_and_an_unknown_level_means_w
     assert unknown.returncode == 0
     assert "internal error: KeyError" in unknown.stderr.decode()
     assert "Traceback" not in unknown.stderr.decode()
+
+
+#: The ``harness`` command's entry point, with an exit function of our own registered first.
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: sys.stdout.write("exit functions ran\\n"))
+from harness.cli import entry
+entry()
+"""
+
+
+def test_the_harness_command_exits_fast_yet_flushes_output_runs_exit_functions_and_keeps_its_code(
+    tmp_path: os.PathLike[str],
+) -> None:
+    ok = subprocess.run(
+        [sys.executable, "-c", ENTRY, "status", "--workspace", str(tmp_path)], capture_output=True, timeout=60
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.decode() == f"No runs in {tmp_path}.\nexit functions ran\n"
+    bad = subprocess.run(
+        [sys.executable, "-c", ENTRY, "log", "nope", "--workspace", str(tmp_path)], capture_output=True, timeout=60
+    )
+    assert bad.returncode == 2
+    assert "no run 'nope'" in bad.stderr.decode() and bad.stdout.decode() == "exit functions ran\n"

@@ -51,9 +51,9 @@ from harness.rpc import (
 )
 from harness.services.worker_manager import (
     BASE_ENV,
-    LocalExecutor,
     CancelWorkerParams,
     CheckTrustParams,
+    LocalExecutor,
     MarkTrustedParams,
     RunWorkerParams,
     SpawnWorkerParams,

@@ -1,7 +1,5 @@
 """`python -m harness`: the same as the `harness` command."""
 
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()
