@@ -22,8 +22,10 @@ from harness.rpc import (
     PROTOCOL_VERSION,
     Cancelled,
     GateBlocked,
+    InvalidParams,
     InvalidPlan,
     InvalidTransition,
+    Later,
     NotFound,
     RequestTimeout,
     RPCError,
@@ -311,6 +313,44 @@ def test_with_every_pool_thread_busy_blocking_calls_wait_and_the_reading_goes_on
     assert replies[0]["id"] == 4
     assert sorted(r["id"] for r in replies[1:]) == [1, 2, 3]
     assert all(r["result"] == {"released": True} for r in replies[1:])
+
+
+def test_a_handler_that_returns_later_runs_its_first_part_in_order_and_its_rest_on_the_pool() -> None:
+    server = make_server()
+    steps: list[str] = []
+    released = threading.Event()
+
+    @server.method()
+    def start(params: AddParams) -> Later:
+        steps.append(f"first {params.a}")  # on the reader, before the next line is read
+
+        def rest() -> dict[str, Any]:
+            if params.a < 0:
+                raise InvalidParams("a must not be negative in the rest", {"a": params.a})
+            return {"released": released.wait(SERVE_LIMIT_SECONDS), "a": params.a}
+
+        return Later(rest)
+
+    @server.method()
+    def release() -> dict[str, Any]:
+        steps.append("release")
+        released.set()
+        return {}
+
+    @server.method()
+    def note(params: AddParams) -> Later:  # also sent as a notification: its rest runs all the same
+        return Later(lambda: steps.append(f"note {params.a}"))
+
+    lines = [req(1, "start", {"a": 1, "b": 0}), req(2, "start", {"a": -1, "b": 0}), req(3, "release")]
+    lines.append(json.dumps({"jsonrpc": "2.0", "method": "note", "params": {"a": 7, "b": 0}}).encode())
+    replies = serve_lines(server, lines)
+    assert steps[:3] == ["first 1", "first -1", "release"]  # the first parts ran in order, inline
+    assert "note 7" in steps
+    by_id = {r["id"]: r for r in replies}
+    assert by_id[1]["result"] == {"released": True, "a": 1}  # answered by its rest, after the release
+    assert by_id[2]["error"]["code"] == INVALID_PARAMS and by_id[2]["error"]["data"] == {"a": -1}
+    order = [r["id"] for r in replies]
+    assert order.index(3) < order.index(1)  # the release was answered while call 1 still waited for it
 
 
 def test_shutdown_answers_then_stops_the_loop() -> None:

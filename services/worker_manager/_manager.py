@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
-from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, NotFound, RequestTimeout
+from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, Later, NotFound, RequestTimeout
 from harness.trust import is_inside, real_path, trusted_root, worker_id_for_key
 
 from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
@@ -344,28 +344,48 @@ class WorkerManager:
         trusted root holds the scope): one round trip for a worker the caller expects to run. A
         worker left in trust_required is returned as the spawn left it, not run; the same key again
         joins the run in progress or returns the ended worker, as ``run_worker`` does."""
-        if p.defer_events is None or p.idempotency_key is None:
-            return self._spawn_and_run(p)
-        worker_id = worker_id_for_key(p.idempotency_key)
-        with self._lock:
-            mine = self._defer(worker_id, p.defer_events)
-        if not mine:
-            return self._spawn_and_run(p)
-        try:
-            info = self._spawn_and_run(p)
-        except BaseException:
-            with self._lock:
-                self._undefer(worker_id)  # an error answer carries no events: they go first, as notifications
-            raise
-        with self._lock:
-            events = self._take_deferred(worker_id)
-        return {**info, "events": events} if events else info
+        first = self.spawn_then_run(p)
+        return first.rest() if isinstance(first, Later) else first
 
-    def _spawn_and_run(self, p: SpawnWorkerParams) -> dict[str, Any]:
-        info = self.spawn_worker(p)
+    def spawn_then_run(self, p: SpawnWorkerParams) -> dict[str, Any] | Later:
+        """spawn_and_run in two parts, as the service runs it: the spawn at once (on the reader, in
+        order with a release that follows), then the run, which blocks, as the :class:`Later` it
+        returns (on a pool thread, whose start overlaps the caller's sync before its release)."""
+        deferred: str | None = None  # the worker whose events this call holds for its answer
+        if p.defer_events is not None and p.idempotency_key is not None:
+            worker_id = worker_id_for_key(p.idempotency_key)
+            with self._lock:
+                if self._defer(worker_id, p.defer_events):
+                    deferred = worker_id
+        try:
+            info = self.spawn_worker(p)
+        except BaseException:
+            self._answered(deferred, None)
+            raise
         if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
-            return info  # untrusted, or a known worker that already ended
-        return self._run(info["worker_id"], p.hold)
+            return self._answered(deferred, info)  # untrusted, or a known worker that already ended
+
+        def rest() -> dict[str, Any]:
+            try:
+                result = self._run(info["worker_id"], p.hold)
+            except BaseException:
+                self._answered(deferred, None)
+                raise
+            return self._answered(deferred, result)
+
+        return Later(rest)
+
+    def _answered(self, deferred: str | None, answer: dict[str, Any] | None) -> dict[str, Any]:
+        """The answer with the events held for it; with none (an error answers), they are sent
+        first as notifications. Later events of the worker flow live."""
+        if deferred is None:
+            return answer or {}
+        with self._lock:
+            if answer is None:
+                self._undefer(deferred)
+                return {}
+            events = self._take_deferred(deferred)
+        return {**answer, "events": events} if events else answer
 
     def release_worker(self, p: ReleaseWorkerParams) -> dict[str, Any]:
         """Let a held worker start its first process. Usually sent as a notification, right after

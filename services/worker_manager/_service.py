@@ -26,7 +26,8 @@ def build_server() -> tuple[Server, WorkerManager]:
     server.add_method("mark_trusted", manager.mark_trusted)
     # Long calls run on the server's pool so that get_worker and friends are served meanwhile.
     server.add_method("run_worker", manager.run_worker, blocking=True)
-    server.add_method("spawn_and_run", manager.spawn_and_run, blocking=True)
+    # spawn_and_run spawns on the reader (a release that follows finds its worker) and runs on the pool
+    server.add_method("spawn_and_run", manager.spawn_then_run)
     server.add_method("release_worker", manager.release_worker)
     server.add_method("cancel_worker", manager.cancel_worker, blocking=True)
     server.add_method("get_worker", manager.get_worker)

@@ -43,7 +43,7 @@ from ._errors import (
 from ._framing import DEFAULT_MAX_LINE, LineReader, LineWriter, decode, encode
 from ._messages import ErrorObject, ErrorResponse, Notification, Request, Response, parse_message
 from ._process import ServiceProcess, kill_group
-from ._server import PROTOCOL_VERSION, Server
+from ._server import PROTOCOL_VERSION, Later, Server
 
 __all__ = [
     "CANCELLED",
@@ -74,6 +74,7 @@ __all__ = [
     "InvalidPlan",
     "InvalidRequest",
     "InvalidTransition",
+    "Later",
     "LineReader",
     "LineWriter",
     "MethodNotFound",

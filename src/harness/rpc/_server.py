@@ -2,7 +2,8 @@
 
 The loop reads stdin on the main thread and answers cheap methods inline (the fastest shape for a
 stdio service). Methods registered with ``blocking=True`` run on a small thread pool so a long call
-(a worker running for minutes) never holds up the others. Every line that carries a readable id
+(a worker running for minutes) never holds up the others; a cheap method whose rest blocks
+returns :class:`Later` to finish there. Every line that carries a readable id
 gets exactly one reply; nothing the peer sends can end the loop except EOF or ``shutdown``.
 """
 
@@ -54,6 +55,16 @@ def dump_result(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """What a handler run on the reader returns when the rest of its call blocks: the server runs
+    ``rest`` on its pool and answers with what it returns (or the error it raises). The part before
+    ran in order with the messages around it, and its hand-over to a pool thread overlaps whatever
+    the caller does meanwhile."""
+
+    rest: Callable[[], Any]
 
 
 @dataclass(slots=True)
@@ -294,20 +305,23 @@ class Server:
             )
             return
         if method.blocking:
-            fut = self._executor().submit(self._call, method, req)
-            with self._inflight_lock:
-                self._inflight.add(fut)
-            fut.add_done_callback(self._forget)
+            self._submit(self._call, method, req)
         else:
             self._call(method, req)
 
     def _call(self, method: _Method, req: Request) -> None:
+        self._finish(req, lambda: method.invoke(req.params))
+
+    def _finish(self, req: Request, work: Callable[[], Any]) -> None:
         try:
-            result = method.invoke(req.params)
+            result = work()
         except BaseException as exc:  # the boundary: every failure becomes a wire error
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             self._reply_error(req.id, exc)
+            return
+        if isinstance(result, Later):
+            self._submit(self._finish, req, result.rest)
             return
         self._reply(req.id, result)
 
@@ -315,8 +329,12 @@ class Server:
         method = self._methods.get(note.method)
         if method is None:
             return
+        self._notified(note, lambda: method.invoke(note.params))
+
+    def _notified(self, note: Notification, work: Callable[[], Any]) -> None:
+        """A notification's handler (or its rest, on the pool): no answer; a failure is logged."""
         try:
-            method.invoke(note.params)
+            result = work()
         except Exception as exc:
             logger.error(
                 "%s: notification %s failed: %s: %s",
@@ -326,6 +344,16 @@ class Server:
                 exc,
                 exc_info=logger.isEnabledFor(logging.DEBUG),
             )
+            return
+        if isinstance(result, Later):
+            self._submit(self._notified, note, result.rest)
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a call (or its rest) on the pool; shutdown waits for it."""
+        fut = self._executor().submit(fn, *args)
+        with self._inflight_lock:
+            self._inflight.add(fut)
+        fut.add_done_callback(self._forget)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
