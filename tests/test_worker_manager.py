@@ -530,12 +530,18 @@ def test_a_short_runs_deferred_events_come_in_its_answer_instead_of_as_notificat
 def test_a_run_that_outlasts_its_deferral_sends_its_events_then_and_the_rest_live(
     wm: Manager, ws: Path, tmp_path: Path
 ) -> None:
-    fifo = tmp_path / "go"
-    os.mkfifo(fifo)
-    pkt = packet(id="long", commands=[f"cat {fifo}"], acceptance_tests=["true"])
-    args = {"task_packet": pkt, "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": "long"}
-    answer = wm.call_async("spawn_and_run", {**args, "trusted_roots": [str(ws)], "defer_events": 0.05})
-    wid = "w-" + hashlib.sha256(b"long").hexdigest()[:12]
+    def blocked(key: str, seconds: float) -> tuple[str, Path, Any]:
+        """A worker whose one step waits on a fifo, its events deferred for ``seconds``."""
+        fifo = tmp_path / key
+        os.mkfifo(fifo)
+        pkt = packet(id=key, commands=[f"cat {fifo}"], acceptance_tests=["true"])
+        args = {"task_packet": pkt, "workspace": str(ws), "run_dir": str(tmp_path / "run"), "idempotency_key": key}
+        answer = wm.call_async("spawn_and_run", {**args, "trusted_roots": [str(ws)], "defer_events": seconds})
+        return "w-" + hashlib.sha256(key.encode()).hexdigest()[:12], fifo, answer
+
+    # a long deferral first: the sender sleeps towards its end, and must wake for the short one
+    slow_wid, slow_fifo, slow_answer = blocked("slow", 30)
+    wid, fifo, answer = blocked("long", 0.05)
     # the step blocks on the fifo: only the deferral's end can have sent these
     wm.wait_event(lambda e: e["event"] == "worker_started" and e["worker_id"] == wid)
     assert wm.events_of(wid) == ["worker_spawned", "worker_started"]
@@ -543,6 +549,10 @@ def test_a_run_that_outlasts_its_deferral_sends_its_events_then_and_the_rest_liv
     info = answer.result(WAIT)
     assert info["state"] == "finished" and "events" not in info
     assert wm.events_of(wid) == ["worker_spawned", "worker_started", "worker_finished"]  # live, before the answer
+    assert wm.events_of(slow_wid) == []  # still held: its deferral has 30 s to go
+    write_fifo(slow_fifo, b"go\n")
+    slow = slow_answer.result(WAIT)
+    assert [e["event"] for e in slow["events"]] == ["worker_spawned", "worker_started", "worker_finished"]
 
 
 def test_deferred_events_go_out_as_notifications_before_an_error_answer(ws: Path, tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ class WorkerManager:
         self._deferred: dict[str, _Deferred] = {}  # worker id -> its events held for the answer
         self._flush_wake = threading.Condition(self._lock)
         self._flusher: threading.Thread | None = None
-        self._flusher_idle = False  # waiting for deferred events, with none held
+        self._flush_due: float | None = None  # when that thread wakes next (None: when told)
         self._closed = False
         self._full: dict[str, dict[str, Any]] = {}
         self.table = WorkerTable()
@@ -215,12 +215,13 @@ class WorkerManager:
         another call holds them already (that call's answer carries them)."""
         if worker_id in self._deferred:
             return False
-        self._deferred[worker_id] = _Deferred(time.monotonic() + seconds)
+        due = time.monotonic() + seconds
+        self._deferred[worker_id] = _Deferred(due)
         if self._flusher is None:
             self._flusher = threading.Thread(target=self._flush_loop, name="deferred-events", daemon=True)
             self._flusher.start()
-        elif self._flusher_idle:
-            self._flush_wake.notify()
+        elif self._flush_due is None or due < self._flush_due:
+            self._flush_wake.notify()  # it would wake too late for this one
         return True
 
     def _undefer(self, worker_id: str) -> None:
@@ -247,7 +248,7 @@ class WorkerManager:
                         self._undefer(worker_id)
                     elif due is None or deferred.due < due:
                         due = deferred.due
-                self._flusher_idle = due is None
+                self._flush_due = due
                 self._flush_wake.wait(FLUSH_IDLE if due is None else due - now)
 
     def _end(self, rec: WorkerRecord, result: dict[str, Any]) -> WorkerRecord:

@@ -47,6 +47,9 @@ from ._ui import UI
 
 logger = logging.getLogger(__name__)
 
+#: An event to log: (type, data, task_id, worker_id).
+EventSpec = tuple[E, Any, str | None, str | None]
+
 #: Seconds a held worker waits for its release (the log's sync) before it fails unrun.
 HOLD_SECONDS = 60.0
 #: Seconds a held worker's events may wait for the answer of its spawn_and_run: a run that ends
@@ -211,9 +214,7 @@ class Supervisor:
         the fsync happens after the lock is released, so other threads keep appending."""
         return self.emit_many([(etype, data, task_id, worker_id)], durable=durable)[0]
 
-    def emit_many(
-        self, specs: Sequence[tuple[E, Any, str | None, str | None]], *, durable: bool = False
-    ) -> list[dict[str, Any]]:
+    def emit_many(self, specs: Sequence[EventSpec], *, durable: bool = False) -> list[dict[str, Any]]:
         """Append ``(type, data, task_id, worker_id)`` events with one write, in order, and fold them."""
         with self._lock:
             assert self.log is not None, "the run's log is opened before anything happens"
@@ -330,8 +331,20 @@ class Supervisor:
 
     def _worker_events(self, events: Sequence[Any]) -> None:
         """Log the worker manager's worker events (its notifications, or those it held back for an
-        answer) with one write; a kind unknown to this version as a SERVICE_NOTIFICATION."""
-        specs: list[tuple[E, Any, str | None, str | None]] = []
+        answer) with one write."""
+        specs = self._worker_specs(events)
+        if specs:
+            self.emit_many(specs)
+
+    def _log_now(self, specs: list[EventSpec]) -> None:
+        """Log events kept back to go with a later one, now; the list is emptied."""
+        if specs:
+            self.emit_many(specs)
+            specs.clear()
+
+    def _worker_specs(self, events: Sequence[Any]) -> list[EventSpec]:
+        """What to log for worker events: a kind unknown to this version as a SERVICE_NOTIFICATION."""
+        specs: list[EventSpec] = []
         for params in events:
             params = params if isinstance(params, dict) else {"value": params}
             logged = from_wire(params, self.state.revision, self.replay.paths)
@@ -340,8 +353,7 @@ class Supervisor:
                 specs.append((E.SERVICE_NOTIFICATION, notice, None, None))
             else:
                 specs.append(logged)
-        if specs:
-            self.emit_many(specs)
+        return specs
 
     def _replay_source(self, service: str) -> Callable[[], list[dict[str, Any]]]:
         def events() -> list[dict[str, Any]]:
@@ -983,6 +995,7 @@ class Supervisor:
         if checked:
             started["checked"] = checked
         timeout = float(packet.get("timeout") or 600) + 60
+        worker_events: list[EventSpec] = []  # held back by the manager for its answer, not yet logged
         if not agent and self._trusted_at_spawn(wm, packet):
             # One round trip: the worker's id follows from its key and its trust from the roots
             # (the contract's rules), so TASK_STARTED can be recorded before the call that runs it.
@@ -996,7 +1009,11 @@ class Supervisor:
                 spawn["hold"] = HOLD_SECONDS
                 spawn["defer_events"] = DEFER_SECONDS  # a short run's events come with its answer
                 final = wm.call("spawn_and_run", spawn, timeout=timeout, sent=self._release(wid))
-                self._worker_events(final.pop("events", None) or ())
+                # The events the manager held for its answer go with the verdict, in one write,
+                # unless something is logged between them.
+                worker_events = self._worker_specs(final.pop("events", None) or ())
+                if final.get("state") == "trust_required" or self.hooks.configured(HookPoint.post_command):
+                    self._log_now(worker_events)
             else:
                 final = wm.call("spawn_and_run", spawn, timeout=timeout)
             info = final
@@ -1022,8 +1039,12 @@ class Supervisor:
         if report:
             usage = decide.agent_usage(attempt, report, (packet.get("agent") or {}).get("model"))
             self.emit(E.AGENT_USAGE, usage, task_id=tid, worker_id=wid)
-        verdict = decide.task_result(attempt, wid, final)
-        verdict = self._post_commands(tid, attempt, wid, final, verdict, info.get("scope_dir"))
+        try:
+            verdict = decide.task_result(attempt, wid, final)
+            verdict = self._post_commands(tid, attempt, wid, final, verdict, info.get("scope_dir"))
+        except BaseException:
+            self._log_now(worker_events)  # what the worker did is logged whatever follows
+            raise
         data = dict(verdict.data)
         if agent and verdict.type is E.TASK_COMPLETED:
             try:
@@ -1036,7 +1057,7 @@ class Supervisor:
         # side effect follows it meanwhile, unless a hook runs (one may hear of it, or run before
         # the next sync) or an agent task's worktree is settled: then it is durable at once.
         durable = agent or verdict.type is not E.TASK_COMPLETED or self._hooked
-        self.emit(verdict.type, data, task_id=tid, worker_id=wid, durable=durable)
+        self.emit_many([*worker_events, (verdict.type, data, tid, wid)], durable=durable)
         if agent:
             self.agents.settle(tid, attempt, accepted=verdict.type is E.TASK_COMPLETED, worker_dir=worker_dir)
         self._post_task(tid, attempt, verdict.type, data, final, info.get("scope_dir"))
