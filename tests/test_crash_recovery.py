@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from harness import eventlog
 from harness.state import TaskStatus, fold
+from harness.supervisor._run import DEFER_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -116,6 +117,29 @@ def test_killing_the_worker_manager_mid_task_restarts_it_replays_and_reruns_the_
     assert not alive(sleeper)  # the orphaned worker was killed
 
 
+def test_a_worker_manager_killed_before_its_workers_later_events_reach_the_log_never_reruns_that_attempt(
+    ws: Path,
+) -> None:
+    # The manager holds a short run's events after worker_spawned for its answer; killed while
+    # it holds them, the log knows the worker only by worker_spawned. That one names its key, so
+    # the restarted manager, replayed, reaps the worker instead of running attempt 1 again.
+    hang_first = (
+        'echo "$HARNESS_ATTEMPT" >> side.txt; [ "$HARNESS_ATTEMPT" -gt 1 ] || { echo $$ > pid.txt; exec sleep 60; }'
+    )
+    write_plan(ws, [{"id": "t", "title": "Hangs on attempt 1", "commands": [hang_first], "acceptance_tests": ["true"]}])
+    write_config(ws, services={"worker-manager": {"restart": SERVICE_RESTART}})
+    proc = start_run(ws)
+    evts = wait_for_log(ws, lambda ev: "TASK_STARTED" in types(ev))
+    wait_for_file(ws / "side.txt", "1")  # attempt 1 is in its step, within the deferral as a rule
+    os.kill(service_pid(evts, "worker-manager"), signal.SIGKILL)
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    evts = events(ws)
+    assert first(evts, "WORKER_FAILED", "t")["data"]["reason"] == "interrupted"
+    assert [e["data"]["attempt"] for e in evts if e["type"] == "TASK_STARTED"] == [1, 2]
+    assert (ws / "side.txt").read_text().split() == ["1", "2"]  # attempt 1 ran once (its process: see ws)
+
+
 def test_a_worker_killed_by_a_signal_is_classified_and_retried(ws: Path) -> None:
     hang_first = 'echo "$HARNESS_ATTEMPT" >> side.txt; [ "$HARNESS_ATTEMPT" -gt 1 ] || exec sleep 60'
     write_plan(ws, [{"id": "t", "title": "Killed once", "commands": [hang_first], "acceptance_tests": ["true"]}])
@@ -170,6 +194,11 @@ TRIGGER_COUNTS = {
 TRIGGERS = list(TRIGGER_COUNTS)
 
 
+#: Each chaos task's step lasts this long: past the manager's deferral of its events, so that a
+#: kill at WORKER_STARTED finds the worker still running.
+CHAOS_STEP_SECONDS = DEFER_SECONDS + 0.2
+
+
 def chaos_plan(ws: Path) -> list[str]:
     ids = ["a", "b", "c", "d"]
     deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
@@ -178,7 +207,7 @@ def chaos_plan(ws: Path) -> list[str]:
             "id": t,
             "title": f"Task {t}",
             "depends_on": deps[t],
-            "commands": [f'echo "$HARNESS_ATTEMPT" >> side_{t}.txt; sleep 0.1'],
+            "commands": [f'echo "$HARNESS_ATTEMPT" >> side_{t}.txt; sleep {CHAOS_STEP_SECONDS:g}'],
             "acceptance_tests": [f"test -s side_{t}.txt"],
         }
         for t in ids

@@ -351,42 +351,44 @@ class WorkerManager:
     def spawn_then_run(self, p: SpawnWorkerParams) -> dict[str, Any] | Later:
         """spawn_and_run in two parts, as the service runs it: the spawn at once (on the reader, in
         order with a release that follows), then the run, which blocks, as the :class:`Later` it
-        returns (on a pool thread, whose start overlaps the caller's sync before its release)."""
+        returns (on a pool thread, whose start overlaps the caller's sync before its release).
+
+        worker_spawned is always sent at once: it names the worker's key, which a manager
+        restarted mid-run needs from the caller's replay to know the worker (and never run that
+        key again). With ``defer_events``, the events after it may wait for the answer."""
+        info = self.spawn_worker(p)
+        if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
+            return info  # untrusted, or a known worker that already ended
+        worker_id = info["worker_id"]
         deferred: str | None = None  # the worker whose events this call holds for its answer
         if p.defer_events is not None and p.idempotency_key is not None:
-            worker_id = worker_id_for_key(p.idempotency_key)
             with self._lock:
                 if self._defer(worker_id, p.defer_events):
                     deferred = worker_id
-        try:
-            info = self.spawn_worker(p)
-        except BaseException:
-            self._answered(deferred, None)
-            raise
-        if info["state"] not in (WorkerState.ready_for_prompt.value, WorkerState.running.value):
-            return self._answered(deferred, info)  # untrusted, or a known worker that already ended
 
         def rest() -> dict[str, Any]:
             try:
-                result = self._run(info["worker_id"], p.hold)
+                result = self._run(worker_id, p.hold)
             except BaseException:
-                self._answered(deferred, None)
+                self._send_held(deferred)
                 raise
-            return self._answered(deferred, result)
+            return self._with_held(deferred, result)
 
         return Later(rest)
 
-    def _answered(self, deferred: str | None, answer: dict[str, Any] | None) -> dict[str, Any]:
-        """The answer with the events held for it; with none (an error answers), they are sent
-        first as notifications. Later events of the worker flow live."""
+    def _with_held(self, deferred: str | None, answer: dict[str, Any]) -> dict[str, Any]:
+        """The answer with the events held for it; later events of the worker flow live."""
         if deferred is None:
-            return answer or {}
+            return answer
         with self._lock:
-            if answer is None:
-                self._undefer(deferred)
-                return {}
             events = self._take_deferred(deferred)
         return {**answer, "events": events} if events else answer
+
+    def _send_held(self, deferred: str | None) -> None:
+        """An error answers: the events held for it go first, as notifications."""
+        if deferred is not None:
+            with self._lock:
+                self._undefer(deferred)
 
     def release_worker(self, p: ReleaseWorkerParams) -> dict[str, Any]:
         """Let a held worker start its first process. Usually sent as a notification, right after

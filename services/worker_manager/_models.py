@@ -171,9 +171,9 @@ class SpawnWorkerParams(_Params):
         default=None,
         gt=0,
         le=60,
-        description="spawn_and_run with an idempotency_key only: the worker's events may come in the answer's "
-        "events list instead of as worker_event notifications, when the call ends within this many seconds; "
-        "those held longer are then sent as notifications, in order, and the rest flow live.",
+        description="spawn_and_run with an idempotency_key only: the worker's events after worker_spawned may "
+        "come in the answer's events list instead of as worker_event notifications, when the call ends within "
+        "this many seconds; those held longer are then sent as notifications, in order, and the rest flow live.",
     )
     _derived_id: bool = PrivateAttr(default=False)
 

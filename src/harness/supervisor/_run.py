@@ -53,8 +53,8 @@ EventSpec = tuple[E, Any, str | None, str | None]
 #: Seconds a held worker waits for its release (the log's sync) before it fails unrun.
 HOLD_SECONDS = 60.0
 #: Seconds a held worker's events may wait for the answer of its spawn_and_run: a run that ends
-#: sooner sends one message instead of four, a longer one is seen as it goes.
-DEFER_SECONDS = 0.25
+#: sooner sends two messages instead of four, a longer one is seen as it goes.
+DEFER_SECONDS = 0.1
 
 #: What the gate says about the run's mode, before the plan.
 MODE_LINES = {
@@ -311,7 +311,7 @@ class Supervisor:
     def _on_notification(self, service: str, method: str, params: Any) -> None:
         params = params if isinstance(params, dict) else {"value": params}
         if method == "worker_event":
-            self._worker_events([params])
+            self._worker_events([params], service)
             return
         elif method == "phase_started":
             self.emit(E.BOOTSTRAP_PHASE_STARTED, params)
@@ -329,10 +329,9 @@ class Supervisor:
             return
         self.emit(E.SERVICE_NOTIFICATION, {"service": service, "method": method, "params": params})
 
-    def _worker_events(self, events: Sequence[Any]) -> None:
-        """Log the worker manager's worker events (its notifications, or those it held back for an
-        answer) with one write."""
-        specs = self._worker_specs(events)
+    def _worker_events(self, events: Sequence[Any], service: str) -> None:
+        """Log a service's worker events (the worker manager's notifications) with one write."""
+        specs = self._worker_specs(events, service)
         if specs:
             self.emit_many(specs)
 
@@ -342,14 +341,15 @@ class Supervisor:
             self.emit_many(specs)
             specs.clear()
 
-    def _worker_specs(self, events: Sequence[Any]) -> list[EventSpec]:
-        """What to log for worker events: a kind unknown to this version as a SERVICE_NOTIFICATION."""
+    def _worker_specs(self, events: Sequence[Any], service: str = "worker-manager") -> list[EventSpec]:
+        """What to log for worker events (notifications, or those the manager held back for an
+        answer): a kind unknown to this version as a SERVICE_NOTIFICATION."""
         specs: list[EventSpec] = []
         for params in events:
             params = params if isinstance(params, dict) else {"value": params}
             logged = from_wire(params, self.state.revision, self.replay.paths)
             if logged is None:
-                notice = {"service": "worker-manager", "method": "worker_event", "params": params}
+                notice = {"service": service, "method": "worker_event", "params": params}
                 specs.append((E.SERVICE_NOTIFICATION, notice, None, None))
             else:
                 specs.append(logged)
