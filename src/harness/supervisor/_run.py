@@ -216,6 +216,8 @@ class Supervisor:
 
     def emit_many(self, specs: Sequence[EventSpec], *, durable: bool = False) -> list[dict[str, Any]]:
         """Append ``(type, data, task_id, worker_id)`` events with one write, in order, and fold them."""
+        if not specs:
+            return []
         with self._lock:
             assert self.log is not None, "the run's log is opened before anything happens"
             events = self.log.append_many(
@@ -311,7 +313,7 @@ class Supervisor:
     def _on_notification(self, service: str, method: str, params: Any) -> None:
         params = params if isinstance(params, dict) else {"value": params}
         if method == "worker_event":
-            self._worker_events([params], service)
+            self.emit_many(self._worker_specs([params], service))
             return
         elif method == "phase_started":
             self.emit(E.BOOTSTRAP_PHASE_STARTED, params)
@@ -329,21 +331,14 @@ class Supervisor:
             return
         self.emit(E.SERVICE_NOTIFICATION, {"service": service, "method": method, "params": params})
 
-    def _worker_events(self, events: Sequence[Any], service: str) -> None:
-        """Log a service's worker events (the worker manager's notifications) with one write."""
-        specs = self._worker_specs(events, service)
-        if specs:
-            self.emit_many(specs)
-
     def _log_now(self, specs: list[EventSpec]) -> None:
         """Log events kept back to go with a later one, now; the list is emptied."""
-        if specs:
-            self.emit_many(specs)
-            specs.clear()
+        self.emit_many(specs)
+        specs.clear()
 
     def _worker_specs(self, events: Sequence[Any], service: str = "worker-manager") -> list[EventSpec]:
-        """What to log for worker events (notifications, or those the manager held back for an
-        answer): a kind unknown to this version as a SERVICE_NOTIFICATION."""
+        """What to log for a service's worker events (the worker manager's notifications, or those
+        it held back for an answer): a kind unknown to this version as a SERVICE_NOTIFICATION."""
         specs: list[EventSpec] = []
         for params in events:
             params = params if isinstance(params, dict) else {"value": params}
@@ -1012,7 +1007,7 @@ class Supervisor:
                 # The events the manager held for its answer go with the verdict, in one write,
                 # unless something is logged between them.
                 worker_events = self._worker_specs(final.pop("events", None) or ())
-                if final.get("state") == "trust_required" or self.hooks.configured(HookPoint.post_command):
+                if self.hooks.configured(HookPoint.post_command):
                     self._log_now(worker_events)
             else:
                 final = wm.call("spawn_and_run", spawn, timeout=timeout)
@@ -1020,7 +1015,8 @@ class Supervisor:
             if final.get("state") == "trust_required":
                 self._predicted.pop(str(packet.get("scope_path") or "."), None)  # it changed: ask again next time
                 why = f"the worker manager left {wid} untrusted, though a trusted root holds its scope"
-                self.emit(E.TASK_FAILED, decide.harness_failure(attempt, why), task_id=tid, worker_id=wid, durable=True)
+                failed = (E.TASK_FAILED, decide.harness_failure(attempt, why), tid, wid)
+                self.emit_many([*worker_events, failed], durable=True)
                 return TaskOutcome.failed
         else:
             info = wm.call("spawn_worker", spawn)
