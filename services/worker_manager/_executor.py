@@ -11,8 +11,11 @@ cluster backend would implement the same calls.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from harness.trust import is_inside, real_path
 
 from ._models import FailureReason, StepKind
 
@@ -168,6 +171,20 @@ class Outcome:
         if self.placement is not None:  # only a cluster's results carry it: a local one is unchanged
             result["placement"] = self.placement
         return result
+
+
+def scope_problem(job: Job) -> Outcome | None:
+    """What stops a job at its scope, checked again where it runs, whatever the spawn saw: the
+    scope must exist and, now that it does, still resolve inside the workspace."""
+    if not os.path.isdir(job.cwd):
+        return Outcome(
+            ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}"
+        )
+    real = real_path(job.cwd)
+    if not is_inside(real, job.workspace):
+        message = f"scope directory {real} resolves outside the workspace"
+        return Outcome(ok=False, reason=FailureReason.spawn_error, message=message)
+    return None
 
 
 class Execution(Protocol):

@@ -41,9 +41,8 @@ from typing import IO
 
 from harness._spawn import open_pidfd as _open_pidfd  # one name, so tests can take it away
 from harness._spawn import start_time
-from harness.trust import is_inside, real_path
 
-from ._executor import TAIL_BYTES, Job, Outcome, Step
+from ._executor import TAIL_BYTES, Job, Outcome, Step, scope_problem
 from ._models import FailureReason, StepKind
 
 #: Seconds between SIGTERM and SIGKILL when a step outlives the worker's deadline.
@@ -465,17 +464,9 @@ class LocalExecution:
     def _check_scope(self) -> Outcome | None:
         """The scope must exist and, now that it does, still resolve inside the workspace."""
         job = self.job
-        if not os.path.isdir(job.cwd):
-            return Outcome(
-                ok=False, reason=FailureReason.scope_missing, message=f"scope directory does not exist: {job.cwd}"
-            )
-        real = real_path(job.cwd)
-        if not is_inside(real, job.workspace):
-            return Outcome(
-                ok=False,
-                reason=FailureReason.spawn_error,
-                message=f"scope directory {real} resolves outside the workspace",
-            )
+        problem = scope_problem(job)
+        if problem is not None:
+            return problem
         if job.sandbox is not None and job.sandbox.problem:
             return Outcome(ok=False, reason=FailureReason.spawn_error, message=job.sandbox.problem)
         return None

@@ -226,10 +226,8 @@ class WorkerManager:
 
     def _undefer(self, worker_id: str) -> None:
         """Send a worker's held events now, in order; later ones flow live (lock held)."""
-        deferred = self._deferred.pop(worker_id, None)
-        if deferred is not None:
-            for wire in deferred.events:
-                self._emit_event(wire)
+        for wire in self._take_deferred(worker_id):
+            self._emit_event(wire)
 
     def _take_deferred(self, worker_id: str) -> list[dict[str, Any]]:
         """The worker's events still held, for the answer; later ones flow live (lock held)."""

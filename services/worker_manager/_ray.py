@@ -73,9 +73,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from harness.trust import is_inside, real_path
-
-from ._executor import Job, Outcome, Step, ToolChannel
+from ._executor import Job, Outcome, Step, ToolChannel, scope_problem
 from ._local import BEGUN, DRAIN_WAIT, KILL_WAIT, TERM_GRACE, LocalExecution, LocalExecutor, record_group
 from ._models import FailureReason, StepKind
 
@@ -380,11 +378,9 @@ class RayExecution:
         job = self.job
         if self._problem is not None:
             return _failed(FailureReason.spawn_error, self._problem)
-        if not os.path.isdir(job.cwd):
-            return _failed(FailureReason.scope_missing, f"scope directory does not exist: {job.cwd}")
-        real = real_path(job.cwd)
-        if not is_inside(real, job.workspace):
-            return _failed(FailureReason.spawn_error, f"scope directory {real} resolves outside the workspace")
+        problem = scope_problem(job)
+        if problem is not None:
+            return problem
         try:
             ray_options(job.resources, self._executor.default_cpus)
         except (TypeError, ValueError) as exc:
