@@ -599,6 +599,7 @@ def test_a_held_worker_never_released_cancelled_or_left_at_eof_fails_cancelled_a
     assert (info["state"], info["result"]["reason"]) == ("failed", "cancelled")
     assert "not released within 0.2 s" in info["result"]["message"]
     assert wm.events_of(info["worker_id"]) == ["worker_spawned", "worker_failed"]  # never started
+    assert not (tmp_path / "run" / "workers" / "pgids").exists()  # nor begun: a replay may run its key
 
     answer = wm.call_async("spawn_and_run", held(ws, tmp_path, "cancelled", 30, marker))
     spawned = wm.wait_event(lambda e: e["event"] == "worker_spawned" and e["task_id"] == "cancelled")

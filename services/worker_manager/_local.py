@@ -426,18 +426,6 @@ class LocalExecution:
         if problem is not None:
             problem.duration_ms = _ms(t0)
             return problem
-        if job.steps:
-            try:
-                # Before any process: a replay after this manager dies must know the job began,
-                # even if it dies between a step's start and the record of its group.
-                record_group(job.worker_id, job.out_dir, BEGUN)
-            except OSError as exc:
-                return Outcome(
-                    ok=False,
-                    reason=FailureReason.spawn_error,
-                    duration_ms=_ms(t0),
-                    message=f"cannot open the run's record of process groups: {exc}",
-                )
         output = _Output(job.out_dir)
         try:
             if job.sandbox is not None:
@@ -447,6 +435,15 @@ class LocalExecution:
                 if unreleased is not None:
                     return Outcome(ok=False, reason=FailureReason.cancelled, duration_ms=_ms(t0), message=unreleased)
                 t0 = time.monotonic()  # the worker's deadline counts from its go
+            if job.steps:
+                try:
+                    # After the go, before any process: a replay after this manager dies must know
+                    # the job began, even if it dies between a step's start and the record of its
+                    # group; a held job never released did not begin (its key may still run).
+                    record_group(job.worker_id, job.out_dir, BEGUN)
+                except OSError as exc:
+                    message = f"cannot open the run's record of process groups: {exc}"
+                    return Outcome(ok=False, reason=FailureReason.spawn_error, duration_ms=_ms(t0), message=message)
             outcome = self._run_steps(output, t0, on_started)
         finally:
             self.kill_now()

@@ -353,16 +353,16 @@ class RayExecution:
                 outcome = _failed(FailureReason.spawn_error, str(exc))
             except OSError as exc:
                 outcome = _failed(FailureReason.spawn_error, f"cannot bundle the scope {job.cwd}: {exc}")
+        if outcome is None and job.gate is not None:
+            unreleased = job.gate()  # bundled: the task is recorded as begun and submitted on the go
+            if unreleased is not None:
+                outcome = _failed(FailureReason.cancelled, unreleased)
         if outcome is None:
             try:
                 # Before the task: a replay after this manager dies must know the job began.
                 record_group(job.worker_id, job.out_dir, BEGUN)
             except OSError as exc:
                 outcome = _failed(FailureReason.spawn_error, f"cannot open the run's record of process groups: {exc}")
-        if outcome is None and job.gate is not None:
-            unreleased = job.gate()  # bundled and recorded: the task is submitted on the go
-            if unreleased is not None:
-                outcome = _failed(FailureReason.cancelled, unreleased)
         if outcome is None:
             placement: dict[str, Any] = {"executor": "ray", "node_id": None, "task_id": None}
             if digest is not None and bundle is not None:
