@@ -131,6 +131,20 @@ def test_the_job_is_recorded_as_begun_before_its_first_process_starts(tmp_path: 
     assert not began_running("w-never", str(tmp_path / "run" / "workers" / "w-never"))
 
 
+def test_a_held_job_is_recorded_as_begun_only_after_its_go(tmp_path: Path, fds_kept: None) -> None:
+    """A job held for its go (spawn_and_run's hold) has not begun while it waits: a manager that
+    dies then leaves no mark, and its replacement may run the worker's key (nothing ran)."""
+    workers = tmp_path / "run" / "workers"
+    at_the_gate: list[bool] = []
+    for go in (False, True):
+        job = make_job(tmp_path, "true")
+        job.gate = lambda go=go: at_the_gate.append(began_running(WID, str(workers / WID))) or (None if go else "no go")
+        outcome, started = execute(job)
+        assert at_the_gate == [False] and bool(started) is go and outcome.ok is go, go
+        assert began_running(WID, str(workers / WID)) is go  # recorded after the go, before the process
+        at_the_gate.clear()
+
+
 def test_a_step_that_cannot_start_fails_as_a_spawn_error_with_its_message_in_stderr(
     tmp_path: Path, fds_kept: None
 ) -> None:

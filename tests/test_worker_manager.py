@@ -987,6 +987,23 @@ def test_replay_reaps_a_worker_left_running_by_a_killed_manager(
     assert run(second, wid) == info  # never re-run
 
 
+def test_a_held_worker_whose_manager_died_before_its_release_runs_its_key_once_after_replay(
+    start_manager: Callable[..., Manager], ws: Path, tmp_path: Path
+) -> None:
+    # The caller made TASK_STARTED durable and was about to release when the manager died: the
+    # worker never began, so the next manager runs it (once), rather than failing it as interrupted.
+    marker = ws / "held-then-lost"
+    first = start_manager()
+    first.call_async("spawn_and_run", held(ws, tmp_path, "held-then-lost", 30, marker))
+    spawned = first.wait_event(lambda e: e["event"] == "worker_spawned")
+    first.svc.kill()
+    second = start_manager()
+    assert second.call("replay", {"events": first.events}) == {"workers": 1, "reaped": []}
+    info = second.call("spawn_and_run", {**held(ws, tmp_path, "held-then-lost", 30, marker), "hold": None})
+    assert (info["worker_id"], info["state"], info["result"]["ok"]) == (spawned["worker_id"], "finished", True)
+    assert marker.exists() and second.events_of(spawned["worker_id"]) == ["worker_started", "worker_finished"]
+
+
 def _ready_worker_events(tmp_path: Path, ws: Path) -> tuple[str, list[dict[str, Any]]]:
     """The log of a worker that was trusted but never reported started."""
     wid = "w-orphan"
