@@ -137,8 +137,13 @@ def test_a_held_job_is_recorded_as_begun_only_after_its_go(tmp_path: Path, fds_k
     workers = tmp_path / "run" / "workers"
     at_the_gate: list[bool] = []
     for go in (False, True):
+
+        def gate(go: bool = go) -> str | None:
+            at_the_gate.append(began_running(WID, str(workers / WID)))
+            return None if go else "no go"
+
         job = make_job(tmp_path, "true")
-        job.gate = lambda go=go: at_the_gate.append(began_running(WID, str(workers / WID))) or (None if go else "no go")
+        job.gate = gate
         outcome, started = execute(job)
         assert at_the_gate == [False] and bool(started) is go and outcome.ok is go, go
         assert began_running(WID, str(workers / WID)) is go  # recorded after the go, before the process
