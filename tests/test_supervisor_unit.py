@@ -150,3 +150,48 @@ def test_a_stale_service_is_recognised_by_pid_and_start_time_never_by_a_reused_p
         assert child.stdin is not None
         child.stdin.close()
         child.wait(10)
+
+
+class _Manager:
+    """A worker manager as the supervisor sees it: a ping restarts it (a new pid) once it died."""
+
+    def __init__(self) -> None:
+        self.pid, self.dead, self.info = 100, False, {"methods": ["spawn_worker"]}
+
+    def call(self, method: str, params: Any = None, *, timeout: float | None = None) -> Any:
+        assert method == "ping"
+        if self.dead:
+            self.pid, self.dead = self.pid + 1, False
+        return {}
+
+
+class _Bootstrap:
+    """A bootstrap service whose phase fails when it finds the manager dead, or when ``broken``."""
+
+    def __init__(self, manager: _Manager, *, kill_during: int | None = None, broken: bool = False) -> None:
+        self.manager, self.kill_during, self.broken = manager, kill_during, broken
+        self.seen: list[int] = []  # the manager pid each run of the phase was given
+
+    def call(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> dict[str, Any]:
+        self.seen.append(params["context"]["worker_manager"]["pid"])
+        if len(self.seen) == self.kill_during:
+            self.manager.dead = True  # SIGKILLed while the phase looked at it: the supervisor has not seen it yet
+        ok = not self.broken and not self.manager.dead
+        return {"success": ok, "diagnostics": [] if ok else ["worker manager is not running"]}
+
+
+def test_a_phase_that_found_the_worker_manager_dead_runs_again_against_the_restarted_one() -> None:
+    from harness.supervisor._run import Supervisor
+
+    for bootstrap_of, expected, success in (
+        (lambda m: _Bootstrap(m, kill_during=1), [100, 101], True),  # the manager died during the phase
+        (lambda m: _Bootstrap(m, broken=True), [100], False),  # the phase failed on its own: not run again
+    ):
+        manager = _Manager()
+        bootstrap = bootstrap_of(manager)
+        sup = Supervisor.__new__(Supervisor)
+        sup.run_id = RUN
+        services: dict[str, Any] = {"worker-manager": manager, "bootstrap": bootstrap}
+        sup.svc = services.__getitem__  # type: ignore[method-assign,assignment]
+        result = sup._run_phase("daemon_worker_fastpath", {"workspace": "/w"})
+        assert (bootstrap.seen, result["success"]) == (expected, success)

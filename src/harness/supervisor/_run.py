@@ -825,8 +825,8 @@ class Supervisor:
         return None
 
     def _run_phase(self, name: str, context: dict[str, Any]) -> dict[str, Any]:
-        """One phase. The worker-manager check sees the manager as it is now: if the manager was
-        restarted while the phase looked at it, the phase runs again against the new one."""
+        """One phase. The worker-manager check sees the manager as it is now: if the manager died
+        or was restarted while the phase looked at it, the phase runs again against the new one."""
         wm = self.svc("worker-manager")
         result: dict[str, Any] = {}
         for _ in range(3):
@@ -835,8 +835,11 @@ class Supervisor:
             context = {**context, "worker_manager": {"pid": pid, "methods": wm.info.get("methods", [])}}
             params = {"phase": name, "context": context, "idempotency_key": f"{self.run_id}:{name}"}
             result = self.svc("bootstrap").call("execute_phase", params)
-            if result.get("success") or wm.pid == pid:
+            if result.get("success"):
                 return result
+            wm.call("ping", timeout=10)  # one that died during the phase, not yet seen, is restarted now
+            if wm.pid == pid:
+                return result  # the same manager, alive: the failure is the phase's
         return result
 
     # -- EXECUTE --------------------------------------------------------------------------------
