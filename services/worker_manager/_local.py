@@ -318,6 +318,18 @@ def record_group(worker_id: str, worker_dir: str, pgid: int) -> None:
         os.write(_group_file(pgids_path(worker_dir)), line)
 
 
+def record_begun(job: Job) -> str | None:
+    """The job's BEGUN line, written after its go and before any process of it: a replay after
+    this manager dies must know the job began, even if it dies between a step's start and the
+    record of its group (a held job never released did not begin: its key may still run).
+    None once written, else why the job cannot start."""
+    try:
+        record_group(job.worker_id, job.out_dir, BEGUN)
+    except OSError as exc:
+        return f"cannot open the run's record of process groups: {exc}"
+    return None
+
+
 #: The last ``pgids`` file parsed: ((path, inode, size, mtime), worker id -> {pgid: recorded at}).
 _parsed: tuple[tuple[str, int, int, int], dict[bytes, dict[int, float]]] | None = None
 
@@ -435,15 +447,9 @@ class LocalExecution:
                 if unreleased is not None:
                     return Outcome(ok=False, reason=FailureReason.cancelled, duration_ms=_ms(t0), message=unreleased)
                 t0 = time.monotonic()  # the worker's deadline counts from its go
-            if job.steps:
-                try:
-                    # After the go, before any process: a replay after this manager dies must know
-                    # the job began, even if it dies between a step's start and the record of its
-                    # group; a held job never released did not begin (its key may still run).
-                    record_group(job.worker_id, job.out_dir, BEGUN)
-                except OSError as exc:
-                    message = f"cannot open the run's record of process groups: {exc}"
-                    return Outcome(ok=False, reason=FailureReason.spawn_error, duration_ms=_ms(t0), message=message)
+            unrecorded = record_begun(job) if job.steps else None
+            if unrecorded is not None:
+                return Outcome(ok=False, reason=FailureReason.spawn_error, duration_ms=_ms(t0), message=unrecorded)
             outcome = self._run_steps(output, t0, on_started)
         finally:
             self.kill_now()

@@ -74,7 +74,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._executor import Job, Outcome, Step, ToolChannel, scope_problem
-from ._local import BEGUN, DRAIN_WAIT, KILL_WAIT, TERM_GRACE, LocalExecution, LocalExecutor, record_group
+from ._local import DRAIN_WAIT, KILL_WAIT, TERM_GRACE, LocalExecution, LocalExecutor, record_begun
 from ._models import FailureReason, StepKind
 
 __all__ = [
@@ -358,11 +358,9 @@ class RayExecution:
             if unreleased is not None:
                 outcome = _failed(FailureReason.cancelled, unreleased)
         if outcome is None:
-            try:
-                # Before the task: a replay after this manager dies must know the job began.
-                record_group(job.worker_id, job.out_dir, BEGUN)
-            except OSError as exc:
-                outcome = _failed(FailureReason.spawn_error, f"cannot open the run's record of process groups: {exc}")
+            unrecorded = record_begun(job)  # before the task is submitted
+            if unrecorded is not None:
+                outcome = _failed(FailureReason.spawn_error, unrecorded)
         if outcome is None:
             placement: dict[str, Any] = {"executor": "ray", "node_id": None, "task_id": None}
             if digest is not None and bundle is not None:
