@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.models import AgentSpec, Plan, Risk, Severity, TaskPacket
 from harness.services.planning import (
@@ -21,6 +23,7 @@ from harness.services.planning import (
     validate_packets,
     validate_plan,
 )
+from harness.services.planning.risk import RISK_RULES
 
 
 def task(id: str, *deps: str, title: str | None = None, tests: list[str] | None = None, **fields) -> TaskPacket:
@@ -258,6 +261,17 @@ def test_a_symlink_that_leads_outside_the_workspace_is_an_escape(workspace):
     assert scope_codes("escape/deeper", str(workspace)) == ["scope_outside_workspace"]
 
 
+def test_every_task_of_a_shared_scope_gets_its_problem_and_a_later_call_sees_the_disk_again(workspace):
+    tasks = [task("a", scope_path="later"), task("b", "a", scope_path="later"), task("c", "b")]
+    assert codes(validate_packets(tasks, workspace=str(workspace))) == []
+    os.symlink(workspace.parent / "outside", workspace / "later")  # the same scope now leads outside
+    report = validate_packets(tasks, workspace=str(workspace))
+    assert [(p.code, p.task_id) for p in report.problems] == [
+        ("scope_outside_workspace", "a"),
+        ("scope_outside_workspace", "b"),
+    ]
+
+
 def test_a_workspace_reached_through_a_symlink_keeps_its_inside_paths_valid(workspace, tmp_path):
     alias = tmp_path / "alias"
     os.symlink(workspace, alias)
@@ -389,6 +403,43 @@ def test_risky_commands_are_flagged(command):
 )
 def test_ordinary_tasks_are_not_flagged(title):
     assert risk_reasons(task("a", title=title, commands=["git push origin feature", "rm build/x.o"])) == []
+
+
+_RISK_WORDS = [
+    "deploy",
+    "Delete",
+    "drop the table",
+    "prod",
+    "push x --force",
+    "rm -rf",
+    "truncate",
+    "reset --hard",
+    "npm publish",
+    "terraform apply",
+    "kubectl drain",
+    "force-push",
+    "x",
+    " ",
+    ";",
+    "\n",
+]
+
+
+@given(
+    title=st.lists(st.sampled_from(_RISK_WORDS) | st.text(max_size=8), max_size=5).map("".join),
+    commands=st.lists(st.lists(st.sampled_from(_RISK_WORDS), max_size=4).map(" ".join), max_size=3),
+)
+def test_risk_reasons_are_what_each_rule_finds_on_its_own(title, commands):
+    packet = TaskPacket(id="a", title=title or "t", commands=commands, acceptance_tests=["make check"])
+    fields = [("title", packet.title), ("objective", packet.objective)]
+    fields += [(f"commands[{i}]", c) for i, c in enumerate(commands)]
+    expected = []
+    for reason, pattern in RISK_RULES:  # every rule on every field, first match per rule
+        for where, text in fields:
+            if match := pattern.search(text):
+                expected.append(f"{reason}: '{match.group(0)}' in {where}")
+                break
+    assert risk_reasons(packet) == expected
 
 
 def test_flag_risks_marks_copies_high_and_leaves_the_inputs_alone():

@@ -36,11 +36,18 @@ RISK_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
+#: Any of the rules at once: a field it finds nothing in needs no rule of its own (most fields).
+_ANY_RULE = re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in RISK_RULES), re.IGNORECASE)
+
+
 def risk_reasons(packet: TaskPacket) -> list[str]:
     """Why ``packet`` is risky ("deploys: 'deploy' in title"), empty when it is not."""
     fields: list[tuple[str, str]] = [("title", packet.title), ("objective", packet.objective)]
     fields += [(f"commands[{i}]", c) for i, c in enumerate(packet.commands)]
+    fields = [(where, text) for where, text in fields if _ANY_RULE.search(text)]
     reasons: list[str] = []
+    if not fields:
+        return reasons
     for reason, pattern in RISK_RULES:
         for where, text in fields:
             match = pattern.search(text)

@@ -30,6 +30,7 @@ Subshells and command substitutions are read too. Both functions are pure.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import shlex
@@ -425,10 +426,12 @@ def _script(text: str) -> _Verdict:
     return _Verdict(ends, why)
 
 
+@functools.lru_cache(maxsize=4096)
 def vacuous_reason(command: str) -> str | None:
     """Why ``command`` cannot fail as an acceptance test, or None when it is a real check.
 
-    Never raises: unparsable shell is a real check (the shell would fail on it).
+    Never raises: unparsable shell is a real check (the shell would fail on it). Cached: a plan
+    repeats its tests (``pytest -q``) across tasks, and the answer depends on the text alone.
     """
     if not command.strip():
         return None
@@ -512,8 +515,10 @@ def _escape_of_part(part: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def scope_escape(command: str) -> str | None:
-    """Why ``command`` reaches outside its task's directory, or None. Lexical, never raises."""
+    """Why ``command`` reaches outside its task's directory, or None. Lexical, never raises;
+    cached like :func:`vacuous_reason`."""
     parsed = _split_operators(command)
     parts = parsed[0] if parsed is not None else [command]
     for part in parts:

@@ -197,6 +197,7 @@ def scope_problem(scope_path: str, workspace: str | None) -> tuple[str, str] | N
 def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity | None, workspace: str | None) -> None:
     ids = {p.id for p in packets}
     first_index: dict[str, int] = {}
+    scopes: dict[str, tuple[str, str] | None] = {}
     for i, p in enumerate(packets):
         if p.id in first_index:
             out.error(
@@ -244,7 +245,9 @@ def _check_tasks(packets: Sequence[TaskPacket], out: _Collector, vague: Severity
                 p.id,
                 out.at(i, "objective"),
             )
-        found = scope_problem(p.scope_path, workspace)
+        if p.scope_path not in scopes:  # many tasks share a scope: its checks touch the disk
+            scopes[p.scope_path] = scope_problem(p.scope_path, workspace)
+        found = scopes[p.scope_path]
         if found:
             code, message = found
             severity = Severity.warning if code == "absolute_scope_path" else Severity.error

@@ -36,20 +36,26 @@ def _field_defaults(model: Any) -> dict[str, Any]:
     }
 
 
-_PLAN_FIELDS: tuple[dict[str, Any], dict[str, Any], tuple[str, ...], tuple[str, ...]] | None = None
+#: A model's optional fields as :func:`_filled` walks them: (name, default, mutable), in order;
+#: a required field has no default (:data:`_REQUIRED`).
+_Spec = tuple[tuple[str, Any, bool], ...]
+_REQUIRED = object()
+_PLAN_FIELDS: tuple[dict[str, Any], dict[str, Any], _Spec, _Spec] | None = None
 
 
-def _plan_fields() -> tuple[dict[str, Any], dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+def _spec(model: Any, defaults: dict[str, Any]) -> _Spec:
+    return tuple(
+        (name, defaults.get(name, _REQUIRED), type(defaults.get(name)) in (list, dict)) for name in model.model_fields
+    )
+
+
+def _plan_fields() -> tuple[dict[str, Any], dict[str, Any], _Spec, _Spec]:
     global _PLAN_FIELDS
     if _PLAN_FIELDS is None:
         from .models import Plan, TaskPacket
 
-        _PLAN_FIELDS = (
-            _field_defaults(Plan),
-            _field_defaults(TaskPacket),
-            tuple(Plan.model_fields),
-            tuple(TaskPacket.model_fields),
-        )
+        plan_defaults, packet_defaults = _field_defaults(Plan), _field_defaults(TaskPacket)
+        _PLAN_FIELDS = (plan_defaults, packet_defaults, _spec(Plan, plan_defaults), _spec(TaskPacket, packet_defaults))
     return _PLAN_FIELDS
 
 
@@ -62,22 +68,28 @@ def _fresh(value: Any) -> Any:
     return value
 
 
-def _filled(given: dict[str, Any], defaults: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
-    out = {
-        name: given[name] if name in given else _fresh(defaults[name])
-        for name in order
-        if name in given or name in defaults
-    }
-    out.update((k, v) for k, v in given.items() if k not in out)
+def _filled(given: dict[str, Any], spec: _Spec) -> dict[str, Any]:
+    """``given`` with the defaults it lacks, in the model's field order; keys the model does not
+    know follow, as given. Called once per task of every plan read back: kept lean."""
+    out: dict[str, Any] = {}
+    placed = 0
+    for name, default, mutable in spec:
+        if name in given:
+            out[name] = given[name]
+            placed += 1
+        elif default is not _REQUIRED:
+            out[name] = _fresh(default) if mutable else default
+    if placed < len(given):
+        out.update((k, v) for k, v in given.items() if k not in out)
     return out
 
 
 def full_plan(plan: dict[str, Any]) -> dict[str, Any]:
     """A plan as :meth:`Plan.model_dump` (mode json) gives it, from the log's compact form (see
     :func:`compact_plan`); a full plan comes back equal."""
-    plan_defaults, packet_defaults, plan_order, packet_order = _plan_fields()
-    out = _filled(plan, plan_defaults, plan_order)
-    out["tasks"] = [_filled(t, packet_defaults, packet_order) for t in plan.get("tasks") or []]
+    _, _, plan_spec, packet_spec = _plan_fields()
+    out = _filled(plan, plan_spec)
+    out["tasks"] = [_filled(t, packet_spec) for t in plan.get("tasks") or []]
     return out
 
 
