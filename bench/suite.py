@@ -424,6 +424,7 @@ def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orche
                 for i, size in enumerate([1] * SINGLES + [n]):
                     name = f"{key}-p{p}-n{size}-r{r}-{i}"
                     check = r == 0 and i in (0, SINGLES)
+                    os.sync()  # what the program before wrote goes to disk now, not during this one
                     if key in HARNESS_KEYS:
                         sample, verdict = run_harness(work, name, size, p, check, sandbox=key == "harness-bwrap")
                     else:
@@ -439,7 +440,9 @@ def section_orchestration(rep: Report, root: Path, n: int, rounds: int) -> Orche
         f"result of each made durable before the next step depends on it. Each program is a fresh process timed "
         f"from outside, in a fresh folder; per round, 1 task ({SINGLES} times, the median taken) and {n} tasks; "
         f"ms per task = (wall of {n} - wall of 1) / {n - 1}, median of {rounds} round{'s' if rounds > 1 else ''} "
-        f"(spread: min–max of the rounds' figures), programs interleaved and rotated between rounds. The 1-task "
+        f"(spread: min–max of the rounds' figures), programs interleaved and rotated between rounds, the page "
+        f"cache written back (sync) before each program so that no program's writeback lands in the next one's "
+        f"time. The 1-task "
         f"wall (all its runs: median, min–max) includes the interpreter, imports, set-up and (harness) the three "
         f"services. Durable B/task: what the runs left on disk, (bytes after {n} tasks - bytes after 1) / "
         f"{n - 1}, so that fixed costs (a schema) drop out (bare: its lines; LangGraph and DBOS: the SQLite files; "
