@@ -54,7 +54,9 @@ def build_server() -> Server:
 
 def main() -> NoReturn:
     """Serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
+    from harness import _cpus
     from harness.rpc import configure_logging
 
     configure_logging()
+    _cpus.enter_service()  # every CPU of the run for the phases' commands
     build_server().run_stdio_and_exit()

@@ -116,9 +116,11 @@ __all__ = [
 
 def main() -> NoReturn:
     """Console entry point: serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
+    from harness import _cpus
     from harness.rpc import configure_logging
 
     from .service import build_server
 
     configure_logging()
+    _cpus.enter_service()  # every CPU of the run for what it starts (an agent planner)
     build_server().run_stdio_and_exit()

@@ -7,7 +7,7 @@ import signal
 from types import FrameType
 from typing import NoReturn
 
-from harness import __version__
+from harness import __version__, _cpus
 from harness.rpc import Server, configure_logging
 
 from ._manager import WorkerManager
@@ -18,7 +18,12 @@ SERVICE = "worker-manager"
 def build_server() -> tuple[Server, WorkerManager]:
     """A Server answering the worker-manager contract, and the manager behind it."""
     server = Server(
-        SERVICE, __version__, contract=SERVICE, notifications=["worker_event", "tool_permission"], max_threads=64
+        SERVICE,
+        __version__,
+        contract=SERVICE,
+        notifications=["worker_event", "tool_permission"],
+        max_threads=64,
+        pool_initializer=_cpus.widen,  # what a job starts gets every CPU of the run (harness._cpus)
     )
     manager = WorkerManager(lambda event: server.notify("worker_event", event), notify=server.notify)
     server.add_method("spawn_worker", manager.spawn_worker)
@@ -55,6 +60,7 @@ def _die_with_workers(manager: WorkerManager) -> None:
 def main() -> NoReturn:
     """Serve on stdin/stdout until EOF or ``shutdown``; diagnostics go to stderr."""
     configure_logging()
+    _cpus.enter_worker_manager()  # the reader onto the CPU the supervisor keeps off, if it named one
     server, manager = build_server()
     _die_with_workers(manager)
     server.run_stdio_and_exit(before_exit=manager.close)

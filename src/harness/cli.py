@@ -377,9 +377,12 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _early_services(workspace: str, args: argparse.Namespace):
     """Start the default services before the heavy imports, so their start-up overlaps ours;
     whatever the supervisor does not adopt is stopped on the way out."""
+    from ._cpus import keep_to, name_layout
     from ._spawn import discard, prespawn
 
+    cpus = name_layout()  # for the services, before they start
     early = prespawn(workspace, getattr(args, "config", None))
+    keep_to(cpus)  # before the supervisor starts a thread: each inherits it
     try:
         yield early
     finally:

@@ -115,6 +115,7 @@ class Server:
         notifications: list[str] | None = None,
         max_line: int | None = None,
         max_threads: int = 32,
+        pool_initializer: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -122,6 +123,7 @@ class Server:
         self.notifications = list(notifications or [])
         self.max_line = max_line or _max_line_from_env()
         self._max_threads = max_threads
+        self._pool_initializer = pool_initializer  # run by each pool thread before its first call
         self._methods: dict[str, _Method] = {}
         self._writer: LineWriter | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -357,7 +359,9 @@ class Server:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self._max_threads, thread_name_prefix=self.name)
+            self._pool = ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix=self.name, initializer=self._pool_initializer
+            )
         return self._pool
 
     def _forget(self, fut: Future[Any]) -> None:
