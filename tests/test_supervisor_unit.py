@@ -64,6 +64,24 @@ def test_a_spawn_leaves_out_the_runs_defaults_and_gets_them_back() -> None:
     assert to_wire(event, {1: {"a": PACKETS[0]}}, paths=paths) == kept
 
 
+def test_a_spawn_trusted_by_the_workspace_itself_leaves_out_its_approver_and_gets_it_back() -> None:
+    paths = RunPaths(RUN, "/ws", f"/ws/.harness/runs/{RUN}")
+    for root, logged_trust in [
+        ("/ws", {"source": "trusted_root"}),
+        ("/ws/sub", {"source": "trusted_root", "approver": "/ws/sub"}),  # another root: kept
+    ]:
+        trust = {"source": "trusted_root", "approver": root}
+        spawned = _wire("worker_spawned", "w1", "a", "ready_for_prompt", packet=PACKETS[0], attempt=1, trust=trust)
+        logged = from_wire(spawned, 1, paths)
+        assert logged is not None and logged[1] == {"attempt": 1, "trust": logged_trust, "revision": 1}
+        event = {"type": logged[0], "task_id": "a", "worker_id": "w1", "data": logged[1], "unix": 5.0}
+        rebuilt = to_wire(event, {1: {"a": PACKETS[0]}}, paths=paths)
+        assert rebuilt["data"]["trust"] == trust and rebuilt["state"] == "ready_for_prompt"
+    decided = {"source": "prompt", "approver": "/ws"}  # a person named like the workspace: not a root
+    logged = from_wire(_wire("worker_spawned", "w2", "a", "ready_for_prompt", attempt=1, trust=decided), 1, paths)
+    assert logged is not None and logged[1]["trust"] == decided
+
+
 def test_a_result_leaves_out_its_empty_fields_and_names_its_files_in_the_run_folder() -> None:
     paths = RunPaths(RUN, "/ws", f"/ws/.harness/runs/{RUN}")
     result: dict[str, Any] = {

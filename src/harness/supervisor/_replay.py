@@ -4,7 +4,8 @@ worker manager's notifications and the worker events of the log.
 The log records a worker event flat (the event's own fields) and leaves out what it can say
 again (log format 3): the state the event's type implies, the manager's clock (the event's own
 time stands for it), a spawn's workspace, run folder, idempotency key, scope and environment
-allow-list where they are the run's defaults, and a result's empty fields; output files are
+allow-list where they are the run's defaults, the approver of its trust when that is a trusted
+root which is the workspace itself, and a result's empty fields; output files are
 named relative to the run folder. A spawned worker's packet is not copied but referenced by the
 plan revision it came from, since PLAN_CREATED recorded it already, with the commands pre_command
 hooks replaced for that attempt (COMMAND_CHECKED ``replaced_by``). :func:`to_wire` rebuilds the
@@ -45,6 +46,8 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "agent": None,
 }
 _OUTPUT_PATHS = ("stdout_path", "stderr_path")
+#: The trust source of a spawn whose scope lies under a trusted root; its approver is the root.
+_TRUSTED_ROOT = "trusted_root"
 
 
 def _implied_state(etype: str, data: Mapping[str, Any]) -> str | None:
@@ -100,6 +103,8 @@ def from_wire(
             for key, value in _spawn_defaults(paths, str(tid or ""), data).items():
                 if key in data and data[key] == value:
                     del data[key]
+            if data.get("trust") == {"source": _TRUSTED_ROOT, "approver": paths.workspace}:
+                data["trust"] = {"source": _TRUSTED_ROOT}  # the workspace is the root: said again
     elif etype in _ENDED:
         for key, empty in _RESULT_DEFAULTS.items():
             if key in data and data[key] == empty:
@@ -133,6 +138,9 @@ def to_wire(
         if paths is not None:
             for key, value in _spawn_defaults(paths, str(tid or ""), d).items():
                 d.setdefault(key, value)
+            trust = d.get("trust")
+            if trust == {"source": _TRUSTED_ROOT}:
+                d["trust"] = {**trust, "approver": paths.workspace}
         revision = d.pop("revision", None)
         d["packet"] = (packets.get(revision) or {}).get(tid or "") if revision is not None else None
         replaced = (rewrites or {}).get((tid or "", int(d.get("attempt") or 0)))
