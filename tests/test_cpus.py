@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_support import harness, write_config, write_plan
+from e2e_support import events, harness, write_config, write_plan
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -167,13 +167,24 @@ json.dump({"step": cpus("/proc/self/status"), "manager": manager, "manager_threa
 """
 
 
-def _record_a_run(tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+def _record_a_run(tmp_path: Path, services: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A run whose step records where everything runs; ``services`` "forked" (the CLI forks them
+    before it keeps to its CPUs) or "exec'd" (a config file: the supervisor starts them later)."""
     (tmp_path / "record.py").write_text(RECORD)
-    write_config(tmp_path, policy={"sandbox": "off"})  # the step must see its real parents
+    sandbox_off = {"policy": {"sandbox": "off"}}  # the step must see its real parents
+    if services == "forked":
+        policy = tmp_path / "policy.yaml"
+        policy.write_text("sandbox: 'off'\n")
+        options = ["--policy", str(policy)]  # no config file: nothing keeps the CLI from forking
+    else:
+        write_config(tmp_path, **sandbox_off)
+        options = []
     command = f"exec {sys.executable} record.py where.json"  # no shell between the step and the manager
     plan = write_plan(tmp_path, [{"id": "t1", "title": "Record", "commands": [command], "acceptance_tests": ["true"]}])
-    proc = harness(tmp_path, "run", "--plan", str(plan), "--approve", env=env)
+    proc = harness(tmp_path, "run", "--plan", str(plan), "--approve", *options, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    launches = {e["data"].get("launch") for e in events(tmp_path) if e["type"] == "SERVICE_STARTED"}
+    assert launches == ({"fork"} if services == "forked" else {None})
     return dict(json.loads((tmp_path / "where.json").read_text()))
 
 
@@ -186,9 +197,10 @@ def _cpus_here() -> frozenset[int]:
     return here
 
 
-def test_a_run_keeps_the_supervisor_off_the_readers_cpu_and_confines_no_task(tmp_path: Path) -> None:
+@pytest.mark.parametrize("services", ["forked", "exec'd"])
+def test_a_run_keeps_the_supervisor_off_the_readers_cpu_and_confines_no_task(tmp_path: Path, services: str) -> None:
     here = _cpus_here()
-    seen = _record_a_run(tmp_path, env={_cpus.OFF_ENV: ""})
+    seen = _record_a_run(tmp_path, services, env={_cpus.OFF_ENV: ""})
     reader = max(here)
     assert _cpus.parse_cpus(seen["step"]) == here  # what a task runs has every CPU
     manager = {int(tid): _cpus.parse_cpus(c) for tid, c in seen["manager_threads"].items()}
@@ -196,14 +208,15 @@ def test_a_run_keeps_the_supervisor_off_the_readers_cpu_and_confines_no_task(tmp
     assert here in manager.values()  # the job thread that started the step
     supervisor = {_cpus.parse_cpus(c) for c in seen["supervisor_threads"].values()}
     assert supervisor == {here - {reader}}
-    services = {int(pid): _cpus.parse_cpus(c) for pid, c in seen["services"].items()}
-    assert len(services) == 3 and services.pop(seen["manager"]) == {reader}
-    assert set(services.values()) == {here}  # planning and bootstrap: every CPU for what they start
+    children = {int(pid): _cpus.parse_cpus(c) for pid, c in seen["services"].items()}
+    assert len(children) == 3 and children.pop(seen["manager"]) == {reader}
+    assert set(children.values()) == {here}  # planning and bootstrap: every CPU for what they start
 
 
-def test_HARNESS_CPU_LAYOUT_off_leaves_every_thread_where_it_was(tmp_path: Path) -> None:
+@pytest.mark.parametrize("services", ["forked", "exec'd"])
+def test_HARNESS_CPU_LAYOUT_off_leaves_every_thread_where_it_was(tmp_path: Path, services: str) -> None:
     here = _cpus_here()
-    seen = _record_a_run(tmp_path, env={_cpus.OFF_ENV: "off"})
+    seen = _record_a_run(tmp_path, services, env={_cpus.OFF_ENV: "off"})
     every = [
         seen["step"],
         *seen["manager_threads"].values(),
