@@ -27,7 +27,7 @@ from typing import Any
 
 from harness.models import Empty, Risk, WorkerEvent, WorkerEventType, WorkerState
 from harness.rpc import GateBlocked, InvalidParams, InvalidTransition, Later, NotFound, RequestTimeout
-from harness.trust import is_inside, real_path, trusted_root, worker_id_for_key
+from harness.trust import TRUSTED_ROOT, is_inside, real_path, trusted_root, worker_id_for_key
 
 from ._executor import Execution, Executor, Job, Outcome, Step, ToolChannel
 from ._local import KILL_WAIT, TERM_GRACE, LocalExecutor, began_running, output_files
@@ -333,7 +333,7 @@ class WorkerManager:
             root = trusted_root(scope_dir, p.trusted_roots) if trusting else None  # a real path already
             state = WorkerState.trust_required
             if root is not None:
-                data["trust"] = {"source": "trusted_root", "approver": root}
+                data["trust"] = {"source": TRUSTED_ROOT, "approver": root}
                 state = WorkerState.ready_for_prompt
             rec = self._emit(WorkerEventType.worker_spawned, (wid, packet.id), state, data)
             return self._info(rec)
@@ -441,7 +441,7 @@ class WorkerManager:
         scope = real_path(rec.scope_dir)
         root = trusted_root(scope, roots)
         if root is not None:
-            data = {"source": "trusted_root", "approver": root}
+            data = {"source": TRUSTED_ROOT, "approver": root}
             self._emit(WorkerEventType.trust_resolved, rec, WorkerState.ready_for_prompt, data)
             return True, f"scope {scope} is inside trusted root {root}"
         return False, f"scope {scope} is inside no trusted root: a decision is required (mark_trusted)"

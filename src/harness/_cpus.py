@@ -124,10 +124,9 @@ def keep_to(cpus: frozenset[int] | None, environ: dict[str, str] | None = None) 
     return False
 
 
-def enter_worker_manager(environ: Mapping[str, str] | None = None) -> int | None:
-    """Called by the worker manager's main thread (its reader) before it starts a thread: onto the
-    CPU the supervisor left it, if it named one. Returns that CPU, or None."""
-    global _full
+def _named(environ: Mapping[str, str] | None) -> tuple[int, frozenset[int]] | None:
+    """(the reader's CPU, the run's CPUs) as the supervisor named them in :data:`ENV`; None when
+    it named none, the layout is turned off, or the value is not one :func:`name_layout` writes."""
     env = os.environ if environ is None else environ
     value = env.get(ENV)
     if not value or _off(env):
@@ -137,25 +136,26 @@ def enter_worker_manager(environ: Mapping[str, str] | None = None) -> int | None
         reader, full = int(head), parse_cpus(tail)
     except ValueError:
         return None
-    if reader not in full or not _pin({reader}):
+    return (reader, full) if reader in full else None
+
+
+def enter_worker_manager(environ: Mapping[str, str] | None = None) -> int | None:
+    """Called by the worker manager's main thread (its reader) before it starts a thread: onto the
+    CPU the supervisor left it, if it named one. Returns that CPU, or None."""
+    global _full
+    named = _named(environ)
+    if named is None or not _pin({named[0]}):
         return None
-    _full = full
-    return reader
+    _full = named[1]
+    return named[0]
 
 
 def enter_service(environ: Mapping[str, str] | None = None) -> bool:
     """Called by the planning and bootstrap services' main thread before it starts a thread: back
     onto every CPU the run was started with, if the supervisor named a layout (they inherit its
     confinement when it forks them). True when it did."""
-    env = os.environ if environ is None else environ
-    value = env.get(ENV)
-    if not value or _off(env):
-        return False
-    try:
-        full = parse_cpus(value.partition("/")[2])
-    except ValueError:
-        return False
-    return _pin(full)
+    named = _named(environ)
+    return named is not None and _pin(named[1])
 
 
 def widen() -> None:

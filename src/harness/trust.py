@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 
-__all__ = ["is_inside", "real_path", "trusted_root", "worker_id_for_key"]
+__all__ = ["TRUSTED_ROOT", "is_inside", "real_path", "trusted_root", "worker_id_for_key"]
+
+#: The trust source of a worker whose scope lies under a trusted root (its approver: that root).
+TRUSTED_ROOT = "trusted_root"
 
 #: Where the kernel names what an open descriptor refers to (Linux).
 _FD_NAMES = "/proc/self/fd/"

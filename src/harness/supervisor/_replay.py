@@ -23,6 +23,7 @@ from typing import Any
 from ..events import WORKER_STATE, worker_event_name, worker_event_type
 from ..events import EventType as E
 from ..planlog import COMPACT_SINCE, created_plan
+from ..trust import TRUSTED_ROOT
 
 __all__ = ["ReplayIndex", "RunPaths", "from_wire", "to_wire"]
 
@@ -46,8 +47,6 @@ _RESULT_DEFAULTS: dict[str, Any] = {
     "agent": None,
 }
 _OUTPUT_PATHS = ("stdout_path", "stderr_path")
-#: The trust source of a spawn whose scope lies under a trusted root; its approver is the root.
-_TRUSTED_ROOT = "trusted_root"
 
 
 def _implied_state(etype: str, data: Mapping[str, Any]) -> str | None:
@@ -103,8 +102,8 @@ def from_wire(
             for key, value in _spawn_defaults(paths, str(tid or ""), data).items():
                 if key in data and data[key] == value:
                     del data[key]
-            if data.get("trust") == {"source": _TRUSTED_ROOT, "approver": paths.workspace}:
-                data["trust"] = {"source": _TRUSTED_ROOT}  # the workspace is the root: said again
+            if data.get("trust") == {"source": TRUSTED_ROOT, "approver": paths.workspace}:
+                data["trust"] = {"source": TRUSTED_ROOT}  # the workspace is the root: said again
     elif etype in _ENDED:
         for key, empty in _RESULT_DEFAULTS.items():
             if key in data and data[key] == empty:
@@ -139,7 +138,7 @@ def to_wire(
             for key, value in _spawn_defaults(paths, str(tid or ""), d).items():
                 d.setdefault(key, value)
             trust = d.get("trust")
-            if trust == {"source": _TRUSTED_ROOT}:
+            if trust == {"source": TRUSTED_ROOT}:
                 d["trust"] = {**trust, "approver": paths.workspace}
         revision = d.pop("revision", None)
         d["packet"] = (packets.get(revision) or {}).get(tid or "") if revision is not None else None
